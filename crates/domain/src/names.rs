@@ -1,0 +1,40 @@
+//! Names of accounts, models and deployments, validated once for every entry point.
+
+/// Account, model and deployment names: lowercase letters, digits, `-`, `_` and `.`, starting
+/// with a letter or digit, at most 100 characters (Replicate's own limits).
+pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} name must not be empty"));
+    }
+    if name.len() > 100 {
+        return Err(format!("{what} name must be at most 100 characters"));
+    }
+    let first = name.as_bytes()[0];
+    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+        return Err(format!(
+            "{what} name must start with a lowercase letter or a digit"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(*c)))
+    {
+        return Err(format!(
+            "{what} name may contain only lowercase letters, digits, '-', '_' and '.', not {c:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_name;
+
+    #[test]
+    fn accepts_and_refuses() {
+        assert!(validate_name("model", "hello-world_2.0").is_ok());
+        for bad in ["", "Hello", "-x", "a/b", "a b", "..", &"x".repeat(101)] {
+            assert!(validate_name("model", bad).is_err(), "{bad:?}");
+        }
+    }
+}

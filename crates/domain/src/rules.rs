@@ -1,0 +1,350 @@
+//! The deletion rules. Each is a plain function of facts that returns *every* blocker, so a
+//! refused person learns all that stands in the way at once. Storage gathers the facts and calls
+//! these inside the transaction that deletes, so a concurrent request cannot slip between.
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Status, Visibility};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockerKind {
+    Public,
+    HasVersions,
+    PredictionsByOthers,
+    FineTuneBase,
+    Deployment,
+    DeploymentEnabled,
+    DeploymentRecentlyUsed,
+}
+
+/// Something that blocks a deletion, with a sentence a person can act on and the names involved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocker {
+    pub kind: BlockerKind,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+}
+
+impl Blocker {
+    fn new(kind: BlockerKind, detail: String) -> Self {
+        Blocker {
+            kind,
+            detail,
+            model: None,
+            version_count: None,
+            versions: None,
+            account: None,
+            prediction_count: None,
+            training: None,
+            version: None,
+            deployment: None,
+        }
+    }
+}
+
+/// How many version ids a `has_versions` blocker names; the count is always exact.
+pub const VERSIONS_NAMED: usize = 20;
+
+pub struct ModelFacts {
+    /// "owner/name"
+    pub model: String,
+    pub visibility: Visibility,
+    pub version_count: i64,
+    /// The newest versions, at most [`VERSIONS_NAMED`].
+    pub newest_versions: Vec<String>,
+}
+
+pub fn model_deletion_blockers(f: &ModelFacts) -> Vec<Blocker> {
+    let mut out = Vec::new();
+    if f.visibility == Visibility::Public {
+        let mut b = Blocker::new(
+            BlockerKind::Public,
+            format!(
+                "{} is public. Make it private first (PATCH the model with \"visibility\": \"private\", or use its Settings page).",
+                f.model
+            ),
+        );
+        b.model = Some(f.model.clone());
+        out.push(b);
+    }
+    if f.version_count > 0 {
+        let mut b = Blocker::new(
+            BlockerKind::HasVersions,
+            format!(
+                "{} still has {} version{}. Delete every version first.",
+                f.model,
+                f.version_count,
+                if f.version_count == 1 { "" } else { "s" }
+            ),
+        );
+        b.model = Some(f.model.clone());
+        b.version_count = Some(f.version_count);
+        b.versions = Some(f.newest_versions.clone());
+        out.push(b);
+    }
+    out
+}
+
+pub struct RunsBy {
+    pub account_id: i64,
+    pub account: String,
+    pub count: i64,
+}
+
+/// A use of the version as a fine-tune base: a training from it, or a version trained from it.
+pub struct FineTuneUse {
+    pub training_id: Option<String>,
+    pub training_status: Option<Status>,
+    /// "owner/name:id" of the version the training produced, if any.
+    pub derived_version: Option<String>,
+}
+
+pub struct VersionFacts {
+    pub model: String,
+    pub version_id: String,
+    pub visibility: Visibility,
+    pub runs: Vec<RunsBy>,
+    pub fine_tunes: Vec<FineTuneUse>,
+    /// "owner/name" of every deployment whose current release uses the version.
+    pub deployments: Vec<String>,
+}
+
+pub fn version_deletion_blockers(f: &VersionFacts, caller_id: i64) -> Vec<Blocker> {
+    let mut out = Vec::new();
+    let short = &f.version_id[..f.version_id.len().min(12)];
+    if f.visibility == Visibility::Public {
+        let mut b = Blocker::new(
+            BlockerKind::Public,
+            format!(
+                "{} is public, and versions of public models cannot be deleted. Make the model private first.",
+                f.model
+            ),
+        );
+        b.model = Some(f.model.clone());
+        out.push(b);
+    }
+    for r in f.runs.iter().filter(|r| r.account_id != caller_id && r.count > 0) {
+        let mut b = Blocker::new(
+            BlockerKind::PredictionsByOthers,
+            format!(
+                "{} has run {} prediction{} with version {short}. A version other people have used cannot be deleted; push a new version for your changes instead.",
+                r.account,
+                r.count,
+                if r.count == 1 { "" } else { "s" }
+            ),
+        );
+        b.account = Some(r.account.clone());
+        b.prediction_count = Some(r.count);
+        out.push(b);
+    }
+    for ft in &f.fine_tunes {
+        let live_training = ft
+            .training_status
+            .is_some_and(|s| !matches!(s, Status::Failed | Status::Canceled));
+        if !live_training && ft.derived_version.is_none() {
+            continue;
+        }
+        let detail = match (&ft.derived_version, &ft.training_id) {
+            (Some(v), _) => format!(
+                "Version {short} is the base of the fine-tuned version {v}. Delete that version first."
+            ),
+            (None, Some(t)) => format!(
+                "Training {t} is fine-tuning from version {short}. Cancel it, or wait for it to finish and delete the version it makes."
+            ),
+            (None, None) => continue,
+        };
+        let mut b = Blocker::new(BlockerKind::FineTuneBase, detail);
+        b.training = ft.training_id.clone();
+        b.version = ft.derived_version.clone();
+        out.push(b);
+    }
+    for d in &f.deployments {
+        let mut b = Blocker::new(
+            BlockerKind::Deployment,
+            format!(
+                "The deployment {d} runs version {short}. Point it at another version, or disable and delete the deployment."
+            ),
+        );
+        b.deployment = Some(d.clone());
+        out.push(b);
+    }
+    out
+}
+
+pub struct DeploymentFacts {
+    pub deployment: String,
+    pub min_instances: i64,
+    pub max_instances: i64,
+    pub last_used_at: DateTime<Utc>,
+}
+
+/// A deployment can go once it is disabled (0 and 0 instances) and has been unused for `idle`.
+pub fn deployment_deletion_blockers(
+    f: &DeploymentFacts,
+    now: DateTime<Utc>,
+    idle: Duration,
+) -> Vec<Blocker> {
+    let mut out = Vec::new();
+    if f.min_instances != 0 || f.max_instances != 0 {
+        let mut b = Blocker::new(
+            BlockerKind::DeploymentEnabled,
+            format!(
+                "The deployment {} is enabled. Set min_instances and max_instances to 0 first.",
+                f.deployment
+            ),
+        );
+        b.deployment = Some(f.deployment.clone());
+        out.push(b);
+    }
+    let ready_at = f.last_used_at + idle;
+    if now < ready_at {
+        let wait = (ready_at - now).num_seconds().max(1);
+        let mut b = Blocker::new(
+            BlockerKind::DeploymentRecentlyUsed,
+            format!(
+                "The deployment {} was used or changed less than {} minutes ago. Try again in {wait} seconds.",
+                f.deployment,
+                idle.num_minutes()
+            ),
+        );
+        b.deployment = Some(f.deployment.clone());
+        out.push(b);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vfacts() -> VersionFacts {
+        VersionFacts {
+            model: "alice/m".into(),
+            version_id: "a".repeat(64),
+            visibility: Visibility::Private,
+            runs: vec![],
+            fine_tunes: vec![],
+            deployments: vec![],
+        }
+    }
+
+    fn kinds(b: &[Blocker]) -> Vec<BlockerKind> {
+        b.iter().map(|b| b.kind).collect()
+    }
+
+    #[test]
+    fn model_rules_report_every_blocker() {
+        let mut f = ModelFacts {
+            model: "alice/m".into(),
+            visibility: Visibility::Private,
+            version_count: 0,
+            newest_versions: vec![],
+        };
+        assert!(model_deletion_blockers(&f).is_empty());
+        f.visibility = Visibility::Public;
+        f.version_count = 2;
+        f.newest_versions = vec!["x".into(), "y".into()];
+        let b = model_deletion_blockers(&f);
+        assert_eq!(kinds(&b), [BlockerKind::Public, BlockerKind::HasVersions]);
+        assert_eq!(b[1].version_count, Some(2));
+        assert!(b[1].detail.contains("2 versions"));
+    }
+
+    #[test]
+    fn own_predictions_do_not_block_but_others_do() {
+        let mut f = vfacts();
+        f.runs = vec![RunsBy { account_id: 1, account: "alice".into(), count: 5 }];
+        assert!(version_deletion_blockers(&f, 1).is_empty());
+        f.runs.push(RunsBy { account_id: 2, account: "bob".into(), count: 1 });
+        let b = version_deletion_blockers(&f, 1);
+        assert_eq!(kinds(&b), [BlockerKind::PredictionsByOthers]);
+        assert_eq!(b[0].account.as_deref(), Some("bob"));
+        // Seen from bob's side, alice's runs block.
+        assert_eq!(version_deletion_blockers(&f, 2)[0].account.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn failed_and_canceled_trainings_do_not_block() {
+        let mut f = vfacts();
+        for s in [Status::Failed, Status::Canceled] {
+            f.fine_tunes = vec![FineTuneUse {
+                training_id: Some("t".into()),
+                training_status: Some(s),
+                derived_version: None,
+            }];
+            assert!(version_deletion_blockers(&f, 1).is_empty());
+        }
+        for s in [Status::Starting, Status::Processing, Status::Succeeded] {
+            f.fine_tunes[0].training_status = Some(s);
+            assert_eq!(kinds(&version_deletion_blockers(&f, 1)), [BlockerKind::FineTuneBase]);
+        }
+        f.fine_tunes = vec![FineTuneUse {
+            training_id: None,
+            training_status: None,
+            derived_version: Some("alice/ft:b".into()),
+        }];
+        let b = version_deletion_blockers(&f, 1);
+        assert_eq!(b[0].version.as_deref(), Some("alice/ft:b"));
+    }
+
+    #[test]
+    fn all_version_blockers_at_once() {
+        let mut f = vfacts();
+        f.visibility = Visibility::Public;
+        f.runs = vec![RunsBy { account_id: 2, account: "bob".into(), count: 3 }];
+        f.fine_tunes = vec![FineTuneUse {
+            training_id: Some("t1".into()),
+            training_status: Some(Status::Processing),
+            derived_version: None,
+        }];
+        f.deployments = vec!["alice/prod".into(), "acme/staging".into()];
+        let b = version_deletion_blockers(&f, 1);
+        assert_eq!(
+            kinds(&b),
+            [
+                BlockerKind::Public,
+                BlockerKind::PredictionsByOthers,
+                BlockerKind::FineTuneBase,
+                BlockerKind::Deployment,
+                BlockerKind::Deployment
+            ]
+        );
+        assert_eq!(b[4].deployment.as_deref(), Some("acme/staging"));
+    }
+
+    #[test]
+    fn deployments_go_once_disabled_and_idle() {
+        let now = Utc::now();
+        let mut f = DeploymentFacts {
+            deployment: "alice/d".into(),
+            min_instances: 0,
+            max_instances: 1,
+            last_used_at: now - Duration::minutes(20),
+        };
+        let idle = Duration::minutes(15);
+        assert_eq!(kinds(&deployment_deletion_blockers(&f, now, idle)), [BlockerKind::DeploymentEnabled]);
+        f.max_instances = 0;
+        assert!(deployment_deletion_blockers(&f, now, idle).is_empty());
+        f.last_used_at = now - Duration::minutes(5);
+        assert_eq!(
+            kinds(&deployment_deletion_blockers(&f, now, idle)),
+            [BlockerKind::DeploymentRecentlyUsed]
+        );
+    }
+}
