@@ -154,9 +154,11 @@ pub fn version_deletion_blockers(f: &VersionFacts, caller_id: i64) -> Vec<Blocke
         out.push(b);
     }
     for ft in &f.fine_tunes {
+        // A finished training blocks through the version it produced, for as long as that
+        // version exists; one still running blocks by itself.
         let live_training = ft
             .training_status
-            .is_some_and(|s| !matches!(s, Status::Failed | Status::Canceled));
+            .is_some_and(|s| matches!(s, Status::Starting | Status::Processing));
         if !live_training && ft.derived_version.is_none() {
             continue;
         }
@@ -282,7 +284,7 @@ mod tests {
     #[test]
     fn failed_and_canceled_trainings_do_not_block() {
         let mut f = vfacts();
-        for s in [Status::Failed, Status::Canceled] {
+        for s in [Status::Failed, Status::Canceled, Status::Succeeded] {
             f.fine_tunes = vec![FineTuneUse {
                 training_id: Some("t".into()),
                 training_status: Some(s),
@@ -290,7 +292,7 @@ mod tests {
             }];
             assert!(version_deletion_blockers(&f, 1).is_empty());
         }
-        for s in [Status::Starting, Status::Processing, Status::Succeeded] {
+        for s in [Status::Starting, Status::Processing] {
             f.fine_tunes[0].training_status = Some(s);
             assert_eq!(kinds(&version_deletion_blockers(&f, 1)), [BlockerKind::FineTuneBase]);
         }

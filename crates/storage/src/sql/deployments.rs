@@ -1,0 +1,206 @@
+use chrono::{DateTime, Duration, Utc};
+use modelyard_domain::rules::{deployment_deletion_blockers, DeploymentFacts};
+use modelyard_domain::*;
+use sqlx::{Any, Row, Transaction};
+
+use super::{audit, ids_or_none, now, SqlStore};
+use crate::rows::{self, placeholders, time, DEPLOYMENT_SELECT};
+use crate::store::Deletion;
+use crate::{Result, StoreError};
+
+async fn insert_release(
+    tx: &mut Transaction<'static, Any>,
+    deployment_id: i64,
+    number: i64,
+    r: &NewRelease,
+    created_by: &str,
+    at: i64,
+) -> Result<()> {
+    let model: String = sqlx::query_scalar(
+        "SELECT a.username || '/' || m.name FROM versions v JOIN models m ON m.id = v.model_id \
+         JOIN accounts a ON a.id = m.owner_id WHERE v.id = $1",
+    )
+    .bind(&r.version_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound("version"))?;
+    sqlx::query(
+        "INSERT INTO deployment_releases (deployment_id, number, model, version_id, hardware, \
+         min_instances, max_instances, created_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(deployment_id)
+    .bind(number)
+    .bind(model)
+    .bind(&r.version_id)
+    .bind(&r.hardware)
+    .bind(r.min_instances)
+    .bind(r.max_instances)
+    .bind(created_by)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn version_gone(e: sqlx::Error) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Conflict(m) if m.contains("refers") => StoreError::NotFound("version"),
+        e => e,
+    }
+}
+
+impl SqlStore {
+    pub(super) async fn create_deployment_(
+        &self,
+        owner_id: i64,
+        name: &str,
+        release: NewRelease,
+        created_by: &str,
+    ) -> Result<Deployment> {
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO deployments (owner_id, name, release_number, version_id, last_used_at, \
+             created_at) VALUES ($1, $2, 1, $3, $4, $4) RETURNING id",
+        )
+        .bind(owner_id)
+        .bind(name)
+        .bind(&release.version_id)
+        .bind(at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match version_gone(e) {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("a deployment named {name:?} already exists"))
+            }
+            e => e,
+        })?;
+        insert_release(&mut tx, id, 1, &release, created_by, at).await?;
+        tx.commit().await?;
+        self.deployment_by_id(id).await
+    }
+
+    async fn deployment_by_id(&self, id: i64) -> Result<Deployment> {
+        let row = sqlx::query(&format!("{DEPLOYMENT_SELECT} WHERE d.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("deployment"))?;
+        rows::deployment(&row)
+    }
+
+    pub(super) async fn deployment_(&self, owner: &str, name: &str) -> Result<Option<Deployment>> {
+        sqlx::query(&format!("{DEPLOYMENT_SELECT} WHERE a.username = $1 AND d.name = $2"))
+            .bind(owner)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(rows::deployment)
+            .transpose()
+    }
+
+    pub(super) async fn list_deployments_(
+        &self,
+        owner_ids: &[i64],
+        page: PageReq,
+    ) -> Result<Vec<Deployment>> {
+        let ids = ids_or_none(owner_ids);
+        let sql = format!(
+            "{DEPLOYMENT_SELECT} WHERE d.owner_id IN ({}) AND d.id < $1 ORDER BY d.id DESC LIMIT $2",
+            placeholders(3, ids.len())
+        );
+        let mut q = sqlx::query(&sql).bind(page.after.unwrap_or(i64::MAX)).bind(page.limit);
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(&self.pool).await?.iter().map(rows::deployment).collect()
+    }
+
+    pub(super) async fn update_deployment_(
+        &self,
+        id: i64,
+        release: NewRelease,
+        created_by: &str,
+    ) -> Result<Deployment> {
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        let number: i64 = sqlx::query_scalar(&format!(
+            "SELECT release_number FROM deployments WHERE id = $1{}",
+            self.lock()
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("deployment"))?;
+        sqlx::query(
+            "UPDATE deployments SET release_number = $1, version_id = $2, last_used_at = $3 \
+             WHERE id = $4",
+        )
+        .bind(number + 1)
+        .bind(&release.version_id)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(version_gone)?;
+        insert_release(&mut tx, id, number + 1, &release, created_by, at).await?;
+        tx.commit().await?;
+        self.deployment_by_id(id).await
+    }
+
+    pub(super) async fn delete_deployment_(
+        &self,
+        id: i64,
+        caller: &Caller,
+        dry_run: bool,
+        now: DateTime<Utc>,
+        idle: Duration,
+    ) -> Result<Deletion> {
+        let mut tx = if dry_run { self.pool.begin().await? } else { self.begin_write().await? };
+        let lock = if dry_run { "" } else { self.lock() };
+        let d = sqlx::query(&format!(
+            "SELECT owner_id, name, release_number, last_used_at FROM deployments WHERE id = $1{lock}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("deployment"))?;
+        let owner_id: i64 = d.try_get("owner_id")?;
+        let owner: String = sqlx::query_scalar("SELECT username FROM accounts WHERE id = $1")
+            .bind(owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let r = sqlx::query(
+            "SELECT min_instances, max_instances FROM deployment_releases \
+             WHERE deployment_id = $1 AND number = $2",
+        )
+        .bind(id)
+        .bind(d.try_get::<i64, _>("release_number")?)
+        .fetch_one(&mut *tx)
+        .await?;
+        let full_name = format!("{owner}/{}", d.try_get::<String, _>("name")?);
+        let facts = DeploymentFacts {
+            deployment: full_name.clone(),
+            min_instances: r.try_get("min_instances")?,
+            max_instances: r.try_get("max_instances")?,
+            last_used_at: time(d.try_get("last_used_at")?),
+        };
+        let blockers = deployment_deletion_blockers(&facts, now, idle);
+        if dry_run {
+            return Ok(Deletion { blockers, ..Default::default() });
+        }
+        let deleted = blockers.is_empty();
+        if deleted {
+            sqlx::query("DELETE FROM deployments WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let e = audit::event(caller, owner_id, "delete_deployment", full_name, &blockers);
+        audit::insert(&mut tx, &e).await?;
+        tx.commit().await?;
+        Ok(Deletion { blockers, deleted, unreferenced_artifact: None })
+    }
+}

@@ -1,0 +1,241 @@
+//! The one SQL implementation of [`Store`], for SQLite and PostgreSQL alike.
+mod accounts;
+mod audit;
+mod deployments;
+mod jobs;
+mod models;
+mod versions;
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use modelyard_domain::*;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+use crate::dialect::Dialect;
+use crate::store::{Deletion, Store};
+use crate::{Result, StoreError};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
+
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl SqlStore {
+    /// Connects to `sqlite://PATH` (created if missing) or `postgres://...`, and migrates.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(url).ok_or_else(|| {
+            StoreError::Internal(format!(
+                "unsupported database URL {url:?}: use sqlite://PATH or postgres://..."
+            ))
+        })?;
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_string(),
+        };
+        let opts = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // Per connection: foreign keys are the backstop of every rule, and a
+                        // writer waits for the lock instead of failing at once.
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        if dialect == Dialect::Sqlite {
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        let store = SqlStore { pool, dialect };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin_with(self.dialect.begin_write()).await?;
+        if self.dialect == Dialect::Postgres {
+            // Two servers starting at once must not both migrate.
+            tx.execute("SELECT pg_advisory_xact_lock(7710212)").await?;
+        }
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+            .await?;
+        let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            for stmt in self.dialect.ddl(sql).split(';').filter(|s| !s.trim().is_empty()) {
+                tx.execute(stmt).await?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                .bind(*version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(self.pool.begin_with(self.dialect.begin_write()).await?)
+    }
+
+    fn lock(&self) -> &'static str {
+        self.dialect.lock_rows()
+    }
+}
+
+fn now() -> i64 {
+    crate::rows::micros(Utc::now())
+}
+
+/// A non-empty IN list: an empty one is a syntax error, and no account has id -1.
+fn ids_or_none(ids: &[i64]) -> Vec<i64> {
+    if ids.is_empty() {
+        vec![-1]
+    } else {
+        ids.to_vec()
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn create_account(&self, kind: AccountKind, username: &str, name: &str) -> Result<Account> {
+        self.create_account_(kind, username, name).await
+    }
+    async fn account(&self, username: &str) -> Result<Option<Account>> {
+        self.account_(username).await
+    }
+    async fn add_member(&self, org_id: i64, user_id: i64) -> Result<()> {
+        self.add_member_(org_id, user_id).await
+    }
+    async fn members(&self, org_id: i64) -> Result<Vec<Account>> {
+        self.members_(org_id).await
+    }
+    async fn add_token(&self, account_id: i64, token_hash: &str) -> Result<()> {
+        self.add_token_(account_id, token_hash).await
+    }
+    async fn caller_by_token(&self, token_hash: &str) -> Result<Option<Caller>> {
+        self.caller_by_token_(token_hash).await
+    }
+    async fn create_model(&self, m: NewModel) -> Result<Model> {
+        self.create_model_(m).await
+    }
+    async fn model(&self, owner: &str, name: &str) -> Result<Option<Model>> {
+        self.model_(owner, name).await
+    }
+    async fn list_models(
+        &self,
+        viewer: Option<&Caller>,
+        query: Option<&str>,
+        page: PageReq,
+    ) -> Result<Vec<Model>> {
+        self.list_models_(viewer, query, page).await
+    }
+    async fn update_model(&self, id: i64, patch: ModelPatch) -> Result<Model> {
+        self.update_model_(id, patch).await
+    }
+    async fn delete_model(&self, model_id: i64, caller: &Caller, dry_run: bool) -> Result<Deletion> {
+        self.delete_model_(model_id, caller, dry_run).await
+    }
+    async fn versions(&self, model_id: i64, page: PageReq) -> Result<Vec<Version>> {
+        self.versions_(model_id, page).await
+    }
+    async fn version(&self, model_id: i64, id: &str) -> Result<Option<Version>> {
+        self.version_(model_id, id).await
+    }
+    async fn version_by_id(&self, id: &str) -> Result<Option<(Model, Version)>> {
+        self.version_by_id_(id).await
+    }
+    async fn create_version(&self, v: NewVersion) -> Result<(Version, bool)> {
+        self.create_version_(v).await
+    }
+    async fn artifact_in_use(&self, artifact: &str) -> Result<bool> {
+        self.artifact_in_use_(artifact).await
+    }
+    async fn delete_version(
+        &self,
+        model_id: i64,
+        version_id: &str,
+        caller: &Caller,
+        dry_run: bool,
+    ) -> Result<Deletion> {
+        self.delete_version_(model_id, version_id, caller, dry_run).await
+    }
+    async fn create_job(&self, j: NewJob) -> Result<Job> {
+        self.create_job_(j).await
+    }
+    async fn job(&self, kind: JobKind, id: &str) -> Result<Option<Job>> {
+        self.job_(kind, id).await
+    }
+    async fn list_jobs(&self, kind: JobKind, account_id: i64, page: PageReq) -> Result<Vec<Job>> {
+        self.list_jobs_(kind, account_id, page).await
+    }
+    async fn cancel_job(&self, kind: JobKind, id: &str) -> Result<Job> {
+        self.cancel_job_(kind, id).await
+    }
+    async fn create_deployment(
+        &self,
+        owner_id: i64,
+        name: &str,
+        release: NewRelease,
+        created_by: &str,
+    ) -> Result<Deployment> {
+        self.create_deployment_(owner_id, name, release, created_by).await
+    }
+    async fn deployment(&self, owner: &str, name: &str) -> Result<Option<Deployment>> {
+        self.deployment_(owner, name).await
+    }
+    async fn list_deployments(&self, owner_ids: &[i64], page: PageReq) -> Result<Vec<Deployment>> {
+        self.list_deployments_(owner_ids, page).await
+    }
+    async fn update_deployment(
+        &self,
+        id: i64,
+        release: NewRelease,
+        created_by: &str,
+    ) -> Result<Deployment> {
+        self.update_deployment_(id, release, created_by).await
+    }
+    async fn delete_deployment(
+        &self,
+        id: i64,
+        caller: &Caller,
+        dry_run: bool,
+        now: DateTime<Utc>,
+        idle: Duration,
+    ) -> Result<Deletion> {
+        self.delete_deployment_(id, caller, dry_run, now, idle).await
+    }
+    async fn record_audit(&self, e: NewAuditEvent) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        audit::insert(&mut tx, &e).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    async fn audit_events(&self, owner_ids: &[i64], page: PageReq) -> Result<Vec<AuditEvent>> {
+        self.audit_events_(owner_ids, page).await
+    }
+}

@@ -1,0 +1,187 @@
+use modelyard_domain::rules::{model_deletion_blockers, ModelFacts, VERSIONS_NAMED};
+use modelyard_domain::*;
+use sqlx::Row;
+
+use super::{audit, ids_or_none, now, SqlStore};
+use crate::rows::{self, placeholders, MODEL_SELECT};
+use crate::store::Deletion;
+use crate::{Result, StoreError};
+
+impl SqlStore {
+    pub(super) async fn create_model_(&self, m: NewModel) -> Result<Model> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO models (owner_id, name, description, visibility, hardware, github_url, \
+             paper_url, license_url, cover_image_url, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(m.owner_id)
+        .bind(&m.name)
+        .bind(&m.description)
+        .bind(m.visibility.unwrap_or(Visibility::Private).as_str())
+        .bind(&m.hardware)
+        .bind(&m.github_url)
+        .bind(&m.paper_url)
+        .bind(&m.license_url)
+        .bind(&m.cover_image_url)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("a model named {:?} already exists", m.name))
+            }
+            e => e,
+        })?;
+        self.model_by_id(id).await
+    }
+
+    async fn model_by_id(&self, id: i64) -> Result<Model> {
+        let row = sqlx::query(&format!("{MODEL_SELECT} WHERE m.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("model"))?;
+        rows::model(&row)
+    }
+
+    pub(super) async fn model_(&self, owner: &str, name: &str) -> Result<Option<Model>> {
+        sqlx::query(&format!("{MODEL_SELECT} WHERE a.username = $1 AND m.name = $2"))
+            .bind(owner)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(rows::model)
+            .transpose()
+    }
+
+    pub(super) async fn list_models_(
+        &self,
+        viewer: Option<&Caller>,
+        query: Option<&str>,
+        page: PageReq,
+    ) -> Result<Vec<Model>> {
+        let mut own = viewer.map(|c| c.org_ids.clone()).unwrap_or_default();
+        own.extend(viewer.map(|c| c.account.id));
+        let own = ids_or_none(&own);
+        let search = query.map(|q| {
+            let escaped = q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        let sql = format!(
+            "{MODEL_SELECT} WHERE (m.visibility = 'public' OR m.owner_id IN ({})) AND m.id < $1 \
+             AND ($2 = '' OR LOWER(m.name) LIKE $2 ESCAPE '\\' OR LOWER(a.username) LIKE $2 ESCAPE '\\' \
+             OR LOWER(COALESCE(m.description, '')) LIKE $2 ESCAPE '\\') \
+             ORDER BY m.id DESC LIMIT $3",
+            placeholders(4, own.len())
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(page.after.unwrap_or(i64::MAX))
+            .bind(search.unwrap_or_default())
+            .bind(page.limit);
+        for id in own {
+            q = q.bind(id);
+        }
+        q.fetch_all(&self.pool).await?.iter().map(rows::model).collect()
+    }
+
+    pub(super) async fn update_model_(&self, id: i64, p: ModelPatch) -> Result<Model> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "SELECT description, visibility, hardware, github_url, paper_url, license_url, \
+             cover_image_url FROM models WHERE id = $1{}",
+            self.lock()
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("model"))?;
+        let get = |col: &str| row.try_get::<Option<String>, _>(col);
+        let description = p.description.unwrap_or(get("description")?);
+        let visibility = match p.visibility {
+            Some(v) => v.as_str().to_string(),
+            None => row.try_get("visibility")?,
+        };
+        let hardware = match p.hardware {
+            Some(h) => h,
+            None => row.try_get("hardware")?,
+        };
+        let github_url = p.github_url.unwrap_or(get("github_url")?);
+        let paper_url = p.paper_url.unwrap_or(get("paper_url")?);
+        let license_url = p.license_url.unwrap_or(get("license_url")?);
+        let cover_image_url = p.cover_image_url.unwrap_or(get("cover_image_url")?);
+        sqlx::query(
+            "UPDATE models SET description = $1, visibility = $2, hardware = $3, github_url = $4, \
+             paper_url = $5, license_url = $6, cover_image_url = $7 WHERE id = $8",
+        )
+        .bind(description)
+        .bind(visibility)
+        .bind(hardware)
+        .bind(github_url)
+        .bind(paper_url)
+        .bind(license_url)
+        .bind(cover_image_url)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.model_by_id(id).await
+    }
+
+    pub(super) async fn delete_model_(
+        &self,
+        model_id: i64,
+        caller: &Caller,
+        dry_run: bool,
+    ) -> Result<Deletion> {
+        let mut tx = if dry_run { self.pool.begin().await? } else { self.begin_write().await? };
+        let lock = if dry_run { "" } else { self.lock() };
+        let row = sqlx::query(&format!(
+            "SELECT owner_id, visibility, name FROM models WHERE id = $1{lock}"
+        ))
+        .bind(model_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("model"))?;
+        let owner_id: i64 = row.try_get("owner_id")?;
+        let owner: String = sqlx::query_scalar("SELECT username FROM accounts WHERE id = $1")
+            .bind(owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let full_name = format!("{owner}/{}", row.try_get::<String, _>("name")?);
+        let version_count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE model_id = $1")
+                .bind(model_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let newest_versions: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM versions WHERE model_id = $1 ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(model_id)
+        .bind(VERSIONS_NAMED as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let facts = ModelFacts {
+            model: full_name.clone(),
+            visibility: Visibility::parse(&row.try_get::<String, _>("visibility")?)
+                .unwrap_or(Visibility::Private),
+            version_count,
+            newest_versions,
+        };
+        let blockers = model_deletion_blockers(&facts);
+        if dry_run {
+            return Ok(Deletion { blockers, ..Default::default() });
+        }
+        let deleted = blockers.is_empty();
+        if deleted {
+            sqlx::query("DELETE FROM models WHERE id = $1")
+                .bind(model_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        audit::insert(&mut tx, &audit::event(caller, owner_id, "delete_model", full_name, &blockers))
+            .await?;
+        tx.commit().await?;
+        Ok(Deletion { blockers, deleted, unreferenced_artifact: None })
+    }
+}

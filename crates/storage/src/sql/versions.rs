@@ -1,0 +1,262 @@
+use modelyard_domain::rules::{version_deletion_blockers, FineTuneUse, RunsBy, VersionFacts};
+use modelyard_domain::*;
+use sqlx::Row;
+
+use super::{audit, now, SqlStore};
+use crate::rows::{self, VERSION_SELECT};
+use crate::store::Deletion;
+use crate::{Result, StoreError};
+
+impl SqlStore {
+    pub(super) async fn versions_(&self, model_id: i64, page: PageReq) -> Result<Vec<Version>> {
+        sqlx::query(&format!(
+            "{VERSION_SELECT} WHERE v.model_id = $1 AND v.seq < $2 ORDER BY v.seq DESC LIMIT $3"
+        ))
+        .bind(model_id)
+        .bind(page.after.unwrap_or(i64::MAX))
+        .bind(page.limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::version)
+        .collect()
+    }
+
+    pub(super) async fn version_(&self, model_id: i64, id: &str) -> Result<Option<Version>> {
+        sqlx::query(&format!("{VERSION_SELECT} WHERE v.model_id = $1 AND v.id = $2"))
+            .bind(model_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(rows::version)
+            .transpose()
+    }
+
+    pub(super) async fn version_by_id_(&self, id: &str) -> Result<Option<(Model, Version)>> {
+        let Some(row) = sqlx::query(&format!("{VERSION_SELECT} WHERE v.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let version = rows::version(&row)?;
+        let model = sqlx::query(&format!("{} WHERE m.id = $1", rows::MODEL_SELECT))
+            .bind(version.model_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some((rows::model(&model)?, version)))
+    }
+
+    pub(super) async fn create_version_(&self, v: NewVersion) -> Result<(Version, bool)> {
+        let id = ids::version_id(v.model_id, &v.content_digest);
+        let mut tx = self.begin_write().await?;
+        let existing = sqlx::query(&format!("{VERSION_SELECT} WHERE v.id = $1"))
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = existing {
+            return Ok((rows::version(&row)?, false));
+        }
+        sqlx::query(
+            "INSERT INTO versions (id, model_id, cog_version, openapi_schema, artifact, \
+             base_version_id, training_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&id)
+        .bind(v.model_id)
+        .bind(&v.cog_version)
+        .bind(v.openapi_schema.to_string())
+        .bind(&v.artifact)
+        .bind(&v.base_version_id)
+        .bind(&v.training_id)
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            // The model (or the base) was deleted meanwhile.
+            StoreError::Conflict(_) => StoreError::NotFound("model"),
+            e => e,
+        })?;
+        let row = sqlx::query(&format!("{VERSION_SELECT} WHERE v.id = $1"))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((rows::version(&row)?, true))
+    }
+
+    pub(super) async fn artifact_in_use_(&self, artifact: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE artifact = $1")
+            .bind(artifact)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(super) async fn delete_version_(
+        &self,
+        model_id: i64,
+        version_id: &str,
+        caller: &Caller,
+        dry_run: bool,
+    ) -> Result<Deletion> {
+        let mut tx = if dry_run { self.pool.begin().await? } else { self.begin_write().await? };
+        let lock = if dry_run { "" } else { self.lock() };
+        // Lock the model, then the version: a visibility change, a new prediction, training,
+        // deployment release or fine-tuned version all wait for (or fail after) this.
+        let m = sqlx::query(&format!(
+            "SELECT owner_id, visibility, name FROM models WHERE id = $1{lock}"
+        ))
+        .bind(model_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("model"))?;
+        let v = sqlx::query(&format!(
+            "SELECT artifact FROM versions WHERE model_id = $1 AND id = $2{lock}"
+        ))
+        .bind(model_id)
+        .bind(version_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("version"))?;
+        let artifact: String = v.try_get("artifact")?;
+        let owner_id: i64 = m.try_get("owner_id")?;
+        let owner: String = sqlx::query_scalar("SELECT username FROM accounts WHERE id = $1")
+            .bind(owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let model = format!("{owner}/{}", m.try_get::<String, _>("name")?);
+
+        // Counts per account, kept beside the predictions: no prediction row is scanned.
+        let runs = sqlx::query(
+            "SELECT r.account_id, a.username, r.count FROM version_runs r \
+             JOIN accounts a ON a.id = r.account_id WHERE r.version_id = $1 ORDER BY a.username",
+        )
+        .bind(version_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(RunsBy {
+                account_id: r.try_get("account_id")?,
+                account: r.try_get("username")?,
+                count: r.try_get("count")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+        let mut fine_tunes = Vec::new();
+        for r in sqlx::query(
+            "SELECT v.id, a.username, m.name, v.training_id FROM versions v \
+             JOIN models m ON m.id = v.model_id JOIN accounts a ON a.id = m.owner_id \
+             WHERE v.base_version_id = $1 ORDER BY v.seq",
+        )
+        .bind(version_id)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            fine_tunes.push(FineTuneUse {
+                training_id: r.try_get("training_id")?,
+                training_status: None,
+                derived_version: Some(format!(
+                    "{}/{}:{}",
+                    r.try_get::<String, _>("username")?,
+                    r.try_get::<String, _>("name")?,
+                    r.try_get::<String, _>("id")?
+                )),
+            });
+        }
+        for r in sqlx::query(
+            "SELECT id, status FROM jobs WHERE version_id = $1 AND kind = 'training' \
+             AND status IN ('starting', 'processing') ORDER BY seq",
+        )
+        .bind(version_id)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            fine_tunes.push(FineTuneUse {
+                training_id: r.try_get("id")?,
+                training_status: Status::parse(&r.try_get::<String, _>("status")?),
+                derived_version: None,
+            });
+        }
+
+        let deployments = sqlx::query(
+            "SELECT a.username, d.name FROM deployments d JOIN accounts a ON a.id = d.owner_id \
+             WHERE d.version_id = $1 ORDER BY a.username, d.name",
+        )
+        .bind(version_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(format!(
+                "{}/{}",
+                r.try_get::<String, _>("username")?,
+                r.try_get::<String, _>("name")?
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+        let facts = VersionFacts {
+            model: model.clone(),
+            version_id: version_id.to_string(),
+            visibility: Visibility::parse(&m.try_get::<String, _>("visibility")?)
+                .unwrap_or(Visibility::Private),
+            runs,
+            fine_tunes,
+            deployments,
+        };
+        let blockers = version_deletion_blockers(&facts, caller.account.id);
+        if dry_run {
+            return Ok(Deletion { blockers, ..Default::default() });
+        }
+        let deleted = blockers.is_empty();
+        let mut unreferenced_artifact = None;
+        if deleted {
+            // Only the caller's own predictions can be here; if the rules ever let another
+            // account's through, the foreign key refuses the DELETE below and nothing happens.
+            let removed = sqlx::query(
+                "DELETE FROM jobs WHERE version_id = $1 AND kind = 'prediction' AND account_id = $2",
+            )
+            .bind(version_id)
+            .bind(caller.account.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() as i64;
+            sqlx::query(
+                "DELETE FROM jobs WHERE version_id = $1 AND kind = 'training' \
+                 AND status IN ('succeeded', 'failed', 'canceled')",
+            )
+            .bind(version_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE models SET run_count = run_count - $1 WHERE id = $2")
+                .bind(removed)
+                .bind(model_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM version_runs WHERE version_id = $1")
+                .bind(version_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM versions WHERE id = $1")
+                .bind(version_id)
+                .execute(&mut *tx)
+                .await?;
+            let refs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE artifact = $1")
+                .bind(&artifact)
+                .fetch_one(&mut *tx)
+                .await?;
+            if refs == 0 {
+                unreferenced_artifact = Some(artifact);
+            }
+        }
+        let target = format!("{model}:{version_id}");
+        audit::insert(&mut tx, &audit::event(caller, owner_id, "delete_version", target, &blockers))
+            .await?;
+        tx.commit().await?;
+        Ok(Deletion { blockers, deleted, unreferenced_artifact })
+    }
+}

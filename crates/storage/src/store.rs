@@ -1,0 +1,93 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use modelyard_domain::*;
+
+use crate::Result;
+
+/// What a deletion (or its preview) came to. `deleted` is false when blockers stood in the way
+/// or when it was only a preview.
+#[derive(Debug, Clone, Default)]
+pub struct Deletion {
+    pub blockers: Vec<Blocker>,
+    pub deleted: bool,
+    /// An artifact that no version references any more, for the caller to remove from disk.
+    pub unreferenced_artifact: Option<String>,
+}
+
+/// The platform's storage, in domain terms.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Accounts and tokens.
+    async fn create_account(&self, kind: AccountKind, username: &str, name: &str) -> Result<Account>;
+    async fn account(&self, username: &str) -> Result<Option<Account>>;
+    async fn add_member(&self, org_id: i64, user_id: i64) -> Result<()>;
+    async fn members(&self, org_id: i64) -> Result<Vec<Account>>;
+    async fn add_token(&self, account_id: i64, token_hash: &str) -> Result<()>;
+    async fn caller_by_token(&self, token_hash: &str) -> Result<Option<Caller>>;
+
+    // Models.
+    async fn create_model(&self, m: NewModel) -> Result<Model>;
+    async fn model(&self, owner: &str, name: &str) -> Result<Option<Model>>;
+    /// Models the viewer may see (public ones, and those of the accounts it acts for), newest
+    /// first, optionally matching `query` in the name, owner or description.
+    async fn list_models(
+        &self,
+        viewer: Option<&Caller>,
+        query: Option<&str>,
+        page: PageReq,
+    ) -> Result<Vec<Model>>;
+    async fn update_model(&self, id: i64, patch: ModelPatch) -> Result<Model>;
+    async fn delete_model(&self, model_id: i64, caller: &Caller, dry_run: bool) -> Result<Deletion>;
+
+    // Versions.
+    async fn versions(&self, model_id: i64, page: PageReq) -> Result<Vec<Version>>;
+    async fn version(&self, model_id: i64, id: &str) -> Result<Option<Version>>;
+    /// A bare version id, unique across models, with the model it belongs to.
+    async fn version_by_id(&self, id: &str) -> Result<Option<(Model, Version)>>;
+    /// Creates the version, or returns the existing one for the same content (`false`).
+    async fn create_version(&self, v: NewVersion) -> Result<(Version, bool)>;
+    async fn artifact_in_use(&self, artifact: &str) -> Result<bool>;
+    async fn delete_version(
+        &self,
+        model_id: i64,
+        version_id: &str,
+        caller: &Caller,
+        dry_run: bool,
+    ) -> Result<Deletion>;
+
+    // Predictions and trainings.
+    async fn create_job(&self, j: NewJob) -> Result<Job>;
+    async fn job(&self, kind: JobKind, id: &str) -> Result<Option<Job>>;
+    async fn list_jobs(&self, kind: JobKind, account_id: i64, page: PageReq) -> Result<Vec<Job>>;
+    /// Cancels a job that has not finished; a finished one is returned unchanged.
+    async fn cancel_job(&self, kind: JobKind, id: &str) -> Result<Job>;
+
+    // Deployments.
+    async fn create_deployment(
+        &self,
+        owner_id: i64,
+        name: &str,
+        release: NewRelease,
+        created_by: &str,
+    ) -> Result<Deployment>;
+    async fn deployment(&self, owner: &str, name: &str) -> Result<Option<Deployment>>;
+    async fn list_deployments(&self, owner_ids: &[i64], page: PageReq) -> Result<Vec<Deployment>>;
+    async fn update_deployment(
+        &self,
+        id: i64,
+        release: NewRelease,
+        created_by: &str,
+    ) -> Result<Deployment>;
+    async fn delete_deployment(
+        &self,
+        id: i64,
+        caller: &Caller,
+        dry_run: bool,
+        now: DateTime<Utc>,
+        idle: Duration,
+    ) -> Result<Deletion>;
+
+    // The audit log.
+    async fn record_audit(&self, e: NewAuditEvent) -> Result<()>;
+    async fn audit_events(&self, owner_ids: &[i64], page: PageReq) -> Result<Vec<AuditEvent>>;
+}
