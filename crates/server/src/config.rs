@@ -1,0 +1,43 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `modelyard serve` can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; `None` means the SQLite file in the data dir.
+    pub database_url: Option<String>,
+    /// The base of every absolute URL in responses; `None` means `http://{addr}`.
+    pub public_url: Option<String>,
+    /// The Python that has Cog installed, used to read a pushed predictor's schema.
+    pub python: String,
+    /// The largest accepted upload (a pushed Cog project, compressed).
+    pub max_upload_bytes: usize,
+    /// How long a disabled deployment must stay unused before it can be deleted.
+    pub deployment_idle: Duration,
+}
+
+impl Config {
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("modelyard.db").display()),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 5080)),
+            data_dir: PathBuf::from("modelyard-data"),
+            database_url: None,
+            public_url: None,
+            python: "python3".into(),
+            max_upload_bytes: 100 * 1024 * 1024,
+            deployment_idle: Duration::from_secs(15 * 60),
+        }
+    }
+}
