@@ -350,3 +350,15 @@ mod tests {
         );
     }
 }
+
+/// Who may see a model and everything in it: anyone when it is public, otherwise only the
+/// owning account and members of the owning organization. Outsiders get the same 404 as for
+/// something that does not exist.
+pub fn can_view(caller: Option<&crate::Caller>, owner_id: i64, visibility: Visibility) -> bool {
+    visibility == Visibility::Public || caller.is_some_and(|c| c.acts_for(owner_id))
+}
+
+/// Who may change or delete a model, its versions and deployments: its owners.
+pub fn can_manage(caller: &crate::Caller, owner_id: i64) -> bool {
+    caller.acts_for(owner_id)
+}

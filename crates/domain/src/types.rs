@@ -123,6 +123,8 @@ pub struct ModelPatch {
 
 #[derive(Debug, Clone)]
 pub struct Version {
+    /// Position in listings, newest highest: the cursor of pagination.
+    pub cursor: i64,
     pub id: String,
     pub model_id: i64,
     pub cog_version: String,
@@ -182,6 +184,8 @@ impl Status {
 /// A prediction or a training: Replicate gives both the same shape.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// Position in listings, newest highest: the cursor of pagination.
+    pub cursor: i64,
     pub id: String,
     pub kind: JobKind,
     pub account_id: i64,

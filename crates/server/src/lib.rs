@@ -1,14 +1,84 @@
 //! modelyard's HTTP server: the Replicate-compatible API under /v1 and its extensions.
 #![forbid(unsafe_code)]
 
+pub mod api;
 mod config;
+mod error;
+mod extract;
+pub mod ops;
+mod push;
+pub mod state;
+mod validate;
+mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use modelyard_storage::{SqlStore, Store};
+use tower_http::trace::TraceLayer;
+
 pub use config::Config;
+pub use error::ApiError;
+pub use state::AppState;
+
+/// The largest JSON body the API reads; pushes have their own, configurable limit.
+const JSON_LIMIT: usize = 1024 * 1024;
+
+/// Opens (and migrates) the configured database, creating the data dir when needed.
+pub async fn open_store(config: &Config) -> Result<SqlStore, String> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!("cannot create the data directory {}: {e}", config.data_dir.display())
+    })?;
+    SqlStore::connect(&config.database_url())
+        .await
+        .map_err(|e| format!("cannot open the database: {e}"))
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    api::router(state.clone())
+        .layer(DefaultBodyLimit::max(JSON_LIMIT.max(state.config.max_upload_bytes)))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// A bound, not yet serving, server: tests bind port 0 and read the address.
+pub struct Bound {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    listener: tokio::net::TcpListener,
+}
+
+pub async fn bind(config: Config) -> Result<Bound, String> {
+    let store = open_store(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let public = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let store: Arc<dyn Store> = Arc::new(store);
+    let state = AppState::new(store, config, public);
+    Ok(Bound { addr, state, listener })
+}
+
+impl Bound {
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
+        tracing::info!(addr = %self.addr, url = %self.state.public_url, "modelyard is serving");
+        axum::serve(self.listener, app(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| format!("server error: {e}"))
+    }
+}
 
 /// Runs the server until `shutdown` resolves.
 pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let _ = (config, shutdown);
-    Err("not yet".into())
+    bind(config).await?.serve(shutdown).await
 }

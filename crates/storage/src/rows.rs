@@ -32,7 +32,7 @@ pub fn account(r: &AnyRow) -> Result<Account> {
 
 pub const MODEL_SELECT: &str = "SELECT m.id, m.owner_id, a.username AS owner, m.name, m.description, \
     m.visibility, m.hardware, m.github_url, m.paper_url, m.license_url, m.cover_image_url, \
-    m.run_count, m.created_at, v.id AS v_id, v.cog_version AS v_cog_version, \
+    m.run_count, m.created_at, v.seq AS v_seq, v.id AS v_id, v.cog_version AS v_cog_version, \
     v.openapi_schema AS v_schema, v.artifact AS v_artifact, v.base_version_id AS v_base, \
     v.created_at AS v_created_at \
     FROM models m JOIN accounts a ON a.id = m.owner_id \
@@ -44,6 +44,7 @@ pub fn model(r: &AnyRow) -> Result<Model> {
     let v_id: Option<String> = r.try_get("v_id")?;
     let latest_version = match v_id {
         Some(v_id) => Some(Version {
+            cursor: r.try_get("v_seq")?,
             id: v_id,
             model_id: id,
             cog_version: r.try_get("v_cog_version")?,
@@ -77,6 +78,7 @@ pub const VERSION_SELECT: &str = "SELECT v.seq, v.id, v.model_id, v.cog_version,
 
 pub fn version(r: &AnyRow) -> Result<Version> {
     Ok(Version {
+        cursor: r.try_get("seq")?,
         id: r.try_get("id")?,
         model_id: r.try_get("model_id")?,
         cog_version: r.try_get("cog_version")?,
@@ -105,6 +107,7 @@ pub fn job(r: &AnyRow) -> Result<Job> {
     let output: Option<String> = r.try_get("output")?;
     let filter: String = r.try_get("webhook_events_filter")?;
     Ok(Job {
+        cursor: r.try_get("seq")?,
         id: r.try_get("id")?,
         kind: if kind == "training" { JobKind::Training } else { JobKind::Prediction },
         account_id: r.try_get("account_id")?,

@@ -2,7 +2,8 @@
 
 Cog's CLI normally writes .cog/openapi_schema.json at build time; without Docker there is no
 CLI, so we build the same document from cog's own inspector. Run inside the project directory
-with the predictor reference (e.g. "predict.py:Predictor") as argv[1] and the mode as argv[2].
+with the predictor reference (e.g. "predict.py:Predictor") as argv[1] and, for a trainable
+model, the trainer reference as argv[2]. Prints {"cog_version", "schema"}.
 """
 import json
 import os
@@ -25,10 +26,11 @@ def field_schema(name, field):
             schema["default"] = field.type.json_encode(default)
         except Exception:
             schema["default"] = default
+    integral = schema.get("type") == "integer"
     if field.ge is not None:
-        schema["minimum"] = field.ge
+        schema["minimum"] = int(field.ge) if integral else field.ge
     if field.le is not None:
-        schema["maximum"] = field.le
+        schema["maximum"] = int(field.le) if integral else field.le
     if field.min_length is not None:
         schema["minLength"] = field.min_length
     if field.max_length is not None:
@@ -40,35 +42,28 @@ def field_schema(name, field):
     return schema
 
 
-def main():
-    ref, mode = sys.argv[1], sys.argv[2]
+def add_schemas(ref, mode, doc):
     path, _, obj = ref.partition(":")
     module = path[:-3] if path.endswith(".py") else path
     module = module.replace("/", ".")
     info = _inspector.create_predictor(module, obj)
-    schemas = {}
+    schemas = doc["components"]["schemas"]
     properties = {}
     required = []
     for name, field in info.inputs.items():
         prop = field_schema(name, field)
         if field.choices is not None:
-            enum_name = name
-            schemas[enum_name] = {
-                "title": enum_name,
+            schemas[name] = {
+                "title": name,
                 "description": "An enumeration.",
                 "type": prop.get("type", "string"),
                 "enum": list(field.choices),
             }
-            prop = {
-                k: v
-                for k, v in prop.items()
-                if k not in ("type", "format")
-            }
-            prop["allOf"] = [{"$ref": f"#/components/schemas/{enum_name}"}]
+            prop = {k: v for k, v in prop.items() if k not in ("type", "format")}
+            prop["allOf"] = [{"$ref": f"#/components/schemas/{name}"}]
         properties[name] = prop
-        has_default = "default" in prop
         optional = field.type.repetition.name.startswith("OPTIONAL")
-        if not has_default and not optional:
+        if "default" not in prop and not optional:
             required.append(name)
     input_name = "TrainingInput" if mode == "train" else "Input"
     output_name = "TrainingOutput" if mode == "train" else "Output"
@@ -78,17 +73,27 @@ def main():
     output = info.output.json_type()
     output["title"] = output_name
     schemas[output_name] = output
-    route = "/trainings" if mode == "train" else "/predictions"
     post = {"summary": "Train" if mode == "train" else "Predict"}
     if output.get("x-cog-array-type") == "iterator":
         post["x-cog-streaming"] = True
+    doc["paths"]["/trainings" if mode == "train" else "/predictions"] = {"post": post}
+
+
+def main():
+    # A predictor that prints while it is imported must not corrupt the answer.
+    out, sys.stdout = sys.stdout, sys.stderr
     doc = {
         "openapi": "3.0.2",
         "info": {"title": "Cog", "version": "0.1.0"},
-        "paths": {route: {"post": post}},
-        "components": {"schemas": schemas},
+        "paths": {},
+        "components": {"schemas": {}},
     }
-    json.dump(doc, sys.stdout)
+    add_schemas(sys.argv[1], "predict", doc)
+    if len(sys.argv) > 2 and sys.argv[2]:
+        add_schemas(sys.argv[2], "train", doc)
+    import cog
+
+    json.dump({"cog_version": cog.__version__, "schema": doc}, out)
 
 
 if __name__ == "__main__":

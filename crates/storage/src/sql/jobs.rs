@@ -98,14 +98,6 @@ impl SqlStore {
         .collect()
     }
 
-    /// The seq of a job, as the cursor of the page that follows it.
-    pub async fn job_cursor(&self, id: &str) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT seq FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
-    }
-
     pub(super) async fn cancel_job_(&self, kind: JobKind, id: &str) -> Result<Job> {
         let at = now();
         sqlx::query(

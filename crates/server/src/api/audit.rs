@@ -1,0 +1,23 @@
+use axum::extract::{Query, State};
+use axum::Json;
+use serde_json::Value;
+
+use crate::error::ApiResult;
+use crate::extract::{Auth, PageQuery, PAGE_SIZE};
+use crate::state::AppState;
+use crate::views;
+
+/// The deletions and refusals on everything the caller owns, newest first (an extension).
+pub async fn list(
+    State(s): State<AppState>,
+    auth: Auth,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Value>> {
+    let caller = auth.required()?;
+    let mut owners = caller.org_ids.clone();
+    owners.push(caller.account.id);
+    let events = s.store.audit_events(&owners, q.page()?).await?;
+    let next = (events.len() as i64 == PAGE_SIZE).then(|| events.last().map(|e| e.id)).flatten();
+    let results = events.iter().map(views::audit_event).collect();
+    Ok(Json(views::page(&s, "/v1/audit-log", results, next)))
+}

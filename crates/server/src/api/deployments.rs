@@ -1,0 +1,152 @@
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::Json as JsonOut;
+use modelyard_domain::names::validate_name;
+use modelyard_domain::*;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Auth, DryRun, Json, PageQuery, PAGE_SIZE};
+use crate::ops;
+use crate::state::AppState;
+use crate::views;
+
+use super::models::HARDWARE;
+
+/// Upper bound on instances: this server runs everything on one machine.
+const MAX_INSTANCES: i64 = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeployment {
+    name: String,
+    model: String,
+    version: String,
+    hardware: String,
+    min_instances: i64,
+    max_instances: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDeployment {
+    version: Option<String>,
+    hardware: Option<String>,
+    min_instances: Option<i64>,
+    max_instances: Option<i64>,
+}
+
+fn check_release(r: &NewRelease) -> ApiResult<()> {
+    if !HARDWARE.contains(&r.hardware.as_str()) {
+        return Err(ApiError::invalid("hardware", "is not available here; GET /v1/hardware lists what is"));
+    }
+    if !(0..=MAX_INSTANCES).contains(&r.min_instances) {
+        return Err(ApiError::invalid("min_instances", format!("must be between 0 and {MAX_INSTANCES}")));
+    }
+    if !(0..=MAX_INSTANCES).contains(&r.max_instances) {
+        return Err(ApiError::invalid("max_instances", format!("must be between 0 and {MAX_INSTANCES}")));
+    }
+    if r.min_instances > r.max_instances {
+        return Err(ApiError::invalid("min_instances", "must not exceed max_instances"));
+    }
+    Ok(())
+}
+
+async fn created_by(s: &AppState, d: &Deployment) -> ApiResult<Value> {
+    let by = s.store.account(&d.release.created_by).await?;
+    Ok(views::deployment(d, by.as_ref()))
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    auth: Auth,
+    Json(b): Json<CreateDeployment>,
+) -> ApiResult<JsonOut<Value>> {
+    let caller = auth.required()?;
+    validate_name("deployment", &b.name).map_err(|e| ApiError::invalid("name", e))?;
+    let (owner, name) = b
+        .model
+        .split_once('/')
+        .ok_or_else(|| ApiError::invalid("model", "must be owner/name"))?;
+    let (_, v) = ops::visible_version(&s, Some(&caller), owner, name, &b.version).await?;
+    let release = NewRelease {
+        version_id: v.id,
+        hardware: b.hardware,
+        min_instances: b.min_instances,
+        max_instances: b.max_instances,
+    };
+    check_release(&release)?;
+    let d = s
+        .store
+        .create_deployment(caller.account.id, &b.name, release, &caller.account.username)
+        .await?;
+    Ok(JsonOut(created_by(&s, &d).await?))
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    auth: Auth,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<JsonOut<Value>> {
+    let caller = auth.required()?;
+    let mut owners = caller.org_ids.clone();
+    owners.push(caller.account.id);
+    let ds = s.store.list_deployments(&owners, q.page()?).await?;
+    let next = (ds.len() as i64 == PAGE_SIZE).then(|| ds.last().map(|d| d.id)).flatten();
+    let mut results = Vec::with_capacity(ds.len());
+    for d in &ds {
+        results.push(created_by(&s, d).await?);
+    }
+    Ok(JsonOut(views::page(&s, "/v1/deployments", results, next)))
+}
+
+pub async fn get_deployment(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<JsonOut<Value>> {
+    let caller = auth.required()?;
+    let d = ops::owned_deployment(&s, &caller, &owner, &name).await?;
+    Ok(JsonOut(created_by(&s, &d).await?))
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((owner, name)): Path<(String, String)>,
+    Json(b): Json<UpdateDeployment>,
+) -> ApiResult<JsonOut<Value>> {
+    let caller = auth.required()?;
+    let d = ops::owned_deployment(&s, &caller, &owner, &name).await?;
+    if b.version.is_none() && b.hardware.is_none() && b.min_instances.is_none() && b.max_instances.is_none() {
+        return Err(ApiError::invalid("body", "nothing to change: give version, hardware, min_instances or max_instances"));
+    }
+    let version_id = match b.version {
+        Some(v) => {
+            let (m_owner, m_name) = d.release.model.split_once('/').unwrap_or_default();
+            ops::visible_version(&s, Some(&caller), m_owner, m_name, &v).await?.1.id
+        }
+        None => d.release.version_id.clone(),
+    };
+    let release = NewRelease {
+        version_id,
+        hardware: b.hardware.unwrap_or(d.release.hardware.clone()),
+        min_instances: b.min_instances.unwrap_or(d.release.min_instances),
+        max_instances: b.max_instances.unwrap_or(d.release.max_instances),
+    };
+    check_release(&release)?;
+    let d = s.store.update_deployment(d.id, release, &caller.account.username).await?;
+    Ok(JsonOut(created_by(&s, &d).await?))
+}
+
+pub async fn delete_deployment(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((owner, name)): Path<(String, String)>,
+    Query(q): Query<DryRun>,
+) -> ApiResult<Response> {
+    let caller = auth.required()?;
+    let o = ops::delete_deployment(&s, &caller, &owner, &name, q.get()?).await?;
+    Ok(super::models::delete_response(o))
+}

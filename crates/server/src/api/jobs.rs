@@ -1,0 +1,274 @@
+//! Predictions and trainings: recorded, validated against the version's schema, and queued.
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json as JsonOut;
+use modelyard_domain::rules::{can_manage, can_view};
+use modelyard_domain::*;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Auth, Json, PageQuery, PAGE_SIZE};
+use crate::ops;
+use crate::state::AppState;
+use crate::validate;
+use crate::views;
+
+const EVENTS: &[&str] = &["start", "output", "logs", "completed"];
+
+#[derive(Deserialize)]
+pub struct CreateJob {
+    version: Option<String>,
+    #[serde(default)]
+    input: Map<String, Value>,
+    webhook: Option<String>,
+    webhook_events_filter: Option<Vec<String>>,
+    destination: Option<String>,
+    // Accepted and ignored, as the clients send them.
+    #[serde(default, rename = "stream")]
+    _stream: Option<Value>,
+    #[serde(default, rename = "webhook_completed")]
+    _webhook_completed: Option<Value>,
+}
+
+fn webhook_filter(b: &CreateJob) -> ApiResult<Vec<String>> {
+    let filter = b.webhook_events_filter.clone().unwrap_or_default();
+    if let Some(bad) = filter.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+        return Err(ApiError::invalid(
+            "webhook_events_filter",
+            format!("{bad:?} is not one of start, output, logs, completed"),
+        ));
+    }
+    if let Some(w) = &b.webhook {
+        let ok = url::Url::parse(w).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+        if !ok {
+            return Err(ApiError::invalid("webhook", "must be an http(s) URL"));
+        }
+    }
+    Ok(filter)
+}
+
+async fn create(
+    s: &AppState,
+    caller: &Caller,
+    m: &Model,
+    v: &Version,
+    b: CreateJob,
+    deployment_id: Option<i64>,
+) -> ApiResult<Response> {
+    let filter = webhook_filter(&b)?;
+    let input = validate::input(s, v, validate::Schema::Predict, Value::Object(b.input))?;
+    let job = s
+        .store
+        .create_job(NewJob {
+            kind: JobKind::Prediction,
+            account_id: caller.account.id,
+            version_id: v.id.clone(),
+            deployment_id,
+            destination_model_id: None,
+            input,
+            source: "api".into(),
+            webhook: b.webhook,
+            webhook_events_filter: filter,
+            deadline: None,
+        })
+        .await
+        .map_err(|e| match e {
+            modelyard_storage::StoreError::NotFound(_) => ApiError::NotFound(format!(
+                "The version {} of {} was deleted.",
+                v.id,
+                m.full_name()
+            )),
+            e => e.into(),
+        })?;
+    Ok((StatusCode::CREATED, JsonOut(views::job(s, &job))).into_response())
+}
+
+/// `version` is "owner/name:id", a bare id, or "owner/name" for the latest version.
+async fn resolve_version(s: &AppState, caller: &Caller, spec: &str) -> ApiResult<(Model, Version)> {
+    let not_found = || ApiError::NotFound(format!("The version {spec} does not exist."));
+    if let Some((model, id)) = spec.split_once(':') {
+        let (owner, name) = model.split_once('/').ok_or_else(not_found)?;
+        return ops::visible_version(s, Some(caller), owner, name, id).await;
+    }
+    if let Some((owner, name)) = spec.split_once('/') {
+        let m = ops::visible_model(s, Some(caller), owner, name).await?;
+        let v = m.latest_version.clone().ok_or_else(|| {
+            ApiError::invalid("version", format!("{owner}/{name} has no versions yet"))
+        })?;
+        return Ok((m, v));
+    }
+    if !ids::is_version_id(spec) {
+        return Err(ApiError::invalid(
+            "version",
+            "must be owner/name:id, owner/name, or a 64-character version id",
+        ));
+    }
+    match s.store.version_by_id(spec).await? {
+        Some((m, v)) if can_view(Some(caller), m.owner_id, m.visibility) => Ok((m, v)),
+        _ => Err(not_found()),
+    }
+}
+
+pub async fn create_prediction(
+    State(s): State<AppState>,
+    auth: Auth,
+    Json(b): Json<CreateJob>,
+) -> ApiResult<Response> {
+    let caller = auth.required()?;
+    let spec = b.version.clone().ok_or_else(|| ApiError::invalid("version", "is required"))?;
+    let (m, v) = resolve_version(&s, &caller, &spec).await?;
+    create(&s, &caller, &m, &v, b, None).await
+}
+
+pub async fn create_for_model(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((owner, name)): Path<(String, String)>,
+    Json(b): Json<CreateJob>,
+) -> ApiResult<Response> {
+    let caller = auth.required()?;
+    let m = ops::visible_model(&s, Some(&caller), &owner, &name).await?;
+    let v = m.latest_version.clone().ok_or_else(|| {
+        ApiError::NotFound(format!("{owner}/{name} has no versions yet; push one first."))
+    })?;
+    create(&s, &caller, &m, &v, b, None).await
+}
+
+pub async fn create_for_deployment(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((owner, name)): Path<(String, String)>,
+    Json(b): Json<CreateJob>,
+) -> ApiResult<Response> {
+    let caller = auth.required()?;
+    let d = ops::owned_deployment(&s, &caller, &owner, &name).await?;
+    let (m, v) = s
+        .store
+        .version_by_id(&d.release.version_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("The deployment's version was deleted.".into()))?;
+    create(&s, &caller, &m, &v, b, Some(d.id)).await
+}
+
+pub async fn create_training(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((owner, name, id)): Path<(String, String, String)>,
+    Json(b): Json<CreateJob>,
+) -> ApiResult<Response> {
+    let caller = auth.required()?;
+    let (_, v) = ops::visible_version(&s, Some(&caller), &owner, &name, &id).await?;
+    let dest = b
+        .destination
+        .clone()
+        .ok_or_else(|| ApiError::invalid("destination", "is required (owner/name of your model)"))?;
+    let (d_owner, d_name) = dest
+        .split_once('/')
+        .ok_or_else(|| ApiError::invalid("destination", "must be owner/name"))?;
+    let dest_model = match s.store.model(d_owner, d_name).await? {
+        Some(m) if can_manage(&caller, m.owner_id) => m,
+        Some(m) if can_view(Some(&caller), m.owner_id, m.visibility) => {
+            return Err(ApiError::Forbidden(format!(
+                "The destination {dest} is not yours: train into a model you own."
+            )))
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "destination",
+                format!("the model {dest} does not exist; create it first"),
+            ))
+        }
+    };
+    let filter = webhook_filter(&b)?;
+    let input = validate::input(&s, &v, validate::Schema::Train, Value::Object(b.input))?;
+    let job = s
+        .store
+        .create_job(NewJob {
+            kind: JobKind::Training,
+            account_id: caller.account.id,
+            version_id: v.id.clone(),
+            deployment_id: None,
+            destination_model_id: Some(dest_model.id),
+            input,
+            source: "api".into(),
+            webhook: b.webhook,
+            webhook_events_filter: filter,
+            deadline: None,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, JsonOut(views::job(&s, &job))).into_response())
+}
+
+async fn own_job(s: &AppState, caller: &Caller, kind: JobKind, id: &str) -> ApiResult<Job> {
+    match s.store.job(kind, id).await? {
+        Some(j) if j.account_id == caller.account.id => Ok(j),
+        _ => Err(ApiError::NotFound(format!("The {} {id} does not exist.", kind.as_str()))),
+    }
+}
+
+async fn list(s: &AppState, caller: &Caller, kind: JobKind, q: PageQuery) -> ApiResult<Value> {
+    let jobs = s.store.list_jobs(kind, caller.account.id, q.page()?).await?;
+    let next = (jobs.len() as i64 == PAGE_SIZE).then(|| jobs.last().map(|j| j.cursor)).flatten();
+    let results = jobs.iter().map(|j| views::job(s, j)).collect();
+    let path = match kind {
+        JobKind::Prediction => "/v1/predictions",
+        JobKind::Training => "/v1/trainings",
+    };
+    Ok(views::page(s, path, results, next))
+}
+
+pub async fn list_predictions(
+    State(s): State<AppState>,
+    auth: Auth,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<JsonOut<Value>> {
+    Ok(JsonOut(list(&s, &auth.required()?, JobKind::Prediction, q).await?))
+}
+
+pub async fn list_trainings(
+    State(s): State<AppState>,
+    auth: Auth,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<JsonOut<Value>> {
+    Ok(JsonOut(list(&s, &auth.required()?, JobKind::Training, q).await?))
+}
+
+pub async fn get_prediction(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<JsonOut<Value>> {
+    let j = own_job(&s, &auth.required()?, JobKind::Prediction, &id).await?;
+    Ok(JsonOut(views::job(&s, &j)))
+}
+
+pub async fn get_training(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<JsonOut<Value>> {
+    let j = own_job(&s, &auth.required()?, JobKind::Training, &id).await?;
+    Ok(JsonOut(views::job(&s, &j)))
+}
+
+pub async fn cancel_prediction(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<JsonOut<Value>> {
+    let j = own_job(&s, &auth.required()?, JobKind::Prediction, &id).await?;
+    let j = s.store.cancel_job(JobKind::Prediction, &j.id).await?;
+    Ok(JsonOut(views::job(&s, &j)))
+}
+
+pub async fn cancel_training(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<JsonOut<Value>> {
+    let j = own_job(&s, &auth.required()?, JobKind::Training, &id).await?;
+    let j = s.store.cancel_job(JobKind::Training, &j.id).await?;
+    Ok(JsonOut(views::job(&s, &j)))
+}

@@ -1,0 +1,92 @@
+//! The HTTP API under /v1. The route table below is the one source for the router and for the
+//! test that holds the published OpenAPI document to it.
+mod account;
+mod audit;
+mod deployments;
+mod jobs;
+mod models;
+mod versions;
+
+use axum::extract::Request;
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+macro_rules! api_routes {
+    ($($method:ident $path:literal => $handler:expr,)*) => {
+        /// Every (method, path) the API serves, in the OpenAPI document's spelling.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path),)* ("query", "/v1/models")];
+
+        fn routes() -> Router<AppState> {
+            Router::new()$(.route($path, $method($handler)))*
+        }
+    };
+}
+
+api_routes! {
+    get "/v1/account" => account::get_account,
+    get "/v1/hardware" => account::hardware,
+    get "/v1/models" => models::list,
+    post "/v1/models" => models::create,
+    get "/v1/models/{owner}/{name}" => models::get_model,
+    patch "/v1/models/{owner}/{name}" => models::update,
+    delete "/v1/models/{owner}/{name}" => models::delete_model,
+    get "/v1/models/{owner}/{name}/versions" => versions::list,
+    post "/v1/models/{owner}/{name}/versions" => crate::push::push,
+    get "/v1/models/{owner}/{name}/versions/{id}" => versions::get_version,
+    delete "/v1/models/{owner}/{name}/versions/{id}" => versions::delete_version,
+    post "/v1/models/{owner}/{name}/versions/{id}/trainings" => jobs::create_training,
+    post "/v1/models/{owner}/{name}/predictions" => jobs::create_for_model,
+    get "/v1/predictions" => jobs::list_predictions,
+    post "/v1/predictions" => jobs::create_prediction,
+    get "/v1/predictions/{id}" => jobs::get_prediction,
+    post "/v1/predictions/{id}/cancel" => jobs::cancel_prediction,
+    get "/v1/trainings" => jobs::list_trainings,
+    get "/v1/trainings/{id}" => jobs::get_training,
+    post "/v1/trainings/{id}/cancel" => jobs::cancel_training,
+    get "/v1/deployments" => deployments::list,
+    post "/v1/deployments" => deployments::create,
+    get "/v1/deployments/{owner}/{name}" => deployments::get_deployment,
+    patch "/v1/deployments/{owner}/{name}" => deployments::update,
+    delete "/v1/deployments/{owner}/{name}" => deployments::delete_deployment,
+    post "/v1/deployments/{owner}/{name}/predictions" => jobs::create_for_deployment,
+    get "/v1/audit-log" => audit::list,
+}
+
+pub fn router(state: AppState) -> Router {
+    routes()
+        .route("/openapi.json", get(openapi))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(|| async { ApiError::NotFound("There is nothing at this address.".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), query_method))
+        .with_state(state)
+}
+
+/// The official clients search with `QUERY /v1/models`, a method the router cannot name.
+async fn query_method(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.method().as_str() == "QUERY" {
+        if req.uri().path() == "/v1/models" {
+            return models::search(state, req).await.into_response();
+        }
+        return ApiError::MethodNotAllowed.into_response();
+    }
+    let _ = Method::GET;
+    next.run(req).await
+}
+
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+async fn openapi(axum::extract::State(s): axum::extract::State<AppState>) -> Response {
+    let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap_or_default();
+    doc["servers"] = serde_json::json!([{"url": s.url("/v1")}]);
+    axum::Json(doc).into_response()
+}

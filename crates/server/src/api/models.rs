@@ -1,0 +1,190 @@
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use modelyard_domain::names::validate_name;
+use modelyard_domain::rules::can_manage;
+use modelyard_domain::*;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{body_rejection, Auth, DryRun, Json, PageQuery, PAGE_SIZE};
+use crate::ops::{self, DeleteOutcome};
+use crate::state::AppState;
+use crate::views;
+
+pub const HARDWARE: &[&str] = &["cpu"];
+
+fn models_page(s: &AppState, path: &str, models: Vec<Model>) -> Value {
+    let next = (models.len() as i64 == PAGE_SIZE).then(|| models.last().map(|m| m.id)).flatten();
+    let results = models.iter().map(|m| views::model(s, m)).collect();
+    views::page(s, path, results, next)
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    auth: Auth,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    let models = s.store.list_models(auth.0.as_ref(), None, q.page()?).await?;
+    Ok(axum::Json(models_page(&s, "/v1/models", models)))
+}
+
+/// `QUERY /v1/models`: the body is the search text (the JavaScript client JSON-quotes it).
+pub async fn search(s: AppState, req: Request) -> ApiResult<axum::Json<Value>> {
+    use axum::extract::FromRequestParts;
+    let (mut parts, body) = req.into_parts();
+    let auth = Auth::from_request_parts(&mut parts, &s).await?;
+    let Query(q) = Query::<PageQuery>::from_request_parts(&mut parts, &s)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let bytes = Bytes::from_request(Request::from_parts(parts, body), &s)
+        .await
+        .map_err(body_rejection)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::BadRequest("The search text must be UTF-8.".into()))?
+        .trim();
+    let text = match serde_json::from_str::<Value>(text) {
+        Ok(Value::String(t)) => t,
+        Ok(Value::Object(o)) => o.get("query").and_then(Value::as_str).unwrap_or("").to_string(),
+        _ => text.to_string(),
+    };
+    let models = s.store.list_models(auth.0.as_ref(), Some(text.trim()), q.page()?).await?;
+    Ok(axum::Json(models_page(&s, "/v1/models", models)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateModel {
+    owner: String,
+    name: String,
+    visibility: Visibility,
+    hardware: String,
+    description: Option<String>,
+    github_url: Option<String>,
+    paper_url: Option<String>,
+    license_url: Option<String>,
+    cover_image_url: Option<String>,
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    auth: Auth,
+    Json(b): Json<CreateModel>,
+) -> ApiResult<Response> {
+    let caller = auth.required()?;
+    validate_name("model", &b.name).map_err(|e| ApiError::invalid("name", e))?;
+    if !HARDWARE.contains(&b.hardware.as_str()) {
+        return Err(ApiError::invalid(
+            "hardware",
+            format!("{:?} is not available here; GET /v1/hardware lists what is", b.hardware),
+        ));
+    }
+    let owner = s.store.account(&b.owner).await?.ok_or_else(|| {
+        ApiError::invalid("owner", format!("there is no account named {:?}", b.owner))
+    })?;
+    if !can_manage(&caller, owner.id) {
+        return Err(ApiError::Forbidden(format!(
+            "You can create models only for yourself or an organization you belong to, not for {}.",
+            owner.username
+        )));
+    }
+    let m = s
+        .store
+        .create_model(NewModel {
+            owner_id: owner.id,
+            name: b.name,
+            description: b.description,
+            visibility: Some(b.visibility),
+            hardware: b.hardware,
+            github_url: b.github_url,
+            paper_url: b.paper_url,
+            license_url: b.license_url,
+            cover_image_url: b.cover_image_url,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(views::model(&s, &m))).into_response())
+}
+
+pub async fn get_model(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((owner, name)): Path<(String, String)>,
+) -> ApiResult<axum::Json<Value>> {
+    let m = ops::visible_model(&s, auth.0.as_ref(), &owner, &name).await?;
+    Ok(axum::Json(views::model(&s, &m)))
+}
+
+fn opt_string(field: &str, v: &Value) -> ApiResult<Option<String>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(ApiError::invalid(field, "must be a string or null")),
+    }
+}
+
+/// The document's fields, plus `visibility`, which Replicate changes in its web settings.
+fn parse_patch(body: &Map<String, Value>) -> ApiResult<ModelPatch> {
+    let mut p = ModelPatch::default();
+    for (k, v) in body {
+        match k.as_str() {
+            "description" => p.description = Some(opt_string(k, v)?),
+            "github_url" => p.github_url = Some(opt_string(k, v)?),
+            "paper_url" => p.paper_url = Some(opt_string(k, v)?),
+            "license_url" => p.license_url = Some(opt_string(k, v)?),
+            "cover_image_url" => p.cover_image_url = Some(opt_string(k, v)?),
+            "visibility" => {
+                p.visibility = Some(v.as_str().and_then(Visibility::parse).ok_or_else(|| {
+                    ApiError::invalid("visibility", "must be \"public\" or \"private\"")
+                })?)
+            }
+            "hardware" => {
+                let h = v.as_str().filter(|h| HARDWARE.contains(h)).ok_or_else(|| {
+                    ApiError::invalid("hardware", "is not available here; GET /v1/hardware lists what is")
+                })?;
+                p.hardware = Some(h.to_string());
+            }
+            other => {
+                return Err(ApiError::invalid(other, "is not a field that can be changed"));
+            }
+        }
+    }
+    Ok(p)
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((owner, name)): Path<(String, String)>,
+    Json(body): Json<Map<String, Value>>,
+) -> ApiResult<axum::Json<Value>> {
+    let caller = auth.required()?;
+    let patch = parse_patch(&body)?;
+    let m = ops::managed_model(&s, &caller, &owner, &name).await?;
+    let m = s.store.update_model(m.id, patch).await?;
+    Ok(axum::Json(views::model(&s, &m)))
+}
+
+/// The answer to a DELETE: 204, or with `?dry_run=true` the preview.
+pub fn delete_response(o: DeleteOutcome) -> Response {
+    match o {
+        DeleteOutcome::Deleted => StatusCode::NO_CONTENT.into_response(),
+        DeleteOutcome::Preview(blockers) => axum::Json(json!({
+            "deletable": blockers.is_empty(),
+            "blockers": blockers,
+        }))
+        .into_response(),
+    }
+}
+
+pub async fn delete_model(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((owner, name)): Path<(String, String)>,
+    Query(q): Query<DryRun>,
+) -> ApiResult<Response> {
+    let caller = auth.required()?;
+    let o = ops::delete_model(&s, &caller, &owner, &name, q.get()?).await?;
+    Ok(delete_response(o))
+}

@@ -1,0 +1,104 @@
+//! Request extractors that answer in problem+json when the request is wrong.
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts, StatusCode};
+use modelyard_domain::{ids, Caller};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The caller, if a token was sent. A token that was sent but is not valid is refused here,
+/// so a typo never silently turns into an anonymous request.
+pub struct Auth(pub Option<Caller>);
+
+impl Auth {
+    pub fn required(self) -> Result<Caller, ApiError> {
+        self.0.ok_or(ApiError::Unauthenticated)
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Ok(Auth(None));
+        };
+        let value = value.to_str().map_err(|_| ApiError::Unauthenticated)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("Token "))
+            .map(str::trim)
+            .ok_or(ApiError::Unauthenticated)?;
+        let caller = state.store.caller_by_token(&ids::token_hash(token)).await?;
+        caller.map(|c| Auth(Some(c))).ok_or(ApiError::Unauthenticated)
+    }
+}
+
+/// A JSON body. Malformed JSON is a 400, JSON of the wrong shape a 422, both in problem+json.
+pub struct Json<T>(pub T);
+
+pub fn body_rejection(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("The request body is larger than this endpoint accepts.".into())
+    } else {
+        ApiError::BadRequest(format!("The request body could not be read: {e}"))
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        // Syntax first, so malformed JSON is told apart from JSON of the wrong shape.
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::BadRequest(format!("The request body is not valid JSON: {e}"))
+        })?;
+        serde_path_to_error::deserialize(value).map(Json).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "body".to_string() } else { path };
+            ApiError::invalid(&field, e.into_inner().to_string())
+        })
+    }
+}
+
+/// `?cursor=` on list endpoints: the position after which the next page starts.
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    pub cursor: Option<String>,
+}
+
+pub const PAGE_SIZE: i64 = 100;
+
+impl PageQuery {
+    pub fn page(&self) -> Result<modelyard_domain::PageReq, ApiError> {
+        let after = match self.cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) => Some(
+                c.parse::<i64>()
+                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this server gave"))?,
+            ),
+        };
+        Ok(modelyard_domain::PageReq { after, limit: PAGE_SIZE })
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct DryRun {
+    #[serde(default)]
+    pub dry_run: Option<String>,
+}
+
+impl DryRun {
+    pub fn get(&self) -> Result<bool, ApiError> {
+        match self.dry_run.as_deref() {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") | Some("") => Ok(true),
+            Some(_) => Err(ApiError::invalid("dry_run", "must be true or false")),
+        }
+    }
+}

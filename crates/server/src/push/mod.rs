@@ -1,0 +1,171 @@
+//! Pushing a version: a Cog project uploaded as a gzip'd tar (an extension, as `cog push` has
+//! no HTTP form), unpacked safely, introspected with Cog's own Python package, and stored
+//! content-addressed under the data dir.
+mod cogyaml;
+mod unpack;
+
+use std::path::Path;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use modelyard_domain::NewVersion;
+use serde::Deserialize;
+use tokio::process::Command;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Auth;
+use crate::ops;
+use crate::state::AppState;
+use crate::views;
+
+use unpack::UnpackError;
+
+const INTROSPECT: &str = include_str!("introspect.py");
+const INTROSPECT_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Deserialize)]
+struct Introspection {
+    cog_version: String,
+    schema: serde_json::Value,
+}
+
+pub async fn push(
+    State(s): State<AppState>,
+    auth: Auth,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
+    let caller = auth.required()?;
+    let model = ops::managed_model(&s, &caller, &owner, &name).await?;
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !matches!(ctype, "application/gzip" | "application/x-gzip" | "application/x-tar+gzip") {
+        return Err(ApiError::UnsupportedMediaType(
+            "Upload the Cog project as a gzip-compressed tar with Content-Type: application/gzip \
+             (`modelyard push OWNER/NAME DIR` does this)."
+                .into(),
+        ));
+    }
+    let limit = s.config.max_upload_bytes;
+    let body = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
+        ApiError::PayloadTooLarge(format!("The upload is larger than this server's limit of {limit} bytes."))
+    })?;
+    let tmp_root = s.config.data_dir.join("tmp");
+    tokio::fs::create_dir_all(&tmp_root).await.map_err(internal)?;
+    // Dropped on every path out of here, so a refused upload leaves nothing behind.
+    let tmp = tempfile::Builder::new().prefix("push-").tempdir_in(&tmp_root).map_err(internal)?;
+    let tree = tmp.path().join("tree");
+    let digest = {
+        let tree = tree.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&tree).map_err(|e| UnpackError::Invalid(e.to_string()))?;
+            unpack::unpack(&body, &tree, limit as u64)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| match e {
+            UnpackError::Invalid(m) => ApiError::invalid("upload", m),
+            UnpackError::TooLarge(m) => ApiError::PayloadTooLarge(format!("The {m}.")),
+        })?
+    };
+    let cog = cogyaml::read(&tree).map_err(|m| ApiError::invalid("cog.yaml", m))?;
+    let found = introspect(&s, &tree, &cog).await?;
+
+    // Place the tree and record the version under the artifacts lock, so a deletion freeing the
+    // same content at this moment cannot remove the files from under the new version.
+    let _guard = s.artifacts.lock().await;
+    let final_dir = s.artifacts_dir().join(&digest);
+    let placed = if final_dir.exists() {
+        false
+    } else {
+        tokio::fs::create_dir_all(s.artifacts_dir()).await.map_err(internal)?;
+        tokio::fs::rename(&tree, &final_dir).await.map_err(internal)?;
+        true
+    };
+    let created = s
+        .store
+        .create_version(NewVersion {
+            model_id: model.id,
+            content_digest: digest.clone(),
+            cog_version: found.cog_version,
+            openapi_schema: found.schema,
+            artifact: digest.clone(),
+            base_version_id: None,
+            training_id: None,
+        })
+        .await;
+    let (version, new) = match created {
+        Ok(v) => v,
+        Err(e) => {
+            if placed && !s.store.artifact_in_use(&digest).await.unwrap_or(true) {
+                let _ = tokio::fs::remove_dir_all(&final_dir).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, axum::Json(views::version(&version))).into_response())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(format!("push: {e}"))
+}
+
+/// Runs Cog's inspector on the predictor, in a minimal environment: the model's code runs on
+/// this host, so it gets no server secrets.
+async fn introspect(s: &AppState, tree: &Path, cog: &cogyaml::CogYaml) -> ApiResult<Introspection> {
+    let mut cmd = Command::new(&s.config.python);
+    cmd.arg("-W")
+        .arg("ignore")
+        .arg("-c")
+        .arg(INTROSPECT)
+        .arg(&cog.predict)
+        .arg(cog.train.as_deref().unwrap_or(""))
+        .current_dir(tree)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", tree)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(INTROSPECT_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| ApiError::invalid("predict", "the predictor did not load within 120 seconds"))?
+        .map_err(|e| {
+            ApiError::Internal(format!("could not run {} to read the schema: {e}", s.config.python))
+        })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(ApiError::invalid(
+            "predict",
+            format!("the predictor {} does not load: {}", cog.predict, tail.join("\n")),
+        ));
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| ApiError::Internal(format!("the schema reader printed something unexpected: {e}")))
+}
+
+/// Removes an artifact tree once no version references it.
+pub async fn release_artifact(s: &AppState, digest: &str) {
+    let _guard = s.artifacts.lock().await;
+    match s.store.artifact_in_use(digest).await {
+        Ok(false) => {
+            let dir = s.artifacts_dir().join(digest);
+            if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, dir = %dir.display(), "could not remove an unused artifact");
+                }
+            }
+        }
+        Ok(true) => {}
+        Err(e) => tracing::warn!(error = %e, "could not check whether an artifact is still used"),
+    }
+}
+
