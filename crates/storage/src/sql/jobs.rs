@@ -9,6 +9,17 @@ impl SqlStore {
         let id = ids::object_id();
         let at = now();
         let mut tx = self.begin_write().await?;
+        // Locks are taken model first, then version, as a deletion takes them; the other order
+        // deadlocks against a concurrent deletion on PostgreSQL.
+        if j.kind == JobKind::Prediction {
+            sqlx::query(
+                "UPDATE models SET run_count = run_count + 1 \
+                 WHERE id = (SELECT model_id FROM versions WHERE id = $1)",
+            )
+            .bind(&j.version_id)
+            .execute(&mut *tx)
+            .await?;
+        }
         // The version row is referenced by a foreign key: a version deleted a moment ago makes
         // this INSERT fail, and on PostgreSQL a deletion in progress makes it wait first.
         sqlx::query(
@@ -41,13 +52,6 @@ impl SqlStore {
             )
             .bind(&j.version_id)
             .bind(j.account_id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE models SET run_count = run_count + 1 \
-                 WHERE id = (SELECT model_id FROM versions WHERE id = $1)",
-            )
-            .bind(&j.version_id)
             .execute(&mut *tx)
             .await?;
         }
