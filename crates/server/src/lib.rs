@@ -38,8 +38,8 @@ pub async fn open_store(config: &Config) -> Result<SqlStore, String> {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    api::router(state.clone())
-        .layer(DefaultBodyLimit::max(JSON_LIMIT.max(state.config.max_upload_bytes)))
+    api::router(state)
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .layer(TraceLayer::new_for_http())
 }
 
