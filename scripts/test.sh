@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole test run: formatting, lints, the Rust tests, then the official Python and JavaScript
+# clients against a real `modelyard serve` (the Python suite on SQLite and again on PostgreSQL).
+#
+# Needs: PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth); python3 with
+# cog==0.23.*, replicate==1.0.7, pytest and httpx; node with tests/js's packages (`npm ci`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+PG_ADMIN_URL="${MODELYARD_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace
+
+step "cargo build -p modelyard"
+cargo build -p modelyard
+export MODELYARD_BIN="$CARGO_TARGET_DIR/debug/modelyard"
+
+# pytest exits 5 when it collected no test: here that is a failure, like any other non-zero.
+run_pytest() {
+  local rc=0
+  python3 -m pytest tests/python -p no:cacheprovider -q -rfE --durations=5 "$@" || rc=$?
+  if [ "$rc" -eq 5 ]; then
+    echo "pytest collected no tests: tests/python must have some" >&2
+  fi
+  return "$rc"
+}
+
+step "Python client suite (SQLite)"
+start=$SECONDS
+run_pytest
+echo "Python suite on SQLite took $((SECONDS - start)) s"
+
+step "Python client suite (PostgreSQL)"
+db="modelyard_pytest_$$_$(date +%s)"
+drop_db() { psql "$PG_ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true; }
+trap drop_db EXIT
+psql "$PG_ADMIN_URL" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db"
+start=$SECONDS
+MODELYARD_TEST_DATABASE_URL="${PG_ADMIN_URL%/*}/$db" run_pytest
+echo "Python suite on PostgreSQL took $((SECONDS - start)) s"
+
+step "JavaScript client suite"
+if [ ! -d tests/js/node_modules ]; then
+  (cd tests/js && npm ci --no-audit --no-fund)
+fi
+start=$SECONDS
+(cd tests/js && node --test)
+echo "JavaScript suite took $((SECONDS - start)) s"
