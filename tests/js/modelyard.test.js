@@ -36,6 +36,16 @@ function freePort() {
   });
 }
 
+// The environment for the binary, without any MODELYARD_* setting of the caller's, so the server
+// and the CLI use exactly the data dir, database and server given here.
+function cleanEnv(extra) {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith("MODELYARD_")) env[k] = v;
+  }
+  return { ...env, ...extra };
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const srv = { tokens: {}, versions: {} };
@@ -55,8 +65,7 @@ function logTail() {
 }
 
 async function cli(args, token) {
-  const env = { ...process.env, MODELYARD_URL: srv.base };
-  delete env.MODELYARD_TOKEN;
+  const env = cleanEnv({ MODELYARD_URL: srv.base });
   if (token) env.MODELYARD_TOKEN = token;
   try {
     const { stdout } = await run(srv.bin, args, { env, timeout: 180_000 });
@@ -112,7 +121,7 @@ before(async () => {
   const log = openSync(srv.logPath, "w");
   srv.child = spawn(srv.bin, ["serve", "--addr", `127.0.0.1:${srv.port}`, ...dbArgs()], {
     stdio: ["ignore", log, log],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info" },
+    env: cleanEnv({ RUST_LOG: process.env.RUST_LOG || "info" }),
   });
   srv.exited = new Promise((resolve) => srv.child.on("exit", (code, signal) => resolve({ code, signal })));
   assert.ok(await waitReady(srv.child), `modelyard serve did not become ready:\n${logTail()}`);
@@ -139,15 +148,17 @@ before(async () => {
 });
 
 after(async () => {
-  if (srv.child && srv.child.exitCode === null) {
+  if (!srv.child) return;
+  if (srv.child.exitCode === null && srv.child.signalCode === null) {
     srv.child.kill("SIGTERM");
-    const timer = setTimeout(() => srv.child.kill("SIGKILL"), 20_000);
-    await srv.exited;
-    clearTimeout(timer);
   }
+  const timer = setTimeout(() => srv.child.kill("SIGKILL"), 20_000);
+  const exit = await srv.exited;
+  clearTimeout(timer);
   const log = existsSync(srv.logPath) ? readFileSync(srv.logPath, "utf8") : "";
-  if (srv.root) rmSync(srv.root, { recursive: true, force: true });
+  rmSync(srv.root, { recursive: true, force: true });
   assert.ok(!log.includes("panicked"), `the server panicked:\n${log}`);
+  assert.deepEqual(exit, { code: 0, signal: null }, `modelyard serve did not shut down cleanly:\n${log}`);
 });
 
 async function allModels(replicate) {

@@ -40,12 +40,16 @@ def server(tmp_path_factory) -> Server:
         srv.create_model("alice", "acme", "shared", "public")
         srv.push("alice", "acme/shared", FIXTURES / "echo")
         srv.create_model("alice", "acme", "internal", "private")
+        if srv.database_url:
+            # The suite must really run on the database it was given.
+            assert not (srv.data_dir / "modelyard.db").exists(), "a SQLite file was made anyway"
         yield srv
     finally:
         code = srv.stop()
         log = srv.log_path.read_text(errors="replace") if srv.log_path else ""
         print(f"\nmodelyard serve exited with {code}; log at {srv.log_path}")
     assert "panicked" not in log, f"the server panicked during the run:\n{srv.log_tail(80)}"
+    assert code == 0, f"modelyard serve did not shut down cleanly on SIGTERM:\n{srv.log_tail(40)}"
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,14 @@ def modelyard_bin() -> Path:
     return target / "debug" / "modelyard"
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for the binary, without any MODELYARD_* setting of the caller's, so the
+    server and the CLI use exactly the data dir, database and server given here."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    env.update(extra)
+    return env
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -71,7 +79,7 @@ class Server:
             self.port = free_port()
             self.log_path = self.data_dir.parent / f"server-{self.port}.log"
             log = open(self.log_path, "wb")
-            env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+            env = clean_env(RUST_LOG=os.environ.get("RUST_LOG", "info"))
             self.proc = subprocess.Popen(
                 [str(self.binary), "serve", "--addr", f"127.0.0.1:{self.port}", *self.db_args()],
                 stdout=log,
@@ -114,8 +122,7 @@ class Server:
     # --- the CLI -------------------------------------------------------------------------------
     def cli(self, *args: str, token: str | None = None, check: bool = True,
             timeout: float = 180) -> subprocess.CompletedProcess:
-        env = dict(os.environ, MODELYARD_URL=self.base)
-        env.pop("MODELYARD_TOKEN", None)
+        env = clean_env(MODELYARD_URL=self.base)
         if token:
             env["MODELYARD_TOKEN"] = token
         r = subprocess.run([str(self.binary), *args], capture_output=True, text=True,
