@@ -59,9 +59,12 @@ impl SqlStore {
         if let Some(row) = existing {
             return Ok((rows::version(&row)?, false));
         }
-        sqlx::query(
+        // A concurrent push of the same content (PostgreSQL does not serialize writers) inserts
+        // nothing here and returns the version the other push made.
+        let done = sqlx::query(
             "INSERT INTO versions (id, model_id, cog_version, openapi_schema, artifact, \
-             base_version_id, training_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             base_version_id, training_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(&id)
         .bind(v.model_id)
@@ -78,12 +81,13 @@ impl SqlStore {
             StoreError::Conflict(_) => StoreError::NotFound("model"),
             e => e,
         })?;
+        let inserted = done.rows_affected() > 0;
         let row = sqlx::query(&format!("{VERSION_SELECT} WHERE v.id = $1"))
             .bind(&id)
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok((rows::version(&row)?, true))
+        Ok((rows::version(&row)?, inserted))
     }
 
     pub(super) async fn artifact_in_use_(&self, artifact: &str) -> Result<bool> {
