@@ -6,22 +6,28 @@ use std::collections::BTreeSet;
 use modelyard_server::api::{OPENAPI, ROUTES};
 use serde_json::Value;
 
-/// The keys of a path item that are operations (OpenAPI 3.1's methods plus 3.2's `query`).
-const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace", "query"];
+/// The keys of a path item that are operations (OpenAPI 3.2's fixed fields).
+const METHODS: &[&str] = &[
+    "get", "put", "post", "delete", "options", "head", "patch", "trace", "query",
+];
 
 fn doc() -> Value {
     serde_json::from_str(OPENAPI).expect("crates/server/src/openapi.json is not valid JSON")
 }
 
 fn paths(doc: &Value) -> &serde_json::Map<String, Value> {
-    doc.get("paths").and_then(Value::as_object).expect("the document has no `paths` object")
+    doc.get("paths")
+        .and_then(Value::as_object)
+        .expect("the document has no `paths` object")
 }
 
 /// Every (method, path, operation) in the document.
 fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
     let mut out = Vec::new();
     for (path, item) in paths(doc) {
-        let item = item.as_object().unwrap_or_else(|| panic!("paths.{path} is not an object"));
+        let item = item
+            .as_object()
+            .unwrap_or_else(|| panic!("paths.{path} is not an object"));
         for (key, op) in item {
             if METHODS.contains(&key.as_str()) {
                 out.push((key.clone(), path.clone(), op));
@@ -32,17 +38,27 @@ fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
 }
 
 fn listing(set: &BTreeSet<(String, String)>) -> String {
-    set.iter().map(|(m, p)| format!("\n    {} {p}", m.to_uppercase())).collect()
+    set.iter()
+        .map(|(m, p)| format!("\n    {} {p}", m.to_uppercase()))
+        .collect()
 }
 
 #[test]
 fn document_covers_exactly_the_routes() {
     let doc = doc();
-    let documented: BTreeSet<(String, String)> =
-        operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect();
-    let served: BTreeSet<(String, String)> =
-        ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
-    assert_eq!(served.len(), ROUTES.len(), "ROUTES lists a (method, path) twice");
+    let documented: BTreeSet<(String, String)> = operations(&doc)
+        .into_iter()
+        .map(|(m, p, _)| (m, p))
+        .collect();
+    let served: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        served.len(),
+        ROUTES.len(),
+        "ROUTES lists a (method, path) twice"
+    );
 
     let undocumented: BTreeSet<_> = served.difference(&documented).cloned().collect();
     let unserved: BTreeSet<_> = documented.difference(&served).cloned().collect();
@@ -51,8 +67,16 @@ fn document_covers_exactly_the_routes() {
         "crates/server/src/openapi.json and api::ROUTES disagree.\n  \
          Served but not documented (add them under `paths`):{}\n  \
          Documented but not served (remove them, or add the route):{}",
-        if undocumented.is_empty() { " none".into() } else { listing(&undocumented) },
-        if unserved.is_empty() { " none".into() } else { listing(&unserved) },
+        if undocumented.is_empty() {
+            " none".into()
+        } else {
+            listing(&undocumented)
+        },
+        if unserved.is_empty() {
+            " none".into()
+        } else {
+            listing(&unserved)
+        },
     );
 }
 
@@ -69,10 +93,15 @@ fn every_operation_has_a_response_and_an_operation_id() {
         );
         for (code, r) in responses.unwrap() {
             let described = r.get("description").is_some() || r.get("$ref").is_some();
-            assert!(described, "{} {path}: response {code} has no description", method.to_uppercase());
+            assert!(
+                described,
+                "{} {path}: response {code} has no description",
+                method.to_uppercase()
+            );
         }
         let id = op.get("operationId").and_then(Value::as_str);
-        let id = id.unwrap_or_else(|| panic!("{} {path} has no operationId", method.to_uppercase()));
+        let id =
+            id.unwrap_or_else(|| panic!("{} {path} has no operationId", method.to_uppercase()));
         assert!(ids.insert(id.to_string()), "operationId {id} is used twice");
     }
 }
@@ -92,7 +121,11 @@ fn collect_refs(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
                         out.push((at.to_string(), r.clone()));
                     }
                 } else {
-                    collect_refs(child, &format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out);
+                    collect_refs(
+                        child,
+                        &format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                        out,
+                    );
                 }
             }
         }
@@ -110,28 +143,39 @@ fn every_ref_resolves_inside_the_document() {
     let doc = doc();
     let mut refs = Vec::new();
     collect_refs(&doc, "#", &mut refs);
-    assert!(!refs.is_empty(), "the document uses no $ref at all; the check would prove nothing");
+    assert!(
+        !refs.is_empty(),
+        "the document uses no $ref at all; the check would prove nothing"
+    );
     let broken: Vec<String> = refs
         .iter()
         .filter(|(_, r)| resolve(&doc, r).is_none())
         .map(|(at, r)| format!("\n    {r} (at {at})"))
         .collect();
-    assert!(broken.is_empty(), "these $refs do not resolve inside the document:{}", broken.concat());
+    assert!(
+        broken.is_empty(),
+        "these $refs do not resolve inside the document:{}",
+        broken.concat()
+    );
 }
 
 #[test]
 fn document_header_is_consistent() {
     let doc = doc();
-    let version = doc.get("openapi").and_then(Value::as_str).unwrap_or_default();
-    assert!(version.starts_with("3.1."), "expected an OpenAPI 3.1 document, got {version:?}");
-    // `query` is an OpenAPI 3.2 operation key; a 3.1 document says so.
-    let uses_query = operations(&doc).iter().any(|(m, _, _)| m == "query");
-    if uses_query {
-        assert!(
-            doc.pointer("/x-modelyard-query-method").is_some(),
-            "the document uses the `query` key but does not explain it (x-modelyard-query-method)"
-        );
-    }
+    let version = doc
+        .get("openapi")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    // `QUERY /v1/models` needs the `query` operation key, which OpenAPI defines from 3.2 on.
+    assert!(
+        version.starts_with("3.2."),
+        "expected an OpenAPI 3.2 document, got {version:?}"
+    );
+    let servers = doc.get("servers").and_then(Value::as_array);
+    assert!(
+        servers.is_some_and(|s| !s.is_empty()),
+        "the document names no server"
+    );
     // Every blocker kind the rules produce is in the enum.
     let kinds: BTreeSet<&str> = doc
         .pointer("/components/schemas/Blocker/properties/kind/enum")
