@@ -28,11 +28,11 @@ impl FromRequestParts<AppState> for Auth {
             return Ok(Auth(None));
         };
         let value = value.to_str().map_err(|_| ApiError::Unauthenticated)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("Token "))
-            .map(str::trim)
-            .ok_or(ApiError::Unauthenticated)?;
+        let (scheme, token) = value.split_once(' ').ok_or(ApiError::Unauthenticated)?;
+        if !scheme.eq_ignore_ascii_case("bearer") && !scheme.eq_ignore_ascii_case("token") {
+            return Err(ApiError::Unauthenticated);
+        }
+        let token = token.trim();
         let caller = state.store.caller_by_token(&ids::token_hash(token)).await?;
         caller.map(|c| Auth(Some(c))).ok_or(ApiError::Unauthenticated)
     }

@@ -22,13 +22,29 @@ fn models_page(s: &AppState, path: &str, models: Vec<Model>) -> Value {
     views::page(s, path, results, next)
 }
 
+#[derive(Deserialize)]
+pub struct Search {
+    query: Option<String>,
+}
+
+/// The list; with `?query=` (an extension) a search, which is also where the `next` link of a
+/// `QUERY` search leads, since a link cannot carry a body.
 pub async fn list(
     State(s): State<AppState>,
     auth: Auth,
     Query(q): Query<PageQuery>,
+    Query(search): Query<Search>,
 ) -> ApiResult<axum::Json<Value>> {
-    let models = s.store.list_models(auth.0.as_ref(), None, q.page()?).await?;
-    Ok(axum::Json(models_page(&s, "/v1/models", models)))
+    let text = search.query.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let models = s.store.list_models(auth.0.as_ref(), text, q.page()?).await?;
+    Ok(axum::Json(models_page(&s, &search_path(text), models)))
+}
+
+fn search_path(text: Option<&str>) -> String {
+    match text {
+        Some(t) => format!("/v1/models?query={}", url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()),
+        None => "/v1/models".into(),
+    }
 }
 
 /// `QUERY /v1/models`: the body is the search text (the JavaScript client JSON-quotes it).
@@ -50,8 +66,9 @@ pub async fn search(s: AppState, req: Request) -> ApiResult<axum::Json<Value>> {
         Ok(Value::Object(o)) => o.get("query").and_then(Value::as_str).unwrap_or("").to_string(),
         _ => text.to_string(),
     };
-    let models = s.store.list_models(auth.0.as_ref(), Some(text.trim()), q.page()?).await?;
-    Ok(axum::Json(models_page(&s, "/v1/models", models)))
+    let text = text.trim();
+    let models = s.store.list_models(auth.0.as_ref(), Some(text), q.page()?).await?;
+    Ok(axum::Json(models_page(&s, &search_path(Some(text)), models)))
 }
 
 #[derive(Deserialize)]
@@ -160,8 +177,8 @@ pub async fn update(
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<axum::Json<Value>> {
     let caller = auth.required()?;
-    let patch = parse_patch(&body)?;
     let m = ops::managed_model(&s, &caller, &owner, &name).await?;
+    let patch = parse_patch(&body)?;
     let m = s.store.update_model(m.id, patch).await?;
     Ok(axum::Json(views::model(&s, &m)))
 }

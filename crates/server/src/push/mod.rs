@@ -43,7 +43,11 @@ pub async fn push(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
     if !matches!(ctype, "application/gzip" | "application/x-gzip" | "application/x-tar+gzip") {
         return Err(ApiError::UnsupportedMediaType(
             "Upload the Cog project as a gzip-compressed tar with Content-Type: application/gzip \

@@ -21,8 +21,27 @@ pub struct Server {
     pub state: AppState,
     pub http: reqwest::Client,
     pub tokens: std::collections::HashMap<&'static str, String>,
+    pg_database: Option<String>,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Drop for Server {
+    /// Drops the test's PostgreSQL database, so runs leave nothing behind.
+    fn drop(&mut self) {
+        let Some(name) = self.pg_database.take() else { return };
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::AnyConnection::connect(&pg_base()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 fn pg_base() -> String {
@@ -61,8 +80,11 @@ pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Se
         deployment_idle: std::time::Duration::ZERO,
         ..Config::default()
     };
+    let mut pg_database = None;
     if let Backend::Postgres = backend {
-        config.database_url = Some(fresh_pg_database().await);
+        let url = fresh_pg_database().await;
+        pg_database = url.rsplit_once('/').map(|(_, name)| name.to_string());
+        config.database_url = Some(url);
     }
     tweak(&mut config);
     let bound = modelyard_server::bind(config).await.expect("server binds");
@@ -82,7 +104,7 @@ pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Se
         ids_by_name.insert(*name, a.id);
     }
     state.store.add_member(ids_by_name["acme"], ids_by_name["alice"]).await.unwrap();
-    Server { url, state, http: reqwest::Client::new(), tokens, _dir: dir, _stop: stop }
+    Server { url, state, http: reqwest::Client::new(), tokens, pg_database, _dir: dir, _stop: stop }
 }
 
 pub struct Reply {
