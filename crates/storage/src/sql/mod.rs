@@ -18,7 +18,11 @@ use crate::dialect::Dialect;
 use crate::store::{Deletion, Store};
 use crate::{Result, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_initial.sql")),
+    (2, include_str!("../migrations/0002_runner.sql")),
+    (3, include_str!("../migrations/0003_web.sql")),
+];
 
 #[derive(Clone)]
 pub struct SqlStore {

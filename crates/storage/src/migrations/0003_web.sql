@@ -1,0 +1,3 @@
+-- The web UI: passwords, sessions.
+CREATE TABLE web_placeholder (id BIGINT);
+DROP TABLE web_placeholder;
