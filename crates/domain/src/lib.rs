@@ -4,6 +4,7 @@
 //! the transaction that acts on them, so the API, the web UI and the CLI all get the same answer.
 #![forbid(unsafe_code)]
 
+pub mod cog_yaml;
 pub mod ids;
 pub mod names;
 pub mod rules;

@@ -132,6 +132,8 @@ pub struct Version {
     pub artifact: String,
     /// For a fine-tuned version: the version it was trained from.
     pub base_version_id: Option<String>,
+    /// For a fine-tuned version: the stored weights its predictor is set up with.
+    pub weights: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -144,6 +146,7 @@ pub struct NewVersion {
     pub artifact: String,
     pub base_version_id: Option<String>,
     pub training_id: Option<String>,
+    pub weights: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

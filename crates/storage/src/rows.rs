@@ -33,7 +33,7 @@ pub fn account(r: &AnyRow) -> Result<Account> {
 pub const MODEL_SELECT: &str = "SELECT m.id, m.owner_id, a.username AS owner, m.name, m.description, \
     m.visibility, m.hardware, m.github_url, m.paper_url, m.license_url, m.cover_image_url, \
     m.run_count, m.created_at, v.seq AS v_seq, v.id AS v_id, v.cog_version AS v_cog_version, \
-    v.openapi_schema AS v_schema, v.artifact AS v_artifact, v.base_version_id AS v_base, \
+    v.openapi_schema AS v_schema, v.artifact AS v_artifact, v.base_version_id AS v_base, v.weights AS v_weights, \
     v.created_at AS v_created_at \
     FROM models m JOIN accounts a ON a.id = m.owner_id \
     LEFT JOIN versions v ON v.seq = (SELECT MAX(seq) FROM versions WHERE model_id = m.id)";
@@ -51,6 +51,7 @@ pub fn model(r: &AnyRow) -> Result<Model> {
             openapi_schema: json(&r.try_get::<String, _>("v_schema")?)?,
             artifact: r.try_get("v_artifact")?,
             base_version_id: r.try_get("v_base")?,
+            weights: r.try_get("v_weights")?,
             created_at: time(r.try_get("v_created_at")?),
         }),
         None => None,
@@ -74,7 +75,7 @@ pub fn model(r: &AnyRow) -> Result<Model> {
 }
 
 pub const VERSION_SELECT: &str = "SELECT v.seq, v.id, v.model_id, v.cog_version, v.openapi_schema, \
-    v.artifact, v.base_version_id, v.created_at FROM versions v";
+    v.artifact, v.base_version_id, v.weights, v.created_at FROM versions v";
 
 pub fn version(r: &AnyRow) -> Result<Version> {
     Ok(Version {
@@ -85,6 +86,7 @@ pub fn version(r: &AnyRow) -> Result<Version> {
         openapi_schema: json(&r.try_get::<String, _>("openapi_schema")?)?,
         artifact: r.try_get("artifact")?,
         base_version_id: r.try_get("base_version_id")?,
+        weights: r.try_get("weights")?,
         created_at: time(r.try_get("created_at")?),
     })
 }

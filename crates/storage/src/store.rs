@@ -4,6 +4,18 @@ use modelyard_domain::*;
 
 use crate::Result;
 
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct JobEnd {
+    pub status: Status,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub logs: String,
+    pub metrics: serde_json::Value,
+    /// For a training: the version it produced.
+    pub result_version_id: Option<String>,
+}
+
 /// What a deletion (or its preview) came to. `deleted` is false when blockers stood in the way
 /// or when it was only a preview.
 #[derive(Debug, Clone, Default)]
@@ -86,6 +98,27 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         idle: Duration,
     ) -> Result<Deletion>;
+
+    // The runner.
+    /// Queued jobs that no runner has taken, oldest first.
+    async fn queued_jobs(&self, limit: i64) -> Result<Vec<Job>>;
+    /// Takes a queued job; false when it was taken or canceled meanwhile.
+    async fn claim_job(&self, id: &str) -> Result<bool>;
+    /// Puts a taken job back in the queue.
+    async fn release_job(&self, id: &str) -> Result<()>;
+    /// starting -> processing; false when the job was canceled meanwhile.
+    async fn job_started(&self, id: &str) -> Result<bool>;
+    /// Logs and output so far, while the job runs.
+    async fn job_progress(&self, id: &str, logs: &str, output: Option<&serde_json::Value>) -> Result<()>;
+    /// Ends a job that has not ended; false when it had (a cancel won the race).
+    async fn finish_job(&self, id: &str, end: JobEnd) -> Result<bool>;
+    /// After a restart: jobs that were running failed, jobs that were taken are queued again.
+    async fn recover_jobs(&self, error: &str) -> Result<(u64, u64)>;
+    /// Cancels the queued work of a deployment (it was disabled).
+    async fn cancel_queued_for_deployment(&self, deployment_id: i64) -> Result<u64>;
+    async fn all_deployments(&self) -> Result<Vec<Deployment>>;
+    /// Clears input, output and logs of finished jobs from `source` created before `before`.
+    async fn remove_job_data(&self, source: &str, before: DateTime<Utc>) -> Result<u64>;
 
     // The audit log.
     async fn record_audit(&self, e: NewAuditEvent) -> Result<()>;

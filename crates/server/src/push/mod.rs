@@ -101,6 +101,7 @@ pub async fn push(
             artifact: digest.clone(),
             base_version_id: None,
             training_id: None,
+            weights: None,
         })
         .await;
     let (version, new) = match created {

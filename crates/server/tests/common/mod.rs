@@ -172,6 +172,7 @@ impl Server {
                 artifact: format!("test-{content}"),
                 base_version_id: None,
                 training_id: None,
+            weights: None,
             })
             .await
             .unwrap();

@@ -4,6 +4,7 @@ mod audit;
 mod deployments;
 mod jobs;
 mod models;
+mod runner;
 mod versions;
 
 use std::str::FromStr;
@@ -232,6 +233,36 @@ impl Store for SqlStore {
         idle: Duration,
     ) -> Result<Deletion> {
         self.delete_deployment_(id, caller, dry_run, now, idle).await
+    }
+    async fn queued_jobs(&self, limit: i64) -> Result<Vec<Job>> {
+        self.queued_jobs_(limit).await
+    }
+    async fn claim_job(&self, id: &str) -> Result<bool> {
+        self.claim_job_(id).await
+    }
+    async fn release_job(&self, id: &str) -> Result<()> {
+        self.release_job_(id).await
+    }
+    async fn job_started(&self, id: &str) -> Result<bool> {
+        self.job_started_(id).await
+    }
+    async fn job_progress(&self, id: &str, logs: &str, output: Option<&serde_json::Value>) -> Result<()> {
+        self.job_progress_(id, logs, output).await
+    }
+    async fn finish_job(&self, id: &str, end: crate::JobEnd) -> Result<bool> {
+        self.finish_job_(id, end).await
+    }
+    async fn recover_jobs(&self, error: &str) -> Result<(u64, u64)> {
+        self.recover_jobs_(error).await
+    }
+    async fn cancel_queued_for_deployment(&self, deployment_id: i64) -> Result<u64> {
+        self.cancel_queued_for_deployment_(deployment_id).await
+    }
+    async fn all_deployments(&self) -> Result<Vec<Deployment>> {
+        self.all_deployments_().await
+    }
+    async fn remove_job_data(&self, source: &str, before: DateTime<Utc>) -> Result<u64> {
+        self.remove_job_data_(source, before).await
     }
     async fn record_audit(&self, e: NewAuditEvent) -> Result<()> {
         let mut tx = self.begin_write().await?;

@@ -63,7 +63,8 @@ impl SqlStore {
         // nothing here and returns the version the other push made.
         let done = sqlx::query(
             "INSERT INTO versions (id, model_id, cog_version, openapi_schema, artifact, \
-             base_version_id, training_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             base_version_id, training_id, weights, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&id)
@@ -73,6 +74,7 @@ impl SqlStore {
         .bind(&v.artifact)
         .bind(&v.base_version_id)
         .bind(&v.training_id)
+        .bind(&v.weights)
         .bind(now())
         .execute(&mut *tx)
         .await

@@ -253,6 +253,7 @@ pub fn new_version(model_id: i64, digest: &str, artifact: &str) -> NewVersion {
         artifact: artifact.into(),
         base_version_id: None,
         training_id: None,
+        weights: None,
     }
 }
 
