@@ -117,8 +117,34 @@ pub trait Store: Send + Sync + 'static {
     /// Cancels the queued work of a deployment (it was disabled).
     async fn cancel_queued_for_deployment(&self, deployment_id: i64) -> Result<u64>;
     async fn all_deployments(&self) -> Result<Vec<Deployment>>;
-    /// Clears input, output and logs of finished jobs from `source` created before `before`.
-    async fn remove_job_data(&self, source: &str, before: DateTime<Utc>) -> Result<u64>;
+    /// Clears input, output and logs of finished jobs from `source` created before `before`;
+    /// returns their ids, for their files to go too.
+    async fn remove_job_data(&self, source: &str, before: DateTime<Utc>) -> Result<Vec<String>>;
+
+    // The web UI.
+    /// Sets a user's password (an argon2 PHC string), or with `None` removes it and ends the
+    /// account's sessions.
+    async fn set_password_hash(&self, account_id: i64, hash: Option<&str>) -> Result<()>;
+    /// The account and its password hash (`None` when no password is set), for signing in.
+    async fn password_hash(&self, username: &str) -> Result<Option<(Account, Option<String>)>>;
+    /// Records a session by the SHA-256 of its cookie.
+    async fn create_session(&self, hash: &str, account_id: i64, expires_at: DateTime<Utc>) -> Result<()>;
+    /// The signed-in caller of a session that has not expired at `now`.
+    async fn session_caller(&self, hash: &str, now: DateTime<Utc>) -> Result<Option<Caller>>;
+    async fn delete_session(&self, hash: &str) -> Result<()>;
+    /// Models owned by these accounts, newest first.
+    async fn models_owned_by(&self, owner_ids: &[i64], limit: i64) -> Result<Vec<Model>>;
+    /// One account's predictions of one model, newest first.
+    async fn model_jobs(&self, model_id: i64, account_id: i64, limit: i64) -> Result<Vec<Job>>;
+    /// How many predictions anyone has run with the version.
+    async fn version_prediction_count(&self, version_id: &str) -> Result<i64>;
+    async fn accounts_by_ids(&self, ids: &[i64]) -> Result<Vec<Account>>;
+    /// The account's API tokens as (SHA-256, name, created_at), newest first.
+    async fn tokens(&self, account_id: i64) -> Result<Vec<(String, Option<String>, DateTime<Utc>)>>;
+    async fn add_named_token(&self, account_id: i64, token_hash: &str, name: &str) -> Result<()>;
+    /// Deletes one of the account's tokens; false when it has no such token.
+    async fn revoke_token(&self, account_id: i64, token_hash: &str) -> Result<bool>;
+    async fn remove_member(&self, org_id: i64, user_id: i64) -> Result<bool>;
 
     // The audit log.
     async fn record_audit(&self, e: NewAuditEvent) -> Result<()>;

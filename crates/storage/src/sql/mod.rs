@@ -6,6 +6,7 @@ mod jobs;
 mod models;
 mod runner;
 mod versions;
+mod web;
 
 use std::str::FromStr;
 
@@ -261,8 +262,47 @@ impl Store for SqlStore {
     async fn all_deployments(&self) -> Result<Vec<Deployment>> {
         self.all_deployments_().await
     }
-    async fn remove_job_data(&self, source: &str, before: DateTime<Utc>) -> Result<u64> {
+    async fn remove_job_data(&self, source: &str, before: DateTime<Utc>) -> Result<Vec<String>> {
         self.remove_job_data_(source, before).await
+    }
+    async fn set_password_hash(&self, account_id: i64, hash: Option<&str>) -> Result<()> {
+        self.set_password_hash_(account_id, hash).await
+    }
+    async fn password_hash(&self, username: &str) -> Result<Option<(Account, Option<String>)>> {
+        self.password_hash_(username).await
+    }
+    async fn create_session(&self, hash: &str, account_id: i64, expires_at: DateTime<Utc>) -> Result<()> {
+        self.create_session_(hash, account_id, expires_at).await
+    }
+    async fn session_caller(&self, hash: &str, now: DateTime<Utc>) -> Result<Option<Caller>> {
+        self.session_caller_(hash, now).await
+    }
+    async fn delete_session(&self, hash: &str) -> Result<()> {
+        self.delete_session_(hash).await
+    }
+    async fn models_owned_by(&self, owner_ids: &[i64], limit: i64) -> Result<Vec<Model>> {
+        self.models_owned_by_(owner_ids, limit).await
+    }
+    async fn model_jobs(&self, model_id: i64, account_id: i64, limit: i64) -> Result<Vec<Job>> {
+        self.model_jobs_(model_id, account_id, limit).await
+    }
+    async fn version_prediction_count(&self, version_id: &str) -> Result<i64> {
+        self.version_prediction_count_(version_id).await
+    }
+    async fn accounts_by_ids(&self, ids: &[i64]) -> Result<Vec<Account>> {
+        self.accounts_by_ids_(ids).await
+    }
+    async fn tokens(&self, account_id: i64) -> Result<Vec<(String, Option<String>, DateTime<Utc>)>> {
+        self.tokens_(account_id).await
+    }
+    async fn add_named_token(&self, account_id: i64, token_hash: &str, name: &str) -> Result<()> {
+        self.add_named_token_(account_id, token_hash, name).await
+    }
+    async fn revoke_token(&self, account_id: i64, token_hash: &str) -> Result<bool> {
+        self.revoke_token_(account_id, token_hash).await
+    }
+    async fn remove_member(&self, org_id: i64, user_id: i64) -> Result<bool> {
+        self.remove_member_(org_id, user_id).await
     }
     async fn record_audit(&self, e: NewAuditEvent) -> Result<()> {
         let mut tx = self.begin_write().await?;

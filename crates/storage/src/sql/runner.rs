@@ -121,16 +121,30 @@ impl SqlStore {
             .collect()
     }
 
-    pub(super) async fn remove_job_data_(&self, source: &str, before: DateTime<Utc>) -> Result<u64> {
-        Ok(sqlx::query(
+    pub(super) async fn remove_job_data_(
+        &self,
+        source: &str,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE source = $1 AND created_at < $2 AND data_removed = 0 \
+             AND status IN ('succeeded', 'failed', 'canceled')",
+        )
+        .bind(source)
+        .bind(micros(before))
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
             "UPDATE jobs SET input = '{}', output = NULL, logs = '', data_removed = 1 \
              WHERE source = $1 AND created_at < $2 AND data_removed = 0 \
              AND status IN ('succeeded', 'failed', 'canceled')",
         )
         .bind(source)
         .bind(micros(before))
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
     }
 }

@@ -1,0 +1,185 @@
+//! Taking queued jobs fairly, and the background chores of the pool.
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use modelyard_domain::{Job, JobKind};
+
+use crate::{job, pool, Inner};
+
+/// Round-robin over accounts, and within an account over versions, each oldest first: one
+/// account's thousand queued predictions do not hold up another's one.
+pub fn fair_order(jobs: Vec<Job>) -> Vec<Job> {
+    let mut accounts: Vec<(i64, Vec<(String, VecDeque<Job>)>)> = Vec::new();
+    for j in jobs {
+        let a = match accounts.iter_mut().position(|(id, _)| *id == j.account_id) {
+            Some(p) => &mut accounts[p].1,
+            None => {
+                accounts.push((j.account_id, Vec::new()));
+                &mut accounts.last_mut().unwrap().1
+            }
+        };
+        match a.iter_mut().find(|(v, _)| *v == j.version_id) {
+            Some((_, q)) => q.push_back(j),
+            None => a.push((j.version_id.clone(), VecDeque::from([j]))),
+        }
+    }
+    let mut cursors = vec![0usize; accounts.len()];
+    let mut out = Vec::new();
+    loop {
+        let mut took = false;
+        for (i, (_, versions)) in accounts.iter_mut().enumerate() {
+            for _ in 0..versions.len() {
+                let c = cursors[i] % versions.len();
+                cursors[i] += 1;
+                if let Some(j) = versions[c].1.pop_front() {
+                    out.push(j);
+                    took = true;
+                    break;
+                }
+            }
+        }
+        if !took {
+            return out;
+        }
+    }
+}
+
+pub async fn run(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let free = inner.cfg.max_servers.max(1).saturating_sub(inner.inflight.load(Ordering::SeqCst));
+        if free > 0 {
+            match inner.store.queued_jobs(500).await {
+                Ok(jobs) => {
+                    let mut started = 0;
+                    for j in fair_order(jobs) {
+                        if started == free {
+                            break;
+                        }
+                        if j.deadline.is_some_and(|d| d <= Utc::now()) {
+                            job::expire_queued(&inner, &j).await;
+                            continue;
+                        }
+                        match inner.store.claim_job(&j.id).await {
+                            Ok(true) => {
+                                started += 1;
+                                inner.inflight.fetch_add(1, Ordering::SeqCst);
+                                let inner = inner.clone();
+                                tokio::spawn(async move {
+                                    job::run(&inner, j).await;
+                                    inner.inflight.fetch_sub(1, Ordering::SeqCst);
+                                    inner.wake.notify_one();
+                                });
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::error!(error = %e, "could not take a job"),
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not read the queue"),
+            }
+        }
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Idle servers stop, deployments keep their minimum warm, old API data is removed.
+pub async fn housekeeping(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut tick = 0u64;
+    loop {
+        inner.pool.reap().await;
+        if tick % 4 == 0 {
+            keep_warm(&inner).await;
+        }
+        if tick % 60 == 0 {
+            job::remove_expired(&inner).await;
+        }
+        tick += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn keep_warm(inner: &Arc<Inner>) {
+    let Ok(deployments) = inner.store.all_deployments().await else { return };
+    let warm: Vec<(pool::Key, usize)> = deployments
+        .iter()
+        .filter(|d| d.release.min_instances > 0)
+        .map(|d| {
+            let key = pool::Key { version_id: d.release.version_id.clone(), train: false };
+            (key, d.release.min_instances as usize)
+        })
+        .collect();
+    inner.pool.set_warm(warm);
+    for (key, missing) in inner.pool.warm_deficit() {
+        let Ok(spec) = job::spec_for(inner, &key.version_id, JobKind::Prediction).await else {
+            continue;
+        };
+        for _ in 0..missing {
+            if let Err(e) = inner.pool.warm_up(&spec).await {
+                tracing::warn!(version = %key.version_id, error = %e.0, "could not keep a server warm");
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fair_order;
+    use modelyard_domain::*;
+
+    fn job(id: &str, account: i64, version: &str) -> Job {
+        Job {
+            cursor: 0,
+            id: id.into(),
+            kind: JobKind::Prediction,
+            account_id: account,
+            account: String::new(),
+            version_id: version.into(),
+            model: String::new(),
+            deployment: None,
+            destination: None,
+            input: serde_json::json!({}),
+            output: None,
+            logs: String::new(),
+            error: None,
+            status: Status::Starting,
+            source: "api".into(),
+            webhook: None,
+            webhook_events_filter: vec![],
+            data_removed: false,
+            metrics: serde_json::json!({}),
+            deadline: None,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            completed_at: None,
+        }
+    }
+
+    #[test]
+    fn accounts_and_versions_take_turns() {
+        let jobs = vec![
+            job("a1", 1, "x"),
+            job("a2", 1, "x"),
+            job("a3", 1, "y"),
+            job("b1", 2, "x"),
+            job("a4", 1, "x"),
+        ];
+        let order: Vec<String> = fair_order(jobs).into_iter().map(|j| j.id).collect();
+        assert_eq!(order, ["a1", "b1", "a3", "a2", "a4"]);
+    }
+}

@@ -1,0 +1,359 @@
+//! One job's life on a Cog server, and what the Cog server tells us about it.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use modelyard_domain::*;
+use modelyard_storage::JobEnd;
+use rand::RngCore;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::pool::{Key, Spec};
+use crate::{Event, Inner, JobChannel};
+
+const ALL_EVENTS: [&str; 4] = ["start", "output", "logs", "completed"];
+
+fn failed(error: impl Into<String>) -> JobEnd {
+    JobEnd {
+        status: Status::Failed,
+        output: None,
+        error: Some(error.into()),
+        logs: String::new(),
+        metrics: json!({}),
+        result_version_id: None,
+    }
+}
+
+/// How to start a server for a version in a mode.
+pub async fn spec_for(inner: &Inner, version_id: &str, kind: JobKind) -> Result<Spec, String> {
+    let (_, version) = inner
+        .store
+        .version_by_id(version_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the version was deleted")?;
+    let project = inner.cfg.data_dir.join("artifacts").join(&version.artifact);
+    let yaml = std::fs::read_to_string(project.join("cog.yaml"))
+        .map_err(|e| format!("the version's project cannot be read: {e}"))?;
+    let cog = cog_yaml::parse(&yaml).map_err(|e| format!("cog.yaml {e}"))?;
+    let train = kind == JobKind::Training;
+    let stub = if train {
+        cog.train.clone().ok_or("the version cannot be trained: its cog.yaml has no train entry")?
+    } else {
+        cog.predict.clone()
+    };
+    let env = inner.envs.ensure(&cog.python_packages).await?;
+    Ok(Spec {
+        key: Key { version_id: version.id.clone(), train },
+        env,
+        project,
+        stub,
+        weights: version.weights.as_ref().map(|w| inner.cfg.data_dir.join("weights").join(w)),
+        upload_url: format!("{}/internal/{}/uploads/", inner.cfg.callback_base, inner.cfg.secret),
+    })
+}
+
+pub async fn run(inner: &Arc<Inner>, job: Job) {
+    let ch = inner.channel(&job.id);
+    if let Some(end) = execute(inner, &job, &ch).await {
+        if let Err(e) = inner.store.finish_job(&job.id, end).await {
+            tracing::error!(job = %job.id, error = %e, "could not record how a job ended");
+        }
+    }
+    let status = match inner.store.job(job.kind, &job.id).await {
+        Ok(Some(j)) => j.status,
+        _ => Status::Failed,
+    };
+    let _ = ch.events.send(Event::Done(status));
+    ch.done.send_replace(true);
+    inner.forget(&job.id);
+}
+
+async fn execute(inner: &Arc<Inner>, job: &Job, ch: &JobChannel) -> Option<JobEnd> {
+    let mut cancel = ch.cancel.subscribe();
+    if *cancel.borrow() {
+        return None;
+    }
+    let spec = match spec_for(inner, &job.version_id, job.kind).await {
+        Ok(s) => s,
+        Err(e) => return Some(failed(e)),
+    };
+    let lease = tokio::select! {
+        l = inner.pool.acquire(&spec) => match l {
+            Ok(l) => l,
+            Err(e) => return Some(failed(e.0)),
+        },
+        _ = cancel.changed() => return None,
+    };
+    match inner.store.job_started(&job.id).await {
+        Ok(true) => {}
+        _ => {
+            inner.pool.release(lease, true).await;
+            return None;
+        }
+    }
+    let started = Instant::now();
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    *ch.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    let route = if job.kind == JobKind::Training { "trainings" } else { "predictions" };
+    let base = format!("http://127.0.0.1:{}/{route}/{}", lease.port, job.id);
+    let body = json!({
+        "id": job.id,
+        "input": job.input,
+        "webhook": format!("{}/internal/{}/jobs/{}", inner.cfg.callback_base, inner.cfg.secret, job.id),
+        "webhook_events_filter": ALL_EVENTS,
+    });
+    if let Err(e) = submit(inner, &base, &body).await {
+        let healthy = inner.pool.alive(&lease);
+        inner.pool.release(lease, healthy).await;
+        return Some(failed(e));
+    }
+    let deadline = job.deadline.map(|d| (d - Utc::now()).to_std().unwrap_or_default());
+    let deadline_sleep = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(365 * 86400)));
+    tokio::pin!(deadline_sleep);
+    let mut canceled = false;
+    let mut gave_up_at: Option<Instant> = None;
+    let result: Result<Value, String> = loop {
+        tokio::select! {
+            r = &mut rx => break r.map_err(|_| "the model server did not report back".to_string()),
+            _ = cancel.changed(), if !canceled => {
+                canceled = true;
+                let _ = inner.http.post(format!("{base}/cancel")).send().await;
+                gave_up_at = Some(Instant::now());
+            }
+            _ = &mut deadline_sleep, if !canceled && deadline.is_some() => {
+                canceled = true;
+                let _ = inner.store.cancel_job(job.kind, &job.id).await;
+                let _ = inner.http.post(format!("{base}/cancel")).send().await;
+                gave_up_at = Some(Instant::now());
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if !inner.pool.alive(&lease) {
+                    break Err("the model server exited while it ran this".into());
+                }
+                if gave_up_at.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
+                    break Err("the model server did not stop after it was canceled".into());
+                }
+            }
+        }
+    };
+    let healthy = inner.pool.alive(&lease) && result.is_ok();
+    inner.pool.release(lease, healthy).await;
+    let total = (Utc::now() - job.created_at).num_milliseconds() as f64 / 1000.0;
+    let mut end = match result {
+        Ok(payload) => end_from(&payload, started.elapsed().as_secs_f64()),
+        Err(e) => failed(e),
+    };
+    end.metrics["total_time"] = json!(total);
+    if canceled {
+        end.status = Status::Canceled;
+        end.error = None;
+    }
+    if job.kind == JobKind::Training && end.status == Status::Succeeded {
+        if let Err(e) = finish_training(inner, job, &mut end).await {
+            end.status = Status::Failed;
+            end.error = Some(e);
+        }
+    }
+    Some(end)
+}
+
+/// Sends the job to the Cog server, which answers at once and reports by webhooks. Cog answers
+/// 409 while its one slot is busy, also briefly after a response: that means "try again".
+async fn submit(inner: &Inner, url: &str, body: &Value) -> Result<(), String> {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = inner
+            .http
+            .put(url)
+            .header("Prefer", "respond-async")
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| format!("the model server did not answer: {e}"))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        if status.as_u16() == 409 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let detail = serde_json::from_str::<Value>(&text)
+            .ok()
+            .map(|v| v["detail"].to_string())
+            .unwrap_or(text);
+        return Err(format!("the model server refused the input ({status}): {detail}"));
+    }
+}
+
+fn end_from(payload: &Value, elapsed: f64) -> JobEnd {
+    let status = payload["status"].as_str().and_then(Status::parse).unwrap_or(Status::Failed);
+    let predict_time = payload["metrics"]["predict_time"].as_f64().unwrap_or(elapsed);
+    JobEnd {
+        status,
+        output: Some(payload["output"].clone()).filter(|o| !o.is_null()),
+        error: payload["error"].as_str().map(str::to_string).or_else(|| {
+            (status == Status::Failed).then(|| "the model failed without saying why".to_string())
+        }),
+        logs: payload["logs"].as_str().unwrap_or_default().to_string(),
+        metrics: json!({"predict_time": predict_time}),
+        result_version_id: None,
+    }
+}
+
+/// A succeeded training becomes a new version of the destination model: the base version's
+/// code, set up with the weights the training wrote.
+async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(), String> {
+    let url = end.output.as_ref().and_then(|o| o["weights"].as_str()).ok_or("the training output has no weights")?;
+    let file = local_file(inner, url).ok_or("the training's weights were not uploaded")?;
+    let bytes = tokio::fs::read(&file).await.map_err(|e| e.to_string())?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("weights").to_string();
+    let rel = format!("{sha}/{name}");
+    let dest = inner.cfg.data_dir.join("weights").join(&rel);
+    tokio::fs::create_dir_all(dest.parent().unwrap_or(&dest)).await.map_err(|e| e.to_string())?;
+    tokio::fs::write(&dest, &bytes).await.map_err(|e| e.to_string())?;
+    let (_, base) = inner
+        .store
+        .version_by_id(&job.version_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the base version was deleted")?;
+    let destination = job.destination.clone().ok_or("the destination model was deleted")?;
+    let (owner, name_) = destination.split_once('/').unwrap_or_default();
+    let model = inner
+        .store
+        .model(owner, name_)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the destination model was deleted")?;
+    let (v, _) = inner
+        .store
+        .create_version(NewVersion {
+            model_id: model.id,
+            content_digest: hex::encode(Sha256::digest(format!("{}:{rel}", base.artifact))),
+            cog_version: base.cog_version.clone(),
+            openapi_schema: base.openapi_schema.clone(),
+            artifact: base.artifact.clone(),
+            base_version_id: Some(base.id.clone()),
+            training_id: Some(job.id.clone()),
+            weights: Some(rel),
+        })
+        .await
+        .map_err(|e| format!("could not create the fine-tuned version: {e}"))?;
+    end.output = Some(json!({"version": format!("{destination}:{}", v.id), "weights": url}));
+    end.result_version_id = Some(v.id);
+    Ok(())
+}
+
+pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
+    let Some(ch) = inner.channels.lock().ok().and_then(|m| m.get(id).cloned()) else {
+        return;
+    };
+    let status = payload["status"].as_str().and_then(Status::parse);
+    let terminal = status.is_some_and(Status::is_terminal);
+    let (logs, output) = {
+        let mut seen = ch.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // Cog's webhooks can arrive out of order: nothing counts after the end.
+        if seen.ended {
+            return;
+        }
+        let logs = payload["logs"].as_str().unwrap_or_default().to_string();
+        if logs.len() > seen.logs && logs.is_char_boundary(seen.logs) {
+            let text = logs[seen.logs..].to_string();
+            let _ = ch.events.send(Event::Logs { offset: seen.logs, text });
+            seen.logs = logs.len();
+        }
+        let output = payload["output"].clone();
+        match &output {
+            Value::Array(items) if items.len() > seen.outputs => {
+                for (i, item) in items.iter().enumerate().skip(seen.outputs) {
+                    let _ = ch.events.send(Event::Output { index: Some(i), value: item.clone() });
+                }
+                seen.outputs = items.len();
+            }
+            Value::Array(_) | Value::Null => {}
+            whole if terminal => {
+                let _ = ch.events.send(Event::Output { index: None, value: whole.clone() });
+            }
+            _ => {}
+        }
+        if terminal {
+            seen.ended = true;
+        }
+        (logs, output)
+    };
+    if terminal {
+        if let Some(tx) = ch.result.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(payload);
+        }
+    } else {
+        let output = Some(&output).filter(|o| !o.is_null());
+        if let Err(e) = inner.store.job_progress(id, &logs, output).await {
+            tracing::warn!(job = %id, error = %e, "could not record progress");
+        }
+    }
+}
+
+fn safe_part(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0'])
+}
+
+pub async fn store_output(inner: &Inner, job_id: &str, name: &str, body: &[u8]) -> Result<String, String> {
+    if !safe_part(job_id) || !job_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err("bad job id".into());
+    }
+    let name = name.rsplit('/').next().unwrap_or("output");
+    let name = if safe_part(name) { name } else { "output" };
+    let mut t = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut t);
+    let token = hex::encode(t);
+    let dir = inner.cfg.data_dir.join("outputs").join(job_id).join(&token);
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| e.to_string())?;
+    tokio::fs::write(dir.join(name), body).await.map_err(|e| e.to_string())?;
+    Ok(format!("{}/files/{job_id}/{token}/{name}", inner.cfg.public_url))
+}
+
+pub fn output_path(inner: &Inner, job_id: &str, token: &str, name: &str) -> Option<PathBuf> {
+    if ![job_id, token, name].iter().all(|p| safe_part(p)) {
+        return None;
+    }
+    let p = inner.cfg.data_dir.join("outputs").join(job_id).join(token).join(name);
+    p.is_file().then_some(p)
+}
+
+/// The stored file behind one of our output URLs.
+fn local_file(inner: &Inner, url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix(&format!("{}/files/", inner.cfg.public_url))?;
+    let mut parts = rest.splitn(3, '/');
+    let (j, t, n) = (parts.next()?, parts.next()?, parts.next()?);
+    output_path(inner, j, t, n)
+}
+
+/// A queued job whose deadline passed before it started.
+pub async fn expire_queued(inner: &Inner, job: &Job) {
+    if let Err(e) = inner.store.cancel_job(job.kind, &job.id).await {
+        tracing::warn!(job = %job.id, error = %e, "could not cancel a job past its deadline");
+    }
+    let ch = inner.channel(&job.id);
+    let _ = ch.events.send(Event::Done(Status::Canceled));
+    ch.done.send_replace(true);
+    inner.forget(&job.id);
+}
+
+pub async fn remove_expired(inner: &Inner) {
+    let before = Utc::now() - chrono::Duration::from_std(inner.cfg.api_retention).unwrap_or_default();
+    match inner.store.remove_job_data("api", before).await {
+        Ok(ids) => {
+            for id in ids {
+                let dir = inner.cfg.data_dir.join("outputs").join(&id);
+                let _ = tokio::fs::remove_dir_all(dir).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not remove expired prediction data"),
+    }
+}

@@ -1,0 +1,213 @@
+//! modelyard's runner: takes queued predictions and trainings from storage and runs them on
+//! Cog servers on this machine, without Docker.
+//!
+//! The queue is the jobs table; a job is taken with a conditional UPDATE, so nothing is lost
+//! across restarts. Cog servers report progress through webhooks to the HTTP server, which
+//! hands them to [`Runner::cog_update`].
+#![forbid(unsafe_code)]
+
+mod dispatch;
+mod env;
+mod job;
+mod pool;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use modelyard_domain::Status;
+use modelyard_storage::Store;
+use serde_json::Value;
+use tokio::sync::{broadcast, watch, Notify};
+
+pub use env::Envs;
+
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    pub data_dir: PathBuf,
+    /// The Python that has Cog installed; version environments are built from it.
+    pub python: String,
+    /// How many Cog servers may run at once.
+    pub max_servers: usize,
+    /// How long an unused server stays warm.
+    pub idle: Duration,
+    /// How long a server may take to become ready.
+    pub setup_timeout: Duration,
+    /// This server's own address, for Cog's webhooks and uploads (loopback).
+    pub callback_base: String,
+    /// The base of public URLs (files).
+    pub public_url: String,
+    /// Guards the callback and upload endpoints: only the Cog servers we start know it.
+    pub secret: String,
+    /// API predictions lose input, output, files and logs after this long.
+    pub api_retention: Duration,
+}
+
+/// What happens to a job while it runs, for server-sent events.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// An output item of an iterator (with its index), or the whole output of anything else.
+    Output { index: Option<usize>, value: Value },
+    /// Log text appended at `offset` of the logs.
+    Logs { offset: usize, text: String },
+    Done(Status),
+}
+
+/// The live side of one job: its events, its end, and a way to cancel it.
+pub struct JobChannel {
+    pub events: broadcast::Sender<Event>,
+    pub done: watch::Sender<bool>,
+    cancel: watch::Sender<bool>,
+    seen: Mutex<Seen>,
+    result: Mutex<Option<tokio::sync::oneshot::Sender<Value>>>,
+}
+
+#[derive(Default)]
+struct Seen {
+    logs: usize,
+    outputs: usize,
+    ended: bool,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    cfg: RunnerConfig,
+    pool: pool::Pool,
+    envs: Envs,
+    channels: Mutex<HashMap<String, Arc<JobChannel>>>,
+    wake: Notify,
+    inflight: AtomicUsize,
+    shutdown: watch::Sender<bool>,
+    http: reqwest::Client,
+}
+
+#[derive(Clone)]
+pub struct Runner {
+    inner: Arc<Inner>,
+}
+
+impl Runner {
+    /// Recovers from a previous run (jobs that were running failed; taken ones are queued
+    /// again) and starts dispatching.
+    pub async fn start(store: Arc<dyn Store>, cfg: RunnerConfig) -> Result<Runner, String> {
+        let (failed, requeued) = store
+            .recover_jobs("The server restarted while this ran; run it again.")
+            .await
+            .map_err(|e| e.to_string())?;
+        if failed + requeued > 0 {
+            tracing::warn!(failed, requeued, "recovered jobs from the previous run");
+        }
+        for d in ["work", "envs", "outputs", "weights"] {
+            std::fs::create_dir_all(cfg.data_dir.join(d)).map_err(|e| e.to_string())?;
+        }
+        let inner = Arc::new(Inner {
+            pool: pool::Pool::new(cfg.data_dir.join("work"), cfg.max_servers, cfg.idle, cfg.setup_timeout),
+            envs: Envs::new(cfg.data_dir.join("envs"), cfg.python.clone()),
+            store,
+            cfg,
+            channels: Default::default(),
+            wake: Notify::new(),
+            inflight: AtomicUsize::new(0),
+            shutdown: watch::channel(false).0,
+            http: reqwest::Client::new(),
+        });
+        tokio::spawn(dispatch::run(inner.clone()));
+        tokio::spawn(dispatch::housekeeping(inner.clone()));
+        Ok(Runner { inner })
+    }
+
+    /// Something was queued.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// The live channel of a job, created on first use.
+    pub fn channel(&self, id: &str) -> Arc<JobChannel> {
+        self.inner.channel(id)
+    }
+
+    /// Waits until the job ends or `limit` passes; the caller reads the record afterwards.
+    pub async fn wait(&self, id: &str, limit: Duration) {
+        let ch = self.inner.channel(id);
+        let mut done = ch.done.subscribe();
+        // The end may have been recorded before we subscribed: the caller checks the record.
+        let ended = async {
+            loop {
+                if *done.borrow_and_update() {
+                    return;
+                }
+                if done.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, ended).await;
+    }
+
+    /// The job was canceled in storage; stop it if it runs.
+    pub fn cancel(&self, id: &str) {
+        if let Some(ch) = self.inner.channels.lock().ok().and_then(|m| m.get(id).cloned()) {
+            let _ = ch.cancel.send(true);
+        }
+        self.wake();
+    }
+
+    /// A webhook from a Cog server about a job.
+    pub async fn cog_update(&self, id: &str, payload: Value) {
+        job::cog_update(&self.inner, id, payload).await;
+    }
+
+    /// A file a Cog server uploads as output; returns its public URL.
+    pub async fn store_output(&self, job_id: &str, name: &str, body: &[u8]) -> Result<String, String> {
+        job::store_output(&self.inner, job_id, name, body).await
+    }
+
+    /// Where an output file is stored, if the capability path names one.
+    pub fn output_path(&self, job_id: &str, token: &str, name: &str) -> Option<PathBuf> {
+        job::output_path(&self.inner, job_id, token, name)
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.inner.cfg.secret
+    }
+
+    pub fn servers(&self) -> usize {
+        self.inner.pool.count()
+    }
+
+    /// The build log of the environment for these packages.
+    pub fn build_log(&self, packages: &[String]) -> Option<String> {
+        std::fs::read_to_string(self.inner.envs.log_path(packages)).ok()
+    }
+
+    /// Stops dispatching and every Cog server.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        self.inner.pool.shutdown().await;
+    }
+}
+
+impl Inner {
+    fn channel(&self, id: &str) -> Arc<JobChannel> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(JobChannel {
+                    events: broadcast::channel(256).0,
+                    done: watch::channel(false).0,
+                    cancel: watch::channel(false).0,
+                    seen: Default::default(),
+                    result: Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    fn forget(&self, id: &str) {
+        if let Ok(mut map) = self.channels.lock() {
+            map.remove(id);
+        }
+    }
+}
