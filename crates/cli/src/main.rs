@@ -1,2 +1,508 @@
+//! `modelyard`: the server, its administration, and a client for a running server, in one binary.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod admin;
+mod commands;
+mod input;
+mod output;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+const DEFAULT_URL: &str = "http://127.0.0.1:5080";
+
+/// modelyard: a self-hosted model platform that speaks Replicate's HTTP API.
+#[derive(Parser, Debug)]
+#[command(name = "modelyard", version)]
+pub struct Cli {
+    /// The server's URL, without /v1 (for the client commands).
+    #[arg(
+        long,
+        global = true,
+        env = "MODELYARD_URL",
+        default_value = DEFAULT_URL
+    )]
+    pub url: String,
+    /// The API token (for the client commands).
+    #[arg(long, global = true, env = "MODELYARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the server's JSON instead of readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage accounts and tokens, directly in the database (no server needed).
+    Admin(AdminArgs),
+    /// Show the account the token belongs to.
+    Account,
+    /// List the hardware models can run on.
+    Hardware,
+    /// Create, show, change and delete models.
+    #[command(subcommand)]
+    Models(ModelsCmd),
+    /// List, show and delete versions of a model.
+    #[command(subcommand)]
+    Versions(VersionsCmd),
+    /// Push a Cog project directory as a new version of a model; prints the version id last.
+    Push {
+        /// The model, as OWNER/NAME.
+        model: String,
+        /// The project directory (with cog.yaml and the predictor).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run predictions and look at them.
+    #[command(subcommand)]
+    Predictions(PredictionsCmd),
+    /// Fine-tune versions and look at the trainings.
+    #[command(subcommand)]
+    Trainings(TrainingsCmd),
+    /// Create, show, change and delete deployments.
+    #[command(subcommand)]
+    Deployments(DeploymentsCmd),
+    /// Show the audit log: deletions and refused deletions.
+    Audit {
+        /// Follow every page instead of showing the first.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Where the data lives: shared by `serve` and `admin`.
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// The directory for the SQLite database (unless --database-url says otherwise) and the
+    /// pushed projects.
+    #[arg(
+        long,
+        global = true,
+        env = "MODELYARD_DATA_DIR",
+        default_value = "./modelyard-data"
+    )]
+    pub data_dir: PathBuf,
+    /// sqlite://PATH or postgres://...; by default the SQLite file in the data directory.
+    #[arg(
+        long,
+        global = true,
+        env = "MODELYARD_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, env = "MODELYARD_ADDR", default_value = "127.0.0.1:5080")]
+    pub addr: SocketAddr,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// The base of every absolute URL in responses (default: http://ADDR).
+    #[arg(long, env = "MODELYARD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The Python that has Cog installed.
+    #[arg(long, env = "MODELYARD_PYTHON", default_value = "python3")]
+    pub python: String,
+    /// The largest accepted upload (a pushed project, compressed), in MiB.
+    #[arg(long, env = "MODELYARD_MAX_UPLOAD_MB", default_value_t = 100)]
+    pub max_upload_mb: u64,
+    /// How long a disabled deployment must stay unused before it can be deleted, in seconds.
+    #[arg(long, env = "MODELYARD_DEPLOYMENT_IDLE_SECS", default_value_t = 900)]
+    pub deployment_idle_secs: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(subcommand)]
+    pub command: AdminCmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Organizations.
+    #[command(subcommand)]
+    Org(OrgCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Create a user; prints its first API token as the last line.
+    Create {
+        name: String,
+        /// The name shown to people (default: the user name).
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OrgCmd {
+    /// Create an organization with its first members.
+    Create {
+        name: String,
+        /// A user who belongs to the organization (repeat for more).
+        #[arg(long = "member", value_name = "USER", required = true)]
+        members: Vec<String>,
+        /// The name shown to people (default: the organization name).
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// Add a user to an organization.
+    AddMember { org: String, user: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create another API token for a user or an organization; prints it as the last line.
+    Create { account: String },
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// Only say whether it could be deleted, and what stands in the way (exit 1 if it cannot).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCmd {
+    /// Create a model.
+    Create {
+        /// OWNER/NAME (the owner is you or an organization you belong to).
+        model: String,
+        #[arg(long, default_value = "private", value_parser = ["public", "private"])]
+        visibility: String,
+        /// A hardware sku (see `modelyard hardware`).
+        #[arg(long, default_value = "cpu")]
+        hardware: String,
+        #[command(flatten)]
+        fields: ModelFields,
+    },
+    /// Show a model.
+    Get { model: String },
+    /// List the models you can see.
+    List {
+        /// Follow every page instead of showing the first.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Search models by name, owner or description.
+    Search {
+        query: String,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Change a model (an empty value clears a text field).
+    Update {
+        model: String,
+        #[arg(long, value_parser = ["public", "private"])]
+        visibility: Option<String>,
+        #[arg(long)]
+        hardware: Option<String>,
+        #[command(flatten)]
+        fields: ModelFields,
+    },
+    /// Delete a model (it must be private and have no versions).
+    Delete {
+        model: String,
+        #[command(flatten)]
+        d: DeleteArgs,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ModelFields {
+    #[arg(long)]
+    pub description: Option<String>,
+    #[arg(long)]
+    pub github_url: Option<String>,
+    #[arg(long)]
+    pub paper_url: Option<String>,
+    #[arg(long)]
+    pub license_url: Option<String>,
+    #[arg(long)]
+    pub cover_image_url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VersionsCmd {
+    /// List a model's versions, newest first.
+    List {
+        /// OWNER/NAME
+        model: String,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show a version.
+    Get {
+        /// OWNER/NAME:VERSION_ID
+        version: String,
+    },
+    /// Delete a version.
+    Delete {
+        /// OWNER/NAME:VERSION_ID
+        version: String,
+        #[command(flatten)]
+        d: DeleteArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct InputArgs {
+    /// An input as key=value; the value is read as JSON when it is JSON, else as text.
+    #[arg(short = 'i', long = "input", value_name = "KEY=VALUE")]
+    pub inputs: Vec<String>,
+    /// A URL to notify of the progress.
+    #[arg(long)]
+    pub webhook: Option<String>,
+    /// The webhook events to send: start, output, logs, completed (comma-separated).
+    #[arg(long, value_delimiter = ',', requires = "webhook")]
+    pub webhook_events: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PredictionsCmd {
+    /// Run a prediction.
+    Create {
+        /// OWNER/NAME:VERSION_ID, a bare version id, or OWNER/NAME for the latest version.
+        version: String,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Wait for the result (sends `Prefer: wait`, then polls until it has finished).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a prediction.
+    Get {
+        id: String,
+        /// Poll until it has finished.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List your predictions, newest first.
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Cancel a prediction.
+    Cancel { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrainingsCmd {
+    /// Fine-tune a version into a model of yours.
+    Create {
+        /// The base version, as OWNER/NAME:VERSION_ID.
+        version: String,
+        /// The model that receives the trained version, as OWNER/NAME.
+        #[arg(long)]
+        destination: String,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Poll until it has finished.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a training.
+    Get {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List your trainings, newest first.
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Cancel a training.
+    Cancel { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeploymentsCmd {
+    /// Create a deployment of your account.
+    Create {
+        /// The deployment's name (it belongs to the token's account).
+        name: String,
+        /// The model, as OWNER/NAME or OWNER/NAME:VERSION_ID.
+        #[arg(long)]
+        model: String,
+        /// The version id (default: the one in --model, else the model's latest).
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long, default_value = "cpu")]
+        hardware: String,
+        #[arg(long, default_value_t = 0)]
+        min_instances: i64,
+        #[arg(long, default_value_t = 1)]
+        max_instances: i64,
+    },
+    /// Show a deployment.
+    Get {
+        /// OWNER/NAME
+        deployment: String,
+    },
+    /// List the deployments of your accounts.
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Change a deployment: makes a new release.
+    Update {
+        /// OWNER/NAME
+        deployment: String,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        hardware: Option<String>,
+        #[arg(long)]
+        min_instances: Option<i64>,
+        #[arg(long)]
+        max_instances: Option<i64>,
+    },
+    /// Delete a deployment (it must be disabled, 0 and 0 instances, and unused for a while).
+    Delete {
+        /// OWNER/NAME
+        deployment: String,
+        #[command(flatten)]
+        d: DeleteArgs,
+    },
+}
+
+/// Why a command failed; printed once, on stderr.
+#[derive(Debug)]
+pub enum Failure {
+    Client(modelyard_client::Error),
+    Message(String),
+}
+
+impl From<modelyard_client::Error> for Failure {
+    fn from(e: modelyard_client::Error) -> Self {
+        Failure::Client(e)
+    }
+}
+
+pub type Outcome = Result<ExitCode, Failure>;
+
+/// An empty value (an empty environment variable, say) counts as not given.
+pub fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let has_token = non_empty(cli.token.clone()).is_some();
+    let outcome = runtime.block_on(run(cli));
+    match outcome {
+        Ok(code) => code,
+        Err(f) => {
+            output::print_failure(&f, has_token);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Admin(args) => admin::run(args).await,
+        command => {
+            let url = non_empty(Some(cli.url)).unwrap_or_else(|| DEFAULT_URL.to_string());
+            let client = modelyard_client::Client::new(&url, non_empty(cli.token));
+            commands::run(&client, cli.json, command).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from([
+            "modelyard",
+            "models",
+            "delete",
+            "a/b",
+            "--dry-run",
+            "--json",
+            "--url",
+            "http://x",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.url, "http://x");
+        let cli = Cli::try_parse_from([
+            "modelyard",
+            "admin",
+            "user",
+            "create",
+            "alice",
+            "--data-dir",
+            "/tmp/d",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Admin(a) => assert_eq!(a.db.data_dir, PathBuf::from("/tmp/d")),
+            c => panic!("{c:?}"),
+        }
+    }
+
+    #[test]
+    fn repeated_inputs() {
+        let cli = Cli::try_parse_from([
+            "modelyard",
+            "predictions",
+            "create",
+            "a/b",
+            "-i",
+            "x=1",
+            "-i",
+            "y=two",
+            "--wait",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Predictions(PredictionsCmd::Create { input, wait, .. }) => {
+                assert_eq!(input.inputs, ["x=1", "y=two"]);
+                assert!(wait);
+            }
+            c => panic!("{c:?}"),
+        }
+    }
+}

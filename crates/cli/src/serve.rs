@@ -1,0 +1,58 @@
+//! `modelyard serve`.
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::{admin, non_empty, Failure, Outcome, ServeArgs};
+
+pub async fn run(args: ServeArgs) -> Outcome {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    // Made here too, so a fresh data directory just works.
+    admin::database_url(&args.db)?;
+    let config = modelyard_server::Config {
+        addr: args.addr,
+        data_dir: args.db.data_dir,
+        database_url: non_empty(args.db.database_url),
+        public_url: non_empty(args.public_url),
+        python: args.python,
+        max_upload_bytes: usize::try_from(args.max_upload_mb.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
+        deployment_idle: Duration::from_secs(args.deployment_idle_secs),
+    };
+    modelyard_server::serve(config, shutdown())
+        .await
+        .map_err(Failure::Message)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("interrupted: shutting down"),
+        _ = terminate => tracing::info!("terminated: shutting down"),
+    }
+}
