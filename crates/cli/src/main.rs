@@ -119,6 +119,21 @@ pub struct ServeArgs {
     /// How long a disabled deployment must stay unused before it can be deleted, in seconds.
     #[arg(long, env = "MODELYARD_DEPLOYMENT_IDLE_SECS", default_value_t = 900)]
     pub deployment_idle_secs: u64,
+    /// Serve the API only: leave queued predictions and trainings to another server.
+    #[arg(long, env = "MODELYARD_NO_RUNNER")]
+    pub no_runner: bool,
+    /// How many Cog model servers may run at once.
+    #[arg(long, env = "MODELYARD_MAX_SERVERS", default_value_t = 2)]
+    pub max_servers: usize,
+    /// How long an unused model server stays warm, in seconds.
+    #[arg(long, env = "MODELYARD_SERVER_IDLE_SECS", default_value_t = 300)]
+    pub server_idle_secs: u64,
+    /// How long a model server may take to set up, in seconds.
+    #[arg(long, env = "MODELYARD_SETUP_TIMEOUT_SECS", default_value_t = 300)]
+    pub setup_timeout_secs: u64,
+    /// How long API predictions keep their input, output, files and logs, in seconds.
+    #[arg(long, env = "MODELYARD_API_RETENTION_SECS", default_value_t = 3600)]
+    pub api_retention_secs: u64,
 }
 
 #[derive(Args, Debug)]

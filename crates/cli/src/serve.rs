@@ -25,6 +25,11 @@ pub async fn run(args: ServeArgs) -> Outcome {
         max_upload_bytes: usize::try_from(args.max_upload_mb.saturating_mul(1024 * 1024))
             .unwrap_or(usize::MAX),
         deployment_idle: Duration::from_secs(args.deployment_idle_secs),
+        run_jobs: !args.no_runner,
+        max_servers: args.max_servers.max(1),
+        server_idle: Duration::from_secs(args.server_idle_secs),
+        setup_timeout: Duration::from_secs(args.setup_timeout_secs),
+        api_retention: Duration::from_secs(args.api_retention_secs),
     };
     modelyard_server::serve(config, shutdown())
         .await

@@ -66,7 +66,7 @@ pub async fn run(inner: &Arc<Inner>, job: Job) {
         Ok(Some(j)) => j.status,
         _ => Status::Failed,
     };
-    let _ = ch.events.send(Event::Done(status));
+    inner.emit(&ch, &job.id, Event::Done(status));
     ch.done.send_replace(true);
     inner.forget(&job.id);
 }
@@ -94,6 +94,7 @@ async fn execute(inner: &Arc<Inner>, job: &Job, ch: &JobChannel) -> Option<JobEn
             return None;
         }
     }
+    inner.emit(ch, &job.id, Event::Started);
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     *ch.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
@@ -208,7 +209,23 @@ fn end_from(payload: &Value, elapsed: f64) -> JobEnd {
 /// A succeeded training becomes a new version of the destination model: the base version's
 /// code, set up with the weights the training wrote.
 async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(), String> {
-    let url = end.output.as_ref().and_then(|o| o["weights"].as_str()).ok_or("the training output has no weights")?;
+    let mut url = end
+        .output
+        .as_ref()
+        .and_then(|o| o["weights"].as_str())
+        .ok_or("the training output has no weights")?
+        .to_string();
+    // Cog's train mode answers with a data URL: keep the weights as a file of the training.
+    if let Some((meta, data)) = url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
+        use base64::Engine;
+        let bytes = if meta.ends_with(";base64") {
+            base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| e.to_string())?
+        } else {
+            data.as_bytes().to_vec()
+        };
+        url = store_output(inner, &job.id, "weights", &bytes).await?;
+    }
+    let url = url.as_str();
     let file = local_file(inner, url).ok_or("the training's weights were not uploaded")?;
     let bytes = tokio::fs::read(&file).await.map_err(|e| e.to_string())?;
     let sha = hex::encode(Sha256::digest(&bytes));
@@ -265,20 +282,20 @@ pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
         let logs = payload["logs"].as_str().unwrap_or_default().to_string();
         if logs.len() > seen.logs && logs.is_char_boundary(seen.logs) {
             let text = logs[seen.logs..].to_string();
-            let _ = ch.events.send(Event::Logs { offset: seen.logs, text });
+            inner.emit(&ch, id, Event::Logs { offset: seen.logs, text });
             seen.logs = logs.len();
         }
         let output = payload["output"].clone();
         match &output {
             Value::Array(items) if items.len() > seen.outputs => {
                 for (i, item) in items.iter().enumerate().skip(seen.outputs) {
-                    let _ = ch.events.send(Event::Output { index: Some(i), value: item.clone() });
+                    inner.emit(&ch, id, Event::Output { index: Some(i), value: item.clone() });
                 }
                 seen.outputs = items.len();
             }
             Value::Array(_) | Value::Null => {}
             whole if terminal => {
-                let _ = ch.events.send(Event::Output { index: None, value: whole.clone() });
+                inner.emit(&ch, id, Event::Output { index: None, value: whole.clone() });
             }
             _ => {}
         }
@@ -340,7 +357,7 @@ pub async fn expire_queued(inner: &Inner, job: &Job) {
         tracing::warn!(job = %job.id, error = %e, "could not cancel a job past its deadline");
     }
     let ch = inner.channel(&job.id);
-    let _ = ch.events.send(Event::Done(Status::Canceled));
+    inner.emit(&ch, &job.id, Event::Done(Status::Canceled));
     ch.done.send_replace(true);
     inner.forget(&job.id);
 }

@@ -48,6 +48,8 @@ pub struct RunnerConfig {
 /// What happens to a job while it runs, for server-sent events.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// The job reached a model server and runs.
+    Started,
     /// An output item of an iterator (with its index), or the whole output of anything else.
     Output { index: Option<usize>, value: Value },
     /// Log text appended at `offset` of the logs.
@@ -81,6 +83,8 @@ struct Inner {
     inflight: AtomicUsize,
     shutdown: watch::Sender<bool>,
     http: reqwest::Client,
+    /// Every job's events, for whoever follows all of them (webhook delivery).
+    all: broadcast::Sender<(String, Event)>,
 }
 
 #[derive(Clone)]
@@ -112,6 +116,7 @@ impl Runner {
             inflight: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
             http: reqwest::Client::new(),
+            all: broadcast::channel(4096).0,
         });
         tokio::spawn(dispatch::run(inner.clone()));
         tokio::spawn(dispatch::housekeeping(inner.clone()));
@@ -169,6 +174,12 @@ impl Runner {
         job::output_path(&self.inner, job_id, token, name)
     }
 
+    /// Every job's events as they happen: (job id, event). A slow follower may lag and miss
+    /// some; the job's record stays the truth.
+    pub fn follow_all(&self) -> broadcast::Receiver<(String, Event)> {
+        self.inner.all.subscribe()
+    }
+
     pub fn secret(&self) -> &str {
         &self.inner.cfg.secret
     }
@@ -203,6 +214,11 @@ impl Inner {
                 })
             })
             .clone()
+    }
+
+    fn emit(&self, ch: &JobChannel, id: &str, e: Event) {
+        let _ = self.all.send((id.to_string(), e.clone()));
+        let _ = ch.events.send(e);
     }
 
     fn forget(&self, id: &str) {

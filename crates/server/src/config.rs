@@ -17,6 +17,16 @@ pub struct Config {
     pub max_upload_bytes: usize,
     /// How long a disabled deployment must stay unused before it can be deleted.
     pub deployment_idle: Duration,
+    /// Whether this server runs queued predictions and trainings (an API-only node does not).
+    pub run_jobs: bool,
+    /// How many Cog servers may run at once.
+    pub max_servers: usize,
+    /// How long an unused Cog server stays warm.
+    pub server_idle: Duration,
+    /// How long a Cog server may take to set up.
+    pub setup_timeout: Duration,
+    /// API predictions lose input, output, files and logs after this long.
+    pub api_retention: Duration,
 }
 
 impl Config {
@@ -38,6 +48,11 @@ impl Default for Config {
             python: "python3".into(),
             max_upload_bytes: 100 * 1024 * 1024,
             deployment_idle: Duration::from_secs(15 * 60),
+            run_jobs: true,
+            max_servers: 2,
+            server_idle: Duration::from_secs(300),
+            setup_timeout: Duration::from_secs(300),
+            api_retention: Duration::from_secs(3600),
         }
     }
 }

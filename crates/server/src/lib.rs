@@ -57,8 +57,29 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let public = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let key = state::server_key(&config.data_dir)?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let state = AppState::new(store, config, public);
+    let mut state = AppState::new(store.clone(), config, public, key);
+    if state.config.run_jobs {
+        let c = &state.config;
+        let runner = modelyard_runner::Runner::start(
+            store,
+            modelyard_runner::RunnerConfig {
+                data_dir: c.data_dir.clone(),
+                python: c.python.clone(),
+                max_servers: c.max_servers,
+                idle: c.server_idle,
+                setup_timeout: c.setup_timeout,
+                // Cog servers run on this machine: they call back over loopback.
+                callback_base: format!("http://127.0.0.1:{}", addr.port()),
+                public_url: state.public_url.to_string(),
+                secret: state.capability("callbacks", "runner"),
+                api_retention: c.api_retention,
+            },
+        )
+        .await?;
+        state.runner = Some(runner);
+    }
     Ok(Bound { addr, state, listener })
 }
 
@@ -68,10 +89,16 @@ impl Bound {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), String> {
         tracing::info!(addr = %self.addr, url = %self.state.public_url, "modelyard is serving");
-        axum::serve(self.listener, app(self.state))
+        let runner = self.state.runner.clone();
+        let served = axum::serve(self.listener, app(self.state))
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(|e| format!("server error: {e}"))
+            .map_err(|e| format!("server error: {e}"));
+        // Every Cog server stops with us.
+        if let Some(r) = runner {
+            r.shutdown().await;
+        }
+        served
     }
 }
 

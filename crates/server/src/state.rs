@@ -2,7 +2,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use modelyard_runner::Runner;
 use modelyard_storage::Store;
+use sha2::{Digest, Sha256};
 
 use crate::Config;
 
@@ -18,16 +20,22 @@ pub struct AppState {
     pub artifacts: Arc<tokio::sync::Mutex<()>>,
     /// Compiled input validators, by version id and schema name.
     pub validators: Arc<Mutex<HashMap<(String, &'static str), Arc<jsonschema::Validator>>>>,
+    /// Runs queued jobs; absent on an API-only node.
+    pub runner: Option<Runner>,
+    /// The server's persistent key: capability URLs (streams) are derived from it.
+    pub key: Arc<str>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, config: Config, public_url: String) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: Config, public_url: String, key: String) -> Self {
         AppState {
             store,
             public_url: public_url.trim_end_matches('/').into(),
             config: Arc::new(config),
             artifacts: Default::default(),
             validators: Default::default(),
+            runner: None,
+            key: key.into(),
         }
     }
 
@@ -38,4 +46,35 @@ impl AppState {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.public_url)
     }
+
+    /// A capability for `purpose` on `id`: whoever holds the URL may read it, nobody can guess it.
+    pub fn capability(&self, purpose: &str, id: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.key.as_bytes());
+        h.update(b"\0");
+        h.update(purpose.as_bytes());
+        h.update(b"\0");
+        h.update(id.as_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+/// The key in the data dir, made on first start and readable only by its owner.
+pub fn server_key(data_dir: &std::path::Path) -> Result<String, String> {
+    let path = data_dir.join("server.key");
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        if k.trim().len() >= 32 {
+            return Ok(k.trim().to_string());
+        }
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
+    let key = hex::encode(bytes);
+    std::fs::write(&path, &key).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(key)
 }

@@ -75,6 +75,10 @@ pub fn job(s: &AppState, j: &Job) -> Value {
             "web": s.url(&format!("/p/{}", j.id)),
         },
     });
+    if j.kind == JobKind::Prediction {
+        let key = s.capability("stream", &j.id);
+        v["urls"]["stream"] = json!(s.url(&format!("/v1/predictions/{}/stream?key={key}", j.id)));
+    }
     if let Some(d) = &j.deployment {
         v["deployment"] = json!(d);
     }

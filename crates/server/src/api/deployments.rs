@@ -15,29 +15,29 @@ use crate::views;
 use super::models::HARDWARE;
 
 /// Upper bound on instances: this server runs everything on one machine.
-const MAX_INSTANCES: i64 = 64;
+pub(crate) const MAX_INSTANCES: i64 = 64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
-    name: String,
-    model: String,
-    version: String,
-    hardware: String,
-    min_instances: i64,
-    max_instances: i64,
+    pub(crate) name: String,
+    pub(crate) model: String,
+    pub(crate) version: String,
+    pub(crate) hardware: String,
+    pub(crate) min_instances: i64,
+    pub(crate) max_instances: i64,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateDeployment {
-    version: Option<String>,
-    hardware: Option<String>,
-    min_instances: Option<i64>,
-    max_instances: Option<i64>,
+    pub(crate) version: Option<String>,
+    pub(crate) hardware: Option<String>,
+    pub(crate) min_instances: Option<i64>,
+    pub(crate) max_instances: Option<i64>,
 }
 
-fn check_release(r: &NewRelease) -> ApiResult<()> {
+pub(crate) fn check_release(r: &NewRelease) -> ApiResult<()> {
     if !HARDWARE.contains(&r.hardware.as_str()) {
         return Err(ApiError::invalid("hardware", "is not available here; GET /v1/hardware lists what is"));
     }
@@ -64,12 +64,22 @@ pub async fn create(
     Json(b): Json<CreateDeployment>,
 ) -> ApiResult<JsonOut<Value>> {
     let caller = auth.required()?;
+    let d = create_deployment(&s, &caller, b).await?;
+    Ok(JsonOut(created_by(&s, &d).await?))
+}
+
+/// Creates a deployment by the rules: the one path for the API and the web UI.
+pub(crate) async fn create_deployment(
+    s: &AppState,
+    caller: &Caller,
+    b: CreateDeployment,
+) -> ApiResult<Deployment> {
     validate_name("deployment", &b.name).map_err(|e| ApiError::invalid("name", e))?;
     let (owner, name) = b
         .model
         .split_once('/')
         .ok_or_else(|| ApiError::invalid("model", "must be owner/name"))?;
-    let (_, v) = ops::visible_version(&s, Some(&caller), owner, name, &b.version).await?;
+    let (_, v) = ops::visible_version(s, Some(caller), owner, name, &b.version).await?;
     let release = NewRelease {
         version_id: v.id,
         hardware: b.hardware,
@@ -77,11 +87,7 @@ pub async fn create(
         max_instances: b.max_instances,
     };
     check_release(&release)?;
-    let d = s
-        .store
-        .create_deployment(caller.account.id, &b.name, release, &caller.account.username)
-        .await?;
-    Ok(JsonOut(created_by(&s, &d).await?))
+    Ok(s.store.create_deployment(caller.account.id, &b.name, release, &caller.account.username).await?)
 }
 
 pub async fn list(
@@ -119,13 +125,24 @@ pub async fn update(
 ) -> ApiResult<JsonOut<Value>> {
     let caller = auth.required()?;
     let d = ops::owned_deployment(&s, &caller, &owner, &name).await?;
+    let d = update_deployment(&s, &caller, &d, b).await?;
+    Ok(JsonOut(created_by(&s, &d).await?))
+}
+
+/// Makes a new release of a deployment: the one path for the API and the web UI.
+pub(crate) async fn update_deployment(
+    s: &AppState,
+    caller: &Caller,
+    d: &Deployment,
+    b: UpdateDeployment,
+) -> ApiResult<Deployment> {
     if b.version.is_none() && b.hardware.is_none() && b.min_instances.is_none() && b.max_instances.is_none() {
         return Err(ApiError::invalid("body", "nothing to change: give version, hardware, min_instances or max_instances"));
     }
     let version_id = match b.version {
         Some(v) => {
             let (m_owner, m_name) = d.release.model.split_once('/').unwrap_or_default();
-            ops::visible_version(&s, Some(&caller), m_owner, m_name, &v).await?.1.id
+            ops::visible_version(s, Some(caller), m_owner, m_name, &v).await?.1.id
         }
         None => d.release.version_id.clone(),
     };
@@ -136,8 +153,7 @@ pub async fn update(
         max_instances: b.max_instances.unwrap_or(d.release.max_instances),
     };
     check_release(&release)?;
-    let d = s.store.update_deployment(d.id, release, &caller.account.username).await?;
-    Ok(JsonOut(created_by(&s, &d).await?))
+    Ok(s.store.update_deployment(d.id, release, &caller.account.username).await?)
 }
 
 pub async fn delete_deployment(

@@ -1,6 +1,8 @@
 //! Predictions and trainings: recorded, validated against the version's schema, and queued.
+use std::time::Duration;
+
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
 use modelyard_domain::rules::{can_manage, can_view};
@@ -30,6 +32,9 @@ pub struct CreateJob {
     _stream: Option<Value>,
     #[serde(default, rename = "webhook_completed")]
     _webhook_completed: Option<Value>,
+    /// From the `Cancel-After` header, not the body.
+    #[serde(skip)]
+    deadline: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn webhook_filter(b: &CreateJob) -> ApiResult<Vec<String>> {
@@ -49,14 +54,112 @@ fn webhook_filter(b: &CreateJob) -> ApiResult<Vec<String>> {
     Ok(filter)
 }
 
+impl CreateJob {
+    /// A prediction with this input and nothing else: what the web playground submits.
+    pub(crate) fn with_input(input: Map<String, Value>) -> Self {
+        CreateJob {
+            version: None,
+            input,
+            webhook: None,
+            webhook_events_filter: None,
+            destination: None,
+            _stream: None,
+            _webhook_completed: None,
+            deadline: None,
+        }
+    }
+}
+
+/// `Prefer: wait` or `wait=N`: how long to hold the request (1 to 60 seconds).
+fn prefer_wait(h: &HeaderMap) -> Option<u64> {
+    let v = h.get("prefer")?.to_str().ok()?;
+    v.split(',').map(str::trim).find_map(|p| match p.strip_prefix("wait") {
+        Some("") => Some(60),
+        Some(rest) => rest
+            .strip_prefix('=')
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .map(|n| n.clamp(1, 60)),
+        None => None,
+    })
+}
+
+/// `Cancel-After: 30s | 5m | 1h30m` (a bare number is seconds; at least 5 seconds).
+fn cancel_after(h: &HeaderMap) -> ApiResult<Option<chrono::DateTime<chrono::Utc>>> {
+    let Some(v) = h.get("cancel-after") else { return Ok(None) };
+    let bad = || ApiError::invalid("Cancel-After", "must be a duration such as 30s, 5m or 1h30m");
+    let text = v.to_str().map_err(|_| bad())?.trim().to_ascii_lowercase();
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        total += n * match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+    }
+    if !num.is_empty() {
+        total += num.parse::<u64>().map_err(|_| bad())?;
+    }
+    if total < 5 {
+        return Err(ApiError::invalid("Cancel-After", "must be at least 5 seconds"));
+    }
+    Ok(Some(chrono::Utc::now() + chrono::Duration::seconds(total as i64)))
+}
+
+/// The answer to a create: 201, after waiting for the end when the client asked to.
+async fn created(s: &AppState, h: &HeaderMap, job: Job) -> ApiResult<Response> {
+    let wait = prefer_wait(h);
+    let job = match (wait, &s.runner) {
+        (Some(secs), Some(runner)) => {
+            runner.wait(&job.id, Duration::from_secs(secs)).await;
+            s.store.job(job.kind, &job.id).await?.unwrap_or(job)
+        }
+        _ => job,
+    };
+    let body = views::job(s, &job);
+    let mut resp = (StatusCode::CREATED, JsonOut(body.clone())).into_response();
+    if let Ok(loc) = HeaderValue::from_str(body["urls"]["get"].as_str().unwrap_or_default()) {
+        resp.headers_mut().insert("location", loc);
+    }
+    if let Some(secs) = wait {
+        if let Ok(v) = HeaderValue::from_str(&format!("wait={secs}")) {
+            resp.headers_mut().insert("preference-applied", v);
+        }
+    }
+    Ok(resp)
+}
+
 async fn create(
+    s: &AppState,
+    h: &HeaderMap,
+    caller: &Caller,
+    (m, v): (&Model, &Version),
+    mut b: CreateJob,
+    deployment_id: Option<i64>,
+) -> ApiResult<Response> {
+    b.deadline = cancel_after(h)?;
+    let job = record_prediction(s, caller, m, v, b, deployment_id, "api").await?;
+    created(s, h, job).await
+}
+
+/// Validates and records a prediction: the one path for the API (`source` "api") and the web
+/// playground ("web").
+pub(crate) async fn record_prediction(
     s: &AppState,
     caller: &Caller,
     m: &Model,
     v: &Version,
     b: CreateJob,
     deployment_id: Option<i64>,
-) -> ApiResult<Response> {
+    source: &str,
+) -> ApiResult<Job> {
     let filter = webhook_filter(&b)?;
     let input = validate::input(s, v, validate::Schema::Predict, Value::Object(b.input))?;
     let job = s
@@ -68,10 +171,10 @@ async fn create(
             deployment_id,
             destination_model_id: None,
             input,
-            source: "api".into(),
+            source: source.into(),
             webhook: b.webhook,
             webhook_events_filter: filter,
-            deadline: None,
+            deadline: b.deadline,
         })
         .await
         .map_err(|e| match e {
@@ -82,7 +185,10 @@ async fn create(
             )),
             e => e.into(),
         })?;
-    Ok((StatusCode::CREATED, JsonOut(views::job(s, &job))).into_response())
+    if let Some(r) = &s.runner {
+        r.wake();
+    }
+    Ok(job)
 }
 
 /// `version` is "owner/name:id", a bare id, or "owner/name" for the latest version.
@@ -114,17 +220,19 @@ async fn resolve_version(s: &AppState, caller: &Caller, spec: &str) -> ApiResult
 pub async fn create_prediction(
     State(s): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     Json(b): Json<CreateJob>,
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
     let spec = b.version.clone().ok_or_else(|| ApiError::invalid("version", "is required"))?;
     let (m, v) = resolve_version(&s, &caller, &spec).await?;
-    create(&s, &caller, &m, &v, b, None).await
+    create(&s, &headers, &caller, (&m, &v), b, None).await
 }
 
 pub async fn create_for_model(
     State(s): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     Path((owner, name)): Path<(String, String)>,
     Json(b): Json<CreateJob>,
 ) -> ApiResult<Response> {
@@ -133,12 +241,13 @@ pub async fn create_for_model(
     let v = m.latest_version.clone().ok_or_else(|| {
         ApiError::NotFound(format!("{owner}/{name} has no versions yet; push one first."))
     })?;
-    create(&s, &caller, &m, &v, b, None).await
+    create(&s, &headers, &caller, (&m, &v), b, None).await
 }
 
 pub async fn create_for_deployment(
     State(s): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     Path((owner, name)): Path<(String, String)>,
     Json(b): Json<CreateJob>,
 ) -> ApiResult<Response> {
@@ -149,12 +258,13 @@ pub async fn create_for_deployment(
         .version_by_id(&d.release.version_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("The deployment's version was deleted.".into()))?;
-    create(&s, &caller, &m, &v, b, Some(d.id)).await
+    create(&s, &headers, &caller, (&m, &v), b, Some(d.id)).await
 }
 
 pub async fn create_training(
     State(s): State<AppState>,
     auth: Auth,
+    headers: HeaderMap,
     Path((owner, name, id)): Path<(String, String, String)>,
     Json(b): Json<CreateJob>,
 ) -> ApiResult<Response> {
@@ -182,6 +292,7 @@ pub async fn create_training(
         }
     };
     let filter = webhook_filter(&b)?;
+    let deadline = cancel_after(&headers)?;
     let input = validate::input(&s, &v, validate::Schema::Train, Value::Object(b.input))?;
     let job = s
         .store
@@ -195,10 +306,13 @@ pub async fn create_training(
             source: "api".into(),
             webhook: b.webhook,
             webhook_events_filter: filter,
-            deadline: None,
+            deadline,
         })
         .await?;
-    Ok((StatusCode::CREATED, JsonOut(views::job(&s, &job))).into_response())
+    if let Some(r) = &s.runner {
+        r.wake();
+    }
+    created(&s, &headers, job).await
 }
 
 async fn own_job(s: &AppState, caller: &Caller, kind: JobKind, id: &str) -> ApiResult<Job> {
@@ -260,6 +374,9 @@ pub async fn cancel_prediction(
 ) -> ApiResult<JsonOut<Value>> {
     let j = own_job(&s, &auth.required()?, JobKind::Prediction, &id).await?;
     let j = s.store.cancel_job(JobKind::Prediction, &j.id).await?;
+    if let Some(r) = &s.runner {
+        r.cancel(&j.id);
+    }
     Ok(JsonOut(views::job(&s, &j)))
 }
 
@@ -270,5 +387,8 @@ pub async fn cancel_training(
 ) -> ApiResult<JsonOut<Value>> {
     let j = own_job(&s, &auth.required()?, JobKind::Training, &id).await?;
     let j = s.store.cancel_job(JobKind::Training, &j.id).await?;
+    if let Some(r) = &s.runner {
+        r.cancel(&j.id);
+    }
     Ok(JsonOut(views::job(&s, &j)))
 }

@@ -2,9 +2,10 @@
 //! test that holds the published OpenAPI document to it.
 mod account;
 mod audit;
-mod deployments;
-mod jobs;
-mod models;
+pub(crate) mod deployments;
+pub(crate) mod jobs;
+mod live;
+pub(crate) mod models;
 mod versions;
 
 use axum::extract::Request;
@@ -45,6 +46,7 @@ api_routes! {
     post "/v1/predictions" => jobs::create_prediction,
     get "/v1/predictions/{id}" => jobs::get_prediction,
     post "/v1/predictions/{id}/cancel" => jobs::cancel_prediction,
+    get "/v1/predictions/{id}/stream" => live::stream,
     get "/v1/trainings" => jobs::list_trainings,
     get "/v1/trainings/{id}" => jobs::get_training,
     post "/v1/trainings/{id}/cancel" => jobs::cancel_training,
@@ -55,11 +57,15 @@ api_routes! {
     delete "/v1/deployments/{owner}/{name}" => deployments::delete_deployment,
     post "/v1/deployments/{owner}/{name}/predictions" => jobs::create_for_deployment,
     get "/v1/audit-log" => audit::list,
+    get "/files/{job}/{token}/{name}" => live::file,
 }
 
 pub fn router(state: AppState) -> Router {
     routes()
         .route("/openapi.json", get(openapi))
+        // Loopback endpoints for the Cog servers we start; the secret in the path guards them.
+        .route("/internal/{secret}/jobs/{id}", post(live::cog_webhook))
+        .route("/internal/{secret}/uploads/{name}", axum::routing::put(live::cog_upload))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NotFound("There is nothing at this address.".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), query_method))

@@ -78,6 +78,8 @@ pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Se
         addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
         deployment_idle: std::time::Duration::ZERO,
+        // The rules tests hold jobs in the states they set up; runner tests turn this on.
+        run_jobs: false,
         ..Config::default()
     };
     let mut pg_database = None;

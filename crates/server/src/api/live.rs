@@ -1,0 +1,186 @@
+//! The live side of jobs: server-sent events, output files at capability URLs, and the
+//! loopback endpoints the Cog servers we start report to.
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use modelyard_domain::{JobKind, Status};
+use modelyard_runner::Event;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct Key {
+    key: Option<String>,
+}
+
+fn output_event(id: &mut u64, v: &Value) -> SseEvent {
+    *id += 1;
+    let data = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    SseEvent::default().id(id.to_string()).event("output").data(data)
+}
+
+fn done_event(id: &mut u64, status: Status, error: Option<&str>) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    if status == Status::Failed {
+        *id += 1;
+        let e = error.unwrap_or("the prediction failed");
+        out.push(SseEvent::default().id(id.to_string()).event("error").data(e));
+    }
+    *id += 1;
+    let data = match status {
+        Status::Canceled => r#"{"reason":"canceled"}"#,
+        Status::Failed => r#"{"reason":"error"}"#,
+        _ => "{}",
+    };
+    out.push(SseEvent::default().id(id.to_string()).event("done").data(data));
+    out
+}
+
+/// `urls.stream`: a capability URL, since the JavaScript client fetches it without a token.
+pub async fn stream(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(k): Query<Key>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    if k.key.as_deref() != Some(s.capability("stream", &id).as_str()) {
+        return Err(ApiError::NotFound(format!("The prediction {id} does not exist.")));
+    }
+    // Subscribe before reading the record, so nothing that happens in between is missed.
+    let rx = s.runner.as_ref().map(|r| r.channel(&id).events.subscribe());
+    let job = s
+        .store
+        .job(JobKind::Prediction, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("The prediction {id} does not exist.")))?;
+    let mut n = 0u64;
+    let mut first = Vec::new();
+    let mut items_sent = 0usize;
+    match &job.output {
+        Some(Value::Array(items)) => {
+            for item in items {
+                first.push(output_event(&mut n, item));
+            }
+            items_sent = items.len();
+        }
+        Some(v) if job.status.is_terminal() => first.push(output_event(&mut n, v)),
+        _ => {}
+    }
+    let finished = job.status.is_terminal() || rx.is_none();
+    if finished {
+        first.extend(done_event(&mut n, job.status, job.error.as_deref()));
+    }
+    let live = match (finished, rx) {
+        (false, Some(rx)) => Some(rx),
+        _ => None,
+    };
+    let store = s.store.clone();
+    let tail = stream::unfold((live, n, items_sent, id), move |(rx, mut n, sent, id)| {
+        let store = store.clone();
+        async move {
+            let mut rx = rx?;
+            loop {
+                match rx.recv().await {
+                    Ok(Event::Started) => continue,
+                    Ok(Event::Output { index: Some(i), .. }) if i < sent => continue,
+                    Ok(Event::Output { index, value }) => {
+                        let sent = index.map(|i| i + 1).unwrap_or(sent);
+                        let ev = vec![output_event(&mut n, &value)];
+                        return Some((ev, (Some(rx), n, sent, id)));
+                    }
+                    Ok(Event::Logs { text, .. }) => {
+                        n += 1;
+                        let ev = vec![SseEvent::default().id(n.to_string()).event("logs").data(text)];
+                        return Some((ev, (Some(rx), n, sent, id)));
+                    }
+                    Ok(Event::Done(_)) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        // The record has the final word, with the error text.
+                        let (status, error) = match store.job(JobKind::Prediction, &id).await {
+                            Ok(Some(j)) => (j.status, j.error),
+                            _ => (Status::Failed, None),
+                        };
+                        return Some((done_event(&mut n, status, error.as_deref()), (None, n, sent, id)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                }
+            }
+        }
+    });
+    let all = stream::iter(vec![first]).chain(tail).flat_map(|evs| stream::iter(evs.into_iter().map(Ok)));
+    Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// An output file: the path is the capability.
+pub async fn file(
+    State(s): State<AppState>,
+    Path((job, token, name)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let not_found = || ApiError::NotFound("There is no such file (it may have expired).".into());
+    let runner = s.runner.as_ref().ok_or_else(not_found)?;
+    let path = runner.output_path(&job, &token, &name).ok_or_else(not_found)?;
+    let bytes = tokio::fs::read(&path).await.map_err(|_| not_found())?;
+    let ctype = content_type(&name);
+    Ok(([(header::CONTENT_TYPE, ctype)], bytes).into_response())
+}
+
+pub fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next().unwrap_or("").to_ascii_lowercase().as_str() {
+        "txt" => "text/plain; charset=utf-8",
+        "json" => "application/json",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "wav" => "audio/wav",
+        "mp3" => "audio/mpeg",
+        "mp4" => "video/mp4",
+        _ => "application/octet-stream",
+    }
+}
+
+fn runner_for(s: &AppState, secret: &str) -> ApiResult<modelyard_runner::Runner> {
+    match &s.runner {
+        Some(r) if r.secret() == secret => Ok(r.clone()),
+        _ => Err(ApiError::NotFound("There is nothing at this address.".into())),
+    }
+}
+
+/// Webhooks from the Cog servers we started.
+pub async fn cog_webhook(
+    State(s): State<AppState>,
+    Path((secret, id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let runner = runner_for(&s, &secret)?;
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("not JSON: {e}")))?;
+    runner.cog_update(&id, payload).await;
+    Ok(StatusCode::OK)
+}
+
+/// Output files the Cog servers upload; the answer's Location becomes the output URL.
+pub async fn cog_upload(
+    State(s): State<AppState>,
+    Path((secret, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let runner = runner_for(&s, &secret)?;
+    let job = headers
+        .get("x-prediction-id")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::BadRequest("X-Prediction-ID is required".into()))?;
+    let url = runner.store_output(job, &name, &body).await.map_err(ApiError::BadRequest)?;
+    Ok((StatusCode::CREATED, [(header::LOCATION, url)]).into_response())
+}
