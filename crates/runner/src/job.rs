@@ -55,9 +55,29 @@ pub async fn spec_for(inner: &Inner, version_id: &str, kind: JobKind) -> Result<
     })
 }
 
+const SHUT_DOWN: &str = "The server shut down while this ran; run it again.";
+
 pub async fn run(inner: &Arc<Inner>, job: Job) {
     let ch = inner.channel(&job.id);
-    if let Some(end) = execute(inner, &job, &ch).await {
+    let end = execute(inner, &job, &ch).await;
+    if *inner.shutdown.borrow() {
+        // Work that had not started goes back to the queue for the next start; work that had
+        // started says plainly what happened to it, not that the model crashed.
+        match inner.store.job(job.kind, &job.id).await {
+            Ok(Some(j)) if j.status == Status::Starting => {
+                let _ = inner.store.release_job(&job.id).await;
+            }
+            Ok(Some(j)) if j.status == Status::Processing => {
+                if let Err(e) = inner.store.finish_job(&job.id, failed(SHUT_DOWN)).await {
+                    tracing::error!(job = %job.id, error = %e, "could not record a job cut short");
+                }
+            }
+            _ => {}
+        }
+        inner.forget(&job.id);
+        return;
+    }
+    if let Some(end) = end {
         if let Err(e) = inner.store.finish_job(&job.id, end).await {
             tracing::error!(job = %job.id, error = %e, "could not record how a job ended");
         }
@@ -162,7 +182,8 @@ async fn execute(inner: &Arc<Inner>, job: &Job, ch: &JobChannel) -> Option<JobEn
 }
 
 /// Sends the job to the Cog server, which answers at once and reports by webhooks. Cog answers
-/// 409 while its one slot is busy, also briefly after a response: that means "try again".
+/// 409 while its one slot is busy, also briefly after a response, and 503 for a moment after
+/// it reports ready: both mean "try again".
 async fn submit(inner: &Inner, url: &str, body: &Value) -> Result<(), String> {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
@@ -178,7 +199,7 @@ async fn submit(inner: &Inner, url: &str, body: &Value) -> Result<(), String> {
         if status.is_success() {
             return Ok(());
         }
-        if status.as_u16() == 409 && Instant::now() < until {
+        if matches!(status.as_u16(), 409 | 503) && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }

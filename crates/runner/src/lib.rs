@@ -197,6 +197,13 @@ impl Runner {
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
         self.inner.pool.shutdown().await;
+        // Let the jobs that were running record how they ended.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while self.inner.inflight.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && std::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -99,7 +99,11 @@ pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Se
     let mut tokens = std::collections::HashMap::new();
     let mut ids_by_name = std::collections::HashMap::new();
     for (name, kind) in ACCOUNTS {
-        let a = state.store.create_account(*kind, name, name).await.unwrap();
+        // A restarted server on the same database finds its accounts there.
+        let a = match state.store.account(name).await.unwrap() {
+            Some(a) => a,
+            None => state.store.create_account(*kind, name, name).await.unwrap(),
+        };
         let token = ids::new_token();
         state.store.add_token(a.id, &ids::token_hash(&token)).await.unwrap();
         tokens.insert(*name, token);
@@ -184,6 +188,50 @@ impl Server {
     pub async fn predict(&self, who: &str, model: &str, version: &str) -> Reply {
         let body = json!({"version": format!("{model}:{version}"), "input": {"prompt": "hi"}});
         self.call(who, Method::POST, "/v1/predictions", Some(body)).await
+    }
+}
+
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/cog").join(name)
+}
+
+pub fn pack_dir(dir: &std::path::Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_dir_all(".", dir).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &b.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
+}
+
+impl Server {
+    /// Pushes a fixture project through the API, as `modelyard push` does; returns the version id.
+    pub async fn push(&self, who: &str, model: &str, fixture_name: &str) -> String {
+        let resp = self
+            .http
+            .post(format!("{}/v1/models/{model}/versions", self.url))
+            .bearer_auth(&self.tokens[who])
+            .header("content-type", "application/gzip")
+            .body(pack_dir(&fixture(fixture_name)))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "push {fixture_name}: {}", resp.status());
+        let v: Value = resp.json().await.unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls a prediction or training until it ends.
+    pub async fn until_done(&self, who: &str, path: &str, limit: std::time::Duration) -> Value {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            let r = self.get(who, path).await;
+            let status = r.body["status"].as_str().unwrap_or_default().to_string();
+            if ["succeeded", "failed", "canceled"].contains(&status.as_str()) {
+                return r.body;
+            }
+            assert!(std::time::Instant::now() < end, "{path} still {status}: {:?}", r.body);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }
 
