@@ -2,11 +2,12 @@
 # The whole test run: formatting, lints, the Rust tests, then the official Python and JavaScript
 # clients against a real `modelyard serve` (the Python suite on SQLite and again on PostgreSQL).
 #
-# Needs: PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth); python3 with
-# cog==0.23.*, replicate==1.0.7, pytest and httpx; node with tests/js's packages (`npm ci`).
+# scripts/setup.sh first brings up what it needs: PostgreSQL at 127.0.0.1:5432 (user postgres,
+# trust auth); python3 with cog==0.23.*, replicate==1.0.7, pytest and httpx; the npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+./scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 PG_ADMIN_URL="${MODELYARD_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
