@@ -10,6 +10,7 @@ mod push;
 pub mod state;
 mod validate;
 mod views;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tower_http::trace::TraceLayer;
 pub use config::Config;
 pub use error::ApiError;
 pub use state::AppState;
+pub use web::hash_password;
 
 /// The largest JSON body the API reads; pushes have their own, configurable limit.
 const JSON_LIMIT: usize = 1024 * 1024;
@@ -38,7 +40,8 @@ pub async fn open_store(config: &Config) -> Result<SqlStore, String> {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    api::router(state)
+    api::router(state.clone())
+        .merge(web::router(state))
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .layer(TraceLayer::new_for_http())
 }

@@ -67,7 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/{secret}/jobs/{id}", post(live::cog_webhook))
         .route("/internal/{secret}/uploads/{name}", axum::routing::put(live::cog_upload))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .fallback(|| async { ApiError::NotFound("There is nothing at this address.".into()) })
+        // problem+json under /v1, the web UI's HTML page elsewhere.
+        .fallback(crate::web::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), query_method))
         .with_state(state)
 }
