@@ -55,6 +55,23 @@ pub async fn run(args: AdminArgs) -> Outcome {
             );
             println!("{token}");
         }
+        AdminCmd::User(UserCmd::SetPassword { name }) => {
+            let u = user(&store, &name).await?;
+            let password = read_password()?;
+            let hash =
+                tokio::task::spawn_blocking(move || modelyard_server::hash_password(&password))
+                    .await
+                    .map_err(|e| Failure::Message(e.to_string()))?
+                    .map_err(Failure::Message)?;
+            store
+                .set_password_hash(u.id, Some(&hash))
+                .await
+                .map_err(store_err)?;
+            println!(
+                "Set the password of {}; it can sign in to the web UI now.",
+                u.username
+            );
+        }
         AdminCmd::Org(OrgCmd::Create {
             name,
             members,
@@ -170,4 +187,21 @@ async fn add_token(store: &SqlStore, a: &Account) -> Result<String, Failure> {
         .await
         .map_err(store_err)?;
     Ok(token)
+}
+
+/// The password: the first line of standard input, without its line ending.
+fn read_password() -> Result<String, Failure> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| {
+        Failure::Message(format!(
+            "could not read the password from standard input: {e}"
+        ))
+    })?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err(Failure::Message(
+            "give the password on standard input, e.g. `modelyard admin user set-password NAME < file`".into(),
+        ));
+    }
+    Ok(password)
 }

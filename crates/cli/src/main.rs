@@ -166,6 +166,9 @@ pub enum UserCmd {
         #[arg(long)]
         display_name: Option<String>,
     },
+    /// Set a user's password for signing in to the web UI; reads it from standard input
+    /// (the first line), so it never shows in the process list or shell history.
+    SetPassword { name: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -8,7 +8,11 @@ use crate::rows::{self, placeholders, JOB_SELECT, MODEL_SELECT};
 use crate::{Result, StoreError};
 
 impl SqlStore {
-    pub(super) async fn set_password_hash_(&self, account_id: i64, hash: Option<&str>) -> Result<()> {
+    pub(super) async fn set_password_hash_(
+        &self,
+        account_id: i64,
+        hash: Option<&str>,
+    ) -> Result<()> {
         let done = sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
             .bind(hash)
             .bind(account_id)
@@ -27,7 +31,10 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn password_hash_(&self, username: &str) -> Result<Option<(Account, Option<String>)>> {
+    pub(super) async fn password_hash_(
+        &self,
+        username: &str,
+    ) -> Result<Option<(Account, Option<String>)>> {
         let row = sqlx::query(
             "SELECT id, kind, username, name, created_at, password_hash FROM accounts WHERE username = $1",
         )
@@ -61,7 +68,11 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn session_caller_(&self, hash: &str, at: DateTime<Utc>) -> Result<Option<Caller>> {
+    pub(super) async fn session_caller_(
+        &self,
+        hash: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Caller>> {
         let row = sqlx::query(
             "SELECT a.id, a.kind, a.username, a.name, a.created_at FROM web_sessions s \
              JOIN accounts a ON a.id = s.account_id WHERE s.hash = $1 AND s.expires_at > $2",
@@ -90,7 +101,11 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn models_owned_by_(&self, owner_ids: &[i64], limit: i64) -> Result<Vec<Model>> {
+    pub(super) async fn models_owned_by_(
+        &self,
+        owner_ids: &[i64],
+        limit: i64,
+    ) -> Result<Vec<Model>> {
         let owners = ids_or_none(owner_ids);
         let sql = format!(
             "{MODEL_SELECT} WHERE m.owner_id IN ({}) ORDER BY m.id DESC LIMIT $1",
@@ -100,10 +115,19 @@ impl SqlStore {
         for id in owners {
             q = q.bind(id);
         }
-        q.fetch_all(&self.pool).await?.iter().map(rows::model).collect()
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::model)
+            .collect()
     }
 
-    pub(super) async fn model_jobs_(&self, model_id: i64, account_id: i64, limit: i64) -> Result<Vec<Job>> {
+    pub(super) async fn model_jobs_(
+        &self,
+        model_id: i64,
+        account_id: i64,
+        limit: i64,
+    ) -> Result<Vec<Job>> {
         sqlx::query(&format!(
             "{JOB_SELECT} WHERE v.model_id = $1 AND j.account_id = $2 AND j.kind = 'prediction' \
              ORDER BY j.seq DESC LIMIT $3"
@@ -119,11 +143,12 @@ impl SqlStore {
     }
 
     pub(super) async fn version_prediction_count_(&self, version_id: &str) -> Result<i64> {
-        let n: Option<i64> =
-            sqlx::query_scalar("SELECT CAST(SUM(count) AS BIGINT) FROM version_runs WHERE version_id = $1")
-                .bind(version_id)
-                .fetch_one(&self.pool)
-                .await?;
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(SUM(count) AS BIGINT) FROM version_runs WHERE version_id = $1",
+        )
+        .bind(version_id)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n.unwrap_or(0))
     }
 
@@ -137,10 +162,17 @@ impl SqlStore {
         for id in ids {
             q = q.bind(id);
         }
-        q.fetch_all(&self.pool).await?.iter().map(rows::account).collect()
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::account)
+            .collect()
     }
 
-    pub(super) async fn tokens_(&self, account_id: i64) -> Result<Vec<(String, Option<String>, DateTime<Utc>)>> {
+    pub(super) async fn tokens_(
+        &self,
+        account_id: i64,
+    ) -> Result<Vec<(String, Option<String>, DateTime<Utc>)>> {
         sqlx::query("SELECT hash, name, created_at FROM tokens WHERE account_id = $1 ORDER BY created_at DESC, hash")
             .bind(account_id)
             .fetch_all(&self.pool)
@@ -150,14 +182,21 @@ impl SqlStore {
             .collect()
     }
 
-    pub(super) async fn add_named_token_(&self, account_id: i64, hash: &str, name: &str) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (hash, account_id, created_at, name) VALUES ($1, $2, $3, $4)")
-            .bind(hash)
-            .bind(account_id)
-            .bind(now())
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+    pub(super) async fn add_named_token_(
+        &self,
+        account_id: i64,
+        hash: &str,
+        name: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (hash, account_id, created_at, name) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash)
+        .bind(account_id)
+        .bind(now())
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -1,0 +1,105 @@
+//! The web UI: HTML pages served by the binary beside the API, at Replicate's URLs
+//! (`/{owner}/{name}`, `/{owner}/{name}/versions/{id}`, `/deployments/{owner}/{name}`, `/p/{id}`).
+//!
+//! Every change goes through the same functions as the API (`ops`, `api::jobs::record_prediction`,
+//! `api::deployments::*`), so no rule lives in one entry point only. Pages work without
+//! JavaScript; `static/app.js` only adds live prediction status and typed-confirmation hints.
+mod account;
+mod assets;
+mod auth;
+mod dashboard;
+mod deployments;
+mod error;
+mod form;
+mod models;
+mod password;
+mod predictions;
+mod render;
+mod schema;
+mod session;
+mod versions;
+
+use axum::extract::Request;
+use axum::http::Uri;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub use password::hash_password;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(dashboard::home))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/static/{file}", get(assets::file))
+        .route("/account", get(account::page))
+        .route("/account/tokens", post(account::create_token))
+        .route("/account/tokens/revoke", post(account::revoke_token))
+        .route("/account/orgs/{org}/members", post(account::add_member))
+        .route(
+            "/account/orgs/{org}/members/remove",
+            post(account::remove_member),
+        )
+        .route(
+            "/deployments",
+            get(deployments::list).post(deployments::create),
+        )
+        .route(
+            "/deployments/{owner}/{name}",
+            get(deployments::page).post(deployments::update),
+        )
+        .route(
+            "/deployments/{owner}/{name}/delete",
+            post(deployments::delete),
+        )
+        .route("/p/{id}", get(predictions::page))
+        .route("/p/{id}/status", get(predictions::status))
+        .route("/p/{id}/cancel", post(predictions::cancel))
+        .route("/{owner}/{name}", get(models::overview))
+        .route(
+            "/{owner}/{name}/playground",
+            get(models::playground).post(predictions::run),
+        )
+        .route("/{owner}/{name}/api", get(models::api_tab))
+        .route("/{owner}/{name}/predictions", get(models::predictions_tab))
+        .route("/{owner}/{name}/versions", get(versions::list))
+        .route("/{owner}/{name}/versions/{id}", get(versions::page))
+        .route(
+            "/{owner}/{name}/versions/{id}/delete",
+            post(versions::delete),
+        )
+        .route(
+            "/{owner}/{name}/settings",
+            get(models::settings).post(models::save_settings),
+        )
+        .route("/{owner}/{name}/delete", post(models::delete))
+        // The API's address space keeps its problem+json answers, even where a page's
+        // pattern (such as `/{owner}/{name}`) would match.
+        .route_layer(middleware::from_fn(api_space))
+        .with_state(state)
+}
+
+fn is_api_path(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
+}
+
+async fn api_space(req: Request, next: Next) -> Response {
+    if is_api_path(req.uri().path()) {
+        return ApiError::NotFound("There is nothing at this address.".into()).into_response();
+    }
+    next.run(req).await
+}
+
+/// Nothing at this address: problem+json in the API's space, an HTML page elsewhere.
+pub async fn not_found(uri: Uri) -> Response {
+    if is_api_path(uri.path()) {
+        ApiError::NotFound("There is nothing at this address.".into()).into_response()
+    } else {
+        error::WebError::not_found().into_response()
+    }
+}

@@ -1,0 +1,164 @@
+//! The Versions tab, a version's page (schema, use, deleting) and its deletion.
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use modelyard_domain::rules::can_manage;
+use modelyard_domain::*;
+use serde_json::{json, Value};
+
+use super::error::{WebError, WebResult};
+use super::models::{blocker_view, model_ctx, visible};
+use super::render;
+use super::schema;
+use super::session::{self, Posted, Viewer};
+use crate::error::ApiError;
+use crate::ops::{self, DeleteOutcome};
+use crate::state::AppState;
+use crate::views::time;
+
+/// How much of a version id a person types to confirm its deletion.
+const CONFIRM_LEN: usize = 12;
+
+pub async fn list(
+    State(s): State<AppState>,
+    viewer: Viewer,
+    Path((owner, name)): Path<(String, String)>,
+) -> WebResult {
+    let m = visible(&s, &viewer, &owner, &name).await?;
+    let versions = s
+        .store
+        .versions(
+            m.id,
+            PageReq {
+                after: None,
+                limit: 100,
+            },
+        )
+        .await?;
+    let rows: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"id": v.id, "created_at": time(v.created_at), "cog_version": v.cog_version, "base": v.base_version_id}))
+        .collect();
+    let mut ctx = model_ctx(&viewer, &m, "versions");
+    ctx["versions"] = json!(rows);
+    Ok(render::page(
+        &s,
+        &viewer,
+        "versions.html",
+        &format!("Versions · {}", m.full_name()),
+        ctx,
+    ))
+}
+
+async fn version_page(
+    s: &AppState,
+    viewer: &Viewer,
+    m: &Model,
+    v: &Version,
+    status: StatusCode,
+    delete_error: Option<String>,
+) -> WebResult {
+    let manager = viewer.caller().filter(|c| can_manage(c, m.owner_id));
+    // Owners see what uses the version: the same preview as DELETE ?dry_run=true.
+    let blockers = match manager {
+        Some(c) => match ops::delete_version(s, c, &m.owner, &m.name, &v.id, true).await? {
+            DeleteOutcome::Preview(b) => Some(b),
+            DeleteOutcome::Deleted => Some(vec![]),
+        },
+        None => None,
+    };
+    let count = s.store.version_prediction_count(&v.id).await?;
+    let deployments: Vec<String> = blockers
+        .iter()
+        .flatten()
+        .filter_map(|b| {
+            (b.kind == BlockerKind::Deployment)
+                .then(|| b.deployment.clone())
+                .flatten()
+        })
+        .collect();
+    let mut ctx = model_ctx(viewer, m, "versions");
+    ctx["version"] = json!({
+        "id": v.id,
+        "short": &v.id[..CONFIRM_LEN.min(v.id.len())],
+        "created_at": time(v.created_at),
+        "cog_version": v.cog_version,
+        "base": v.base_version_id,
+        "schema_json": serde_json::to_string_pretty(&v.openapi_schema).unwrap_or_default(),
+        "fields": schema::fields(&v.openapi_schema, None, &[]),
+        "prediction_count": count,
+        "is_latest": m.latest_version.as_ref().is_some_and(|l| l.id == v.id),
+    });
+    ctx["blockers"] = json!(blockers
+        .as_ref()
+        .map(|b| b.iter().map(|b| blocker_view(b, m)).collect::<Vec<_>>()));
+    ctx["deployments"] = json!(deployments);
+    ctx["delete_error"] = json!(delete_error);
+    let title = format!(
+        "Version {} · {}",
+        &v.id[..CONFIRM_LEN.min(v.id.len())],
+        m.full_name()
+    );
+    Ok(render::page_status(
+        s,
+        viewer,
+        status,
+        "version.html",
+        &title,
+        ctx,
+    ))
+}
+
+pub async fn page(
+    State(s): State<AppState>,
+    viewer: Viewer,
+    Path((owner, name, id)): Path<(String, String, String)>,
+) -> WebResult {
+    let (m, v) = ops::visible_version(&s, viewer.caller(), &owner, &name, &id).await?;
+    version_page(&s, &viewer, &m, &v, StatusCode::OK, None).await
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    Path((owner, name, id)): Path<(String, String, String)>,
+    posted: Posted,
+) -> WebResult {
+    let caller = posted.caller();
+    let (m, v) = ops::visible_version(&s, Some(caller), &owner, &name, &id).await?;
+    let typed = posted.form.text("confirm").unwrap_or_default();
+    if typed.len() < CONFIRM_LEN || !v.id.starts_with(&typed) {
+        let msg = format!(
+            "Type {} (the start of the version id) to confirm. Nothing was deleted.",
+            &v.id[..CONFIRM_LEN]
+        );
+        return version_page(
+            &s,
+            &posted.viewer,
+            &m,
+            &v,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(msg),
+        )
+        .await;
+    }
+    match ops::delete_version(&s, caller, &owner, &name, &v.id, false).await {
+        Ok(_) => {
+            let msg = format!(
+                "Deleted the version {} of {}.",
+                &v.id[..CONFIRM_LEN],
+                m.full_name()
+            );
+            Ok(session::flash(
+                &s,
+                Redirect::to(&format!("/{}/versions", m.full_name())).into_response(),
+                &msg,
+            ))
+        }
+        Err(ApiError::Blocked { .. }) => {
+            let msg =
+                "Something now blocks this deletion; see below. Nothing was deleted.".to_string();
+            version_page(&s, &posted.viewer, &m, &v, StatusCode::CONFLICT, Some(msg)).await
+        }
+        Err(e) => Err(WebError::from(e)),
+    }
+}
