@@ -153,7 +153,16 @@ pub(crate) async fn update_deployment(
         max_instances: b.max_instances.unwrap_or(d.release.max_instances),
     };
     check_release(&release)?;
-    Ok(s.store.update_deployment(d.id, release, &caller.account.username).await?)
+    let disabled = release.min_instances == 0 && release.max_instances == 0;
+    let d = s.store.update_deployment(d.id, release, &caller.account.username).await?;
+    if disabled {
+        // A disabled deployment runs nothing: its queued work is canceled, not left waiting.
+        let n = s.store.cancel_queued_for_deployment(d.id).await?;
+        if n > 0 {
+            tracing::info!(deployment = %d.full_name(), canceled = n, "disabled; queued predictions canceled");
+        }
+    }
+    Ok(d)
 }
 
 pub async fn delete_deployment(
