@@ -54,6 +54,8 @@ conformance! {
     race_version_vs_model_deletion => sqlite_race_version_vs_model_deletion, postgres_race_version_vs_model_deletion;
     race_fine_tune_vs_version_deletion => sqlite_race_fine_tune_vs_version_deletion, postgres_race_fine_tune_vs_version_deletion;
     race_same_content_push => sqlite_race_same_content_push, postgres_race_same_content_push;
+    web_passwords_and_sessions => sqlite_web_passwords_and_sessions, postgres_web_passwords_and_sessions;
+    web_listings_tokens_and_members => sqlite_web_listings_tokens_and_members, postgres_web_listings_tokens_and_members;
 }
 
 fn full_names(models: &[Model]) -> Vec<String> {
@@ -2079,4 +2081,143 @@ async fn race_same_content_push(store: SqlStore) {
         assert_eq!(created, 1, "round {round}: exactly one push creates it");
     }
     assert_eq!(store.versions(m.id, all()).await.unwrap().len(), ROUNDS);
+}
+
+// The web UI.
+
+async fn web_passwords_and_sessions(store: SqlStore) {
+    let alice = user(&store, "alice").await;
+    let acme = org(&store, "acme").await;
+    store
+        .add_member(acme.account.id, alice.account.id)
+        .await
+        .unwrap();
+    let (a, hash) = store.password_hash("alice").await.unwrap().unwrap();
+    assert_eq!((a.username.as_str(), hash), ("alice", None));
+    assert!(store.password_hash("nobody").await.unwrap().is_none());
+    store
+        .set_password_hash(a.id, Some("$argon2id$x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .password_hash("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+            .as_deref(),
+        Some("$argon2id$x")
+    );
+    assert!(is_not_found(&store.set_password_hash(-5, Some("h")).await));
+
+    let now = Utc::now();
+    store
+        .create_session("s1", a.id, now + Duration::days(1))
+        .await
+        .unwrap();
+    store
+        .create_session("old", a.id, now - Duration::seconds(1))
+        .await
+        .unwrap();
+    let c = store.session_caller("s1", now).await.unwrap().unwrap();
+    assert_eq!(c.account.id, a.id);
+    assert_eq!(c.org_ids, [acme.account.id]);
+    // Expired and unknown sessions sign nobody in.
+    assert!(store.session_caller("old", now).await.unwrap().is_none());
+    assert!(store
+        .session_caller("s1", now + Duration::days(2))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.session_caller("nope", now).await.unwrap().is_none());
+    store.delete_session("s1").await.unwrap();
+    assert!(store.session_caller("s1", now).await.unwrap().is_none());
+
+    // Removing the password ends every session of the account.
+    store
+        .create_session("s2", a.id, now + Duration::days(1))
+        .await
+        .unwrap();
+    store.set_password_hash(a.id, None).await.unwrap();
+    assert!(store.session_caller("s2", now).await.unwrap().is_none());
+    assert_eq!(store.password_hash("alice").await.unwrap().unwrap().1, None);
+}
+
+async fn web_listings_tokens_and_members(store: SqlStore) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let acme = org(&store, "acme").await;
+    let (a, b, o) = (alice.account.id, bob.account.id, acme.account.id);
+    store.add_member(o, a).await.unwrap();
+    store.add_member(o, b).await.unwrap();
+    let m1 = model(&store, a, "m1", Visibility::Private).await;
+    let m2 = model(&store, o, "m2", Visibility::Public).await;
+    model(&store, b, "theirs", Visibility::Public).await;
+    let owned = store.models_owned_by(&[a, o], 10).await.unwrap();
+    assert_eq!(full_names(&owned), ["acme/m2", "alice/m1"]);
+    assert!(store.models_owned_by(&[], 10).await.unwrap().is_empty());
+
+    let v1 = version(&store, m1.id, "d1", "a1").await;
+    let v2 = version(&store, m2.id, "d2", "a2").await;
+    assert_eq!(store.version_prediction_count(&v1.id).await.unwrap(), 0);
+    let p1 = predict(&store, a, &v1.id).await;
+    let p2 = predict(&store, a, &v1.id).await;
+    predict(&store, b, &v2.id).await;
+    predict(&store, a, &v2.id).await;
+    assert_eq!(store.version_prediction_count(&v1.id).await.unwrap(), 2);
+    assert_eq!(store.version_prediction_count(&v2.id).await.unwrap(), 2);
+    // One account's predictions of one model, newest first.
+    let jobs: Vec<String> = store
+        .model_jobs(m1.id, a, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(jobs, [p2.id, p1.id]);
+    assert_eq!(store.model_jobs(m2.id, b, 10).await.unwrap().len(), 1);
+    assert!(store.model_jobs(m1.id, b, 10).await.unwrap().is_empty());
+
+    let accounts = store.accounts_by_ids(&[o, b]).await.unwrap();
+    let names: Vec<&str> = accounts.iter().map(|x| x.username.as_str()).collect();
+    assert_eq!(names, ["acme", "bob"]);
+    assert!(store.accounts_by_ids(&[]).await.unwrap().is_empty());
+
+    store.add_token(a, "h-admin").await.unwrap();
+    store
+        .add_named_token(a, "h-laptop", "laptop")
+        .await
+        .unwrap();
+    let tokens = store.tokens(a).await.unwrap();
+    let mut named: Vec<(String, Option<String>)> = tokens
+        .into_iter()
+        .map(|(h, n, _)| (h, n))
+        .filter(|(h, _)| h.starts_with("h-"))
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        [
+            ("h-admin".to_string(), None),
+            ("h-laptop".to_string(), Some("laptop".to_string()))
+        ]
+    );
+    assert!(store.caller_by_token("h-laptop").await.unwrap().is_some());
+    // Only the account's own tokens can be revoked by it.
+    assert!(!store.revoke_token(b, "h-laptop").await.unwrap());
+    assert!(store.revoke_token(a, "h-laptop").await.unwrap());
+    assert!(store.caller_by_token("h-laptop").await.unwrap().is_none());
+    assert!(!store.revoke_token(a, "h-laptop").await.unwrap());
+
+    assert!(store.remove_member(o, b).await.unwrap());
+    assert!(!store.remove_member(o, b).await.unwrap());
+    let members: Vec<String> = store
+        .members(o)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.username)
+        .collect();
+    assert_eq!(members, ["alice"]);
 }
