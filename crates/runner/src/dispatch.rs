@@ -102,7 +102,7 @@ pub async fn housekeeping(inner: Arc<Inner>) {
         if tick % 4 == 0 {
             keep_warm(&inner).await;
         }
-        if tick % 60 == 0 {
+        if tick % 10 == 0 {
             job::remove_expired(&inner).await;
         }
         tick += 1;

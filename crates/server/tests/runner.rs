@@ -236,6 +236,32 @@ async fn deployments_run_their_release_and_keep_servers_warm(b: Backend) {
     assert_eq!(p["deployment"], "alice/prod");
 }
 
+async fn api_predictions_lose_their_data_after_the_retention_time(b: Backend) {
+    let s = start_with(b, |c| {
+        c.run_jobs = true;
+        c.api_retention = Duration::from_secs(1);
+    })
+    .await;
+    let v = model_with(&s, "files", "fileout").await;
+    let (_, p) = predict_wait(&s, &v, json!({"text": "short-lived"})).await;
+    assert_eq!(p["status"], "succeeded", "{p}");
+    let url = p["output"].as_str().unwrap().to_string();
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), StatusCode::OK);
+    let path = format!("/v1/predictions/{}", p["id"].as_str().unwrap());
+    let until = Instant::now() + Duration::from_secs(30);
+    let gone = loop {
+        let r = s.get("alice", &path).await.body;
+        if r["data_removed"] == true {
+            break r;
+        }
+        assert!(Instant::now() < until, "{r}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(gone["output"].is_null() && gone["input"].is_null(), "{gone}");
+    assert_eq!(gone["status"], "succeeded", "the record itself stays");
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), StatusCode::NOT_FOUND);
+}
+
 async fn a_restart_loses_nothing(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -335,6 +361,7 @@ mod sqlite {
         environments_are_built_from_python_packages,
         trainings_make_runnable_fine_tunes,
         deployments_run_their_release_and_keep_servers_warm,
+        api_predictions_lose_their_data_after_the_retention_time,
         a_restart_loses_nothing
     );
 }

@@ -18,4 +18,5 @@ CREATE TABLE files (
     expires_at BIGINT
 );
 CREATE INDEX files_account ON files(account_id, seq);
-CREATE INDEX jobs_queue ON jobs(status, claimed, seq)
+CREATE INDEX jobs_queue ON jobs(status, claimed, seq);
+CREATE INDEX jobs_retention ON jobs(source, data_removed, created_at)
