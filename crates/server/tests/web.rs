@@ -1,0 +1,314 @@
+//! The web UI's rules over plain HTTP: sessions, CSRF, and 404 for what a person may not see.
+//! (The whole flows run in a real browser in tests/web.)
+mod common;
+
+use common::*;
+use reqwest::{header, StatusCode};
+
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: Vec<(String, String)>,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: header::HeaderMap,
+    body: String,
+}
+
+fn hidden(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field in {body}"))
+        + marker.len();
+    body[start..].split('"').next().unwrap().to_string()
+}
+
+impl Browser {
+    fn new(server: &Server) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Browser {
+            http,
+            base: server.url.clone(),
+            cookies: vec![],
+        }
+    }
+
+    fn remember(&mut self, headers: &header::HeaderMap) {
+        for c in headers.get_all(header::SET_COOKIE) {
+            let c = c.to_str().unwrap();
+            let (kv, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = kv.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            if !v.is_empty() {
+                self.cookies.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let resp = req.header(header::COOKIE, cookie).send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        self.remember(&headers);
+        Page {
+            status,
+            headers,
+            body: resp.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body);
+        self.send(req).await
+    }
+
+    async fn sign_in(&mut self, user: &str, password: &str) -> Page {
+        let page = self.get("/login").await;
+        let token = hidden(&page.body, "login_token");
+        self.post(
+            "/login",
+            &[
+                ("login_token", &token),
+                ("username", user),
+                ("password", password),
+                ("next", "/"),
+            ],
+        )
+        .await
+    }
+}
+
+async fn set_password(server: &Server, user: &str, password: &str) {
+    let a = server.state.store.account(user).await.unwrap().unwrap();
+    let hash = modelyard_server::hash_password(password).unwrap();
+    server
+        .state
+        .store
+        .set_password_hash(a.id, Some(&hash))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_safe_session_and_refuses_wrong_passwords() {
+    let s = start(Backend::Sqlite).await;
+    set_password(&s, "alice", "correct horse").await;
+    let mut b = Browser::new(&s);
+    assert_eq!(
+        b.sign_in("alice", "wrong horse").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // An organization or an account without a password cannot sign in at all.
+    assert_eq!(b.sign_in("bob", "").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        b.sign_in("acme", "correct horse").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(b.cookies.iter().all(|(k, _)| k != "modelyard_session"));
+
+    let ok = b.sign_in("alice", "correct horse").await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    let set: Vec<&str> = ok
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("modelyard_session="))
+        .unwrap();
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+    assert!(
+        !session.contains("Secure"),
+        "http needs no Secure: {session}"
+    );
+    assert!(b.get("/account").await.body.contains("API tokens"));
+
+    // A sign-in form without its token (a forged one) is refused.
+    let mut forged = Browser::new(&s);
+    let r = forged
+        .post(
+            "/login",
+            &[("username", "alice"), ("password", "correct horse")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // Signing out ends the session on the server, not only in the browser.
+    let stolen = b.cookies.clone();
+    let csrf = hidden(&b.get("/").await.body, "csrf");
+    assert_eq!(
+        b.post("/logout", &[("csrf", &csrf)]).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let mut thief = Browser::new(&s);
+    thief.cookies = stolen;
+    let r = thief.get("/account").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.headers[header::LOCATION], "/login?next=%2Faccount");
+}
+
+#[tokio::test]
+async fn session_cookies_are_secure_behind_https() {
+    let s = start_with(Backend::Sqlite, |c| {
+        c.public_url = Some("https://models.example".into())
+    })
+    .await;
+    set_password(&s, "alice", "correct horse").await;
+    let mut b = Browser::new(&s);
+    let ok = b.sign_in("alice", "correct horse").await;
+    let session = ok
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("modelyard_session="))
+        .unwrap();
+    assert!(session.contains("; Secure"), "{session}");
+}
+
+#[tokio::test]
+async fn forms_without_the_sessions_csrf_token_change_nothing() {
+    let s = start(Backend::Sqlite).await;
+    set_password(&s, "alice", "correct horse").await;
+    s.create_model("alice", "alice", "m", "private").await;
+    let mut b = Browser::new(&s);
+    b.sign_in("alice", "correct horse").await;
+    let csrf = hidden(&b.get("/alice/m/settings").await.body, "csrf");
+    let change = [("visibility", "public"), ("description", "changed")];
+    for token in [None, Some(""), Some("0".repeat(64).as_str())] {
+        let mut form = change.to_vec();
+        if let Some(t) = token {
+            form.push(("csrf", t));
+        }
+        let r = b.post("/alice/m/settings", &form).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{token:?}");
+    }
+    // Another session's token is no good either.
+    set_password(&s, "bob", "battery staple").await;
+    let mut bob = Browser::new(&s);
+    bob.sign_in("bob", "battery staple").await;
+    let bobs = hidden(&bob.get("/account").await.body, "csrf");
+    let mut form = change.to_vec();
+    form.push(("csrf", &bobs));
+    assert_eq!(
+        b.post("/alice/m/settings", &form).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.get("alice", "/v1/models/alice/m").await.body["visibility"],
+        "private"
+    );
+
+    let mut form = change.to_vec();
+    form.push(("csrf", &csrf));
+    assert_eq!(
+        b.post("/alice/m/settings", &form).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let m = s.get("alice", "/v1/models/alice/m").await.body;
+    assert_eq!(
+        (m["visibility"].as_str(), m["description"].as_str()),
+        (Some("public"), Some("changed"))
+    );
+
+    // Signed out, a form leads to the sign-in page and changes nothing.
+    let mut anon = Browser::new(&s);
+    let r = anon
+        .post("/alice/m/delete", &[("confirm", "alice/m")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.headers[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .starts_with("/login?next="));
+}
+
+#[tokio::test]
+async fn private_pages_are_404_to_outsiders_and_the_api_keeps_problem_json() {
+    let s = start(Backend::Sqlite).await;
+    set_password(&s, "bob", "battery staple").await;
+    s.create_model("alice", "alice", "secret", "private").await;
+    let v = s.version("alice/secret", "c1").await;
+    let p = s.predict("alice", "alice/secret", &v).await;
+    let pid = p.body["id"].as_str().unwrap().to_string();
+    let mut bob = Browser::new(&s);
+    bob.sign_in("bob", "battery staple").await;
+    let mut anon = Browser::new(&s);
+    for path in [
+        "/alice/secret".to_string(),
+        "/alice/secret/playground".into(),
+        "/alice/secret/versions".into(),
+        format!("/alice/secret/versions/{v}"),
+        "/alice/secret/settings".into(),
+        format!("/p/{pid}"),
+    ] {
+        let r = bob.get(&path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(!r.body.contains(&v), "{path} leaks the version id");
+        if path != format!("/p/{pid}") && path != "/alice/secret/settings" {
+            assert_eq!(
+                anon.get(&path).await.status,
+                StatusCode::NOT_FOUND,
+                "{path}"
+            );
+        }
+    }
+    // Unknown addresses: HTML for people, problem+json in the API's space.
+    let r = anon.get("/no/such/page/here").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    for path in ["/v1/nothing", "/v1/models/api", "/v1/a/b/c"] {
+        let r = s.get("alice", path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            r.headers[header::CONTENT_TYPE],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+    // The owner sees the page; the prediction's web URL is its page.
+    set_password(&s, "alice", "correct horse").await;
+    let mut alice = Browser::new(&s);
+    alice.sign_in("alice", "correct horse").await;
+    assert_eq!(alice.get("/alice/secret").await.status, StatusCode::OK);
+    assert_eq!(p.body["urls"]["web"], format!("{}/p/{pid}", s.url));
+    let page = alice.get(&format!("/p/{pid}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&pid));
+}
