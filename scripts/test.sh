@@ -57,3 +57,8 @@ fi
 start=$SECONDS
 (cd tests/js && node --test)
 echo "JavaScript suite took $((SECONDS - start)) s"
+
+step "Web UI in headless Chromium"
+start=$SECONDS
+(cd tests/web && node --test)
+echo "Web UI suite took $((SECONDS - start)) s"
