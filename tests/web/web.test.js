@@ -310,6 +310,19 @@ test("a deployment is disabled and deleted from its page", async () => {
 test("a version and then its model are deleted, confirmed by typing", async () => {
   const page = srv.page;
   const v = srv.versions.scratch;
+  // First something blocks it: a (disabled) deployment. The page says so and offers no button.
+  const d = await api("alice", "POST", "/v1/deployments", {
+    name: "temp", model: "alice/scratch", version: v, hardware: "cpu", min_instances: 0, max_instances: 0,
+  });
+  assert.equal(d.status, 200, JSON.stringify(d.body));
+  await page.goto(`${srv.base}/alice/scratch/versions/${v}`);
+  await page.locator("section.danger").getByText("The deployment alice/temp runs version").waitFor();
+  assert.equal(await page.getByRole("button", { name: /Delete version/ }).count(), 0);
+  // Clearing it (from the deployment's page) makes the version deletable.
+  await Promise.all([page.waitForNavigation(), page.getByRole("link", { name: "Open the deployment alice/temp" }).click()]);
+  await page.getByLabel(/Type .* to confirm/).fill("alice/temp");
+  await Promise.all([page.waitForNavigation(), page.getByRole("button", { name: "Delete alice/temp" }).click()]);
+  await page.getByText("Deleted the deployment alice/temp.").waitFor();
   await page.goto(`${srv.base}/alice/scratch/versions/${v}`);
   await page.getByText("Nothing uses this version").waitFor();
   // A wrong confirmation deletes nothing.
