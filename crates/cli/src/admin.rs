@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use modelyard_domain::ids::{new_token, token_hash};
-use modelyard_domain::names::validate_name;
+use modelyard_domain::names::validate_account_name;
 use modelyard_domain::{Account, AccountKind};
 use modelyard_storage::{SqlStore, Store, StoreError};
 
@@ -145,7 +145,7 @@ pub async fn run(args: AdminArgs) -> Outcome {
 
 /// The name is valid and nobody has it.
 async fn check_free(store: &SqlStore, what: &str, name: &str) -> Result<(), Failure> {
-    validate_name(what, name).map_err(Failure::Message)?;
+    validate_account_name(what, name).map_err(Failure::Message)?;
     if let Some(a) = store.account(name).await.map_err(store_err)? {
         return Err(Failure::Message(format!(
             "the name {name:?} is already taken by the {} {}",

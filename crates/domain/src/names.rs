@@ -26,6 +26,22 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Top-level paths of the web UI and the API: an account by one of these names would have its
+/// model pages hidden behind them.
+pub const RESERVED_ACCOUNT_NAMES: &[&str] = &[
+    "account", "api", "deployments", "files", "internal", "login", "logout", "openapi.json", "p",
+    "static", "v1",
+];
+
+/// An account name: a name, and not one the server's own pages use.
+pub fn validate_account_name(what: &str, name: &str) -> Result<(), String> {
+    validate_name(what, name)?;
+    if RESERVED_ACCOUNT_NAMES.contains(&name) {
+        return Err(format!("{what} name {name:?} is reserved for the server's own pages"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::validate_name;
@@ -36,5 +52,8 @@ mod tests {
         for bad in ["", "Hello", "-x", "a/b", "a b", "..", &"x".repeat(101)] {
             assert!(validate_name("model", bad).is_err(), "{bad:?}");
         }
+        assert!(validate_name("model", "login").is_ok());
+        assert!(validate_account_name("user", "login").is_err());
+        assert!(validate_account_name("user", "alice").is_ok());
     }
 }

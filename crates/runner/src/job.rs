@@ -14,6 +14,7 @@ use crate::pool::{Key, Spec};
 use crate::{Event, Inner, JobChannel};
 
 const ALL_EVENTS: [&str; 4] = ["start", "output", "logs", "completed"];
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 fn failed(error: impl Into<String>) -> JobEnd {
     JobEnd {
@@ -26,8 +27,20 @@ fn failed(error: impl Into<String>) -> JobEnd {
     }
 }
 
-/// How to start a server for a version in a mode.
+/// How to start a server for a version in a mode, remembered after the first time.
 pub async fn spec_for(inner: &Inner, version_id: &str, kind: JobKind) -> Result<Spec, String> {
+    let key = Key { version_id: version_id.to_string(), train: kind == JobKind::Training };
+    if let Some(s) = inner.specs.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(s);
+    }
+    let spec = make_spec(inner, version_id, kind).await?;
+    if let Ok(mut m) = inner.specs.lock() {
+        m.insert(key, spec.clone());
+    }
+    Ok(spec)
+}
+
+async fn make_spec(inner: &Inner, version_id: &str, kind: JobKind) -> Result<Spec, String> {
     let (_, version) = inner
         .store
         .version_by_id(version_id)
@@ -294,7 +307,7 @@ pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
     };
     let status = payload["status"].as_str().and_then(Status::parse);
     let terminal = status.is_some_and(Status::is_terminal);
-    let (logs, output) = {
+    let (logs, output, write) = {
         let mut seen = ch.seen.lock().unwrap_or_else(|p| p.into_inner());
         // Cog's webhooks can arrive out of order: nothing counts after the end.
         if seen.ended {
@@ -323,13 +336,17 @@ pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
         if terminal {
             seen.ended = true;
         }
-        (logs, output)
+        let write = !terminal && seen.written.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+        if write {
+            seen.written = Some(Instant::now());
+        }
+        (logs, output, write)
     };
     if terminal {
         if let Some(tx) = ch.result.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = tx.send(payload);
         }
-    } else {
+    } else if write {
         let output = Some(&output).filter(|o| !o.is_null());
         if let Err(e) = inner.store.job_progress(id, &logs, output).await {
             tracing::warn!(job = %id, error = %e, "could not record progress");

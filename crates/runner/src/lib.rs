@@ -71,6 +71,9 @@ struct Seen {
     logs: usize,
     outputs: usize,
     ended: bool,
+    /// When progress was last written to the record: at most every half second, so a short
+    /// prediction costs no write until it ends.
+    written: Option<std::time::Instant>,
 }
 
 struct Inner {
@@ -79,6 +82,8 @@ struct Inner {
     pool: pool::Pool,
     envs: Envs,
     channels: Mutex<HashMap<String, Arc<JobChannel>>>,
+    /// How to start servers, by version and mode: versions never change once pushed.
+    specs: Mutex<HashMap<pool::Key, pool::Spec>>,
     wake: Notify,
     inflight: AtomicUsize,
     shutdown: watch::Sender<bool>,
@@ -112,6 +117,7 @@ impl Runner {
             store,
             cfg,
             channels: Default::default(),
+            specs: Default::default(),
             wake: Notify::new(),
             inflight: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""What the platform adds to a prediction: modelyard vs. a direct call to the same kind of Cog server.
+
+One run, same machine, same trivial predictor (fixtures/cog/echo):
+  1. direct:    POST /predictions to a Cog server we start ourselves (sync), sequentially;
+  2. modelyard: POST /v1/predictions with `Prefer: wait` (recorded, queued, run on a warm Cog
+                server, recorded again), sequentially;
+  3. throughput with 4 concurrent clients: modelyard with 2 warm servers vs. 2 direct Cog
+     servers (clients retry Cog's 409 "busy");
+  4. modelyard's memory (VmRSS, VmHWM) under that load.
+
+Usage: python3 bench/predict_roundtrip.py [--requests 300] [--seconds 10]
+Needs a release build (cargo build --release -p modelyard) and python3 with cog installed.
+"""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+BIN = os.environ.get("MODELYARD_BIN", os.path.join(TARGET, "release", "modelyard"))
+FIXTURE = os.path.join(ROOT, "fixtures", "cog", "echo")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port, path, ok, limit=60):
+    end = time.time() + limit
+    while time.time() < end:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", path)
+            r = c.getresponse()
+            body = r.read()
+            if ok(r.status, body):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"127.0.0.1:{port}{path} never became ready")
+
+
+def pct(values, p):
+    values = sorted(values)
+    k = max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+def start_cog(port):
+    env = {"PATH": os.environ["PATH"], "HOME": FIXTURE, "PORT": str(port),
+           "COG_PREDICT_TYPE_STUB": "predict.py:Predictor"}
+    p = subprocess.Popen([sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
+                         cwd=FIXTURE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(port, "/health-check", lambda s, b: s == 200 and json.loads(b).get("status") == "READY")
+    return p
+
+
+class Client:
+    """One keep-alive connection, as a real client would hold."""
+
+    def __init__(self, port, headers):
+        self.port, self.headers = port, headers
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def post(self, path, body):
+        data = json.dumps(body)
+        while True:
+            try:
+                self.conn.request("POST", path, body=data, headers=self.headers)
+                r = self.conn.getresponse()
+                out = r.read()
+            except (http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                continue
+            if r.status == 409:  # Cog's one slot is busy: try again, as the runner does
+                time.sleep(0.0005)
+                continue
+            return r.status, json.loads(out)
+
+
+def sequential(client, path, body_fn, n, check):
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        status, body = client.post(path, body_fn(i))
+        times.append((time.perf_counter() - t0) * 1000)
+        check(status, body)
+    return times
+
+
+def concurrent(make_client, path, body_fn, seconds, check, clients=4):
+    counts = [0] * clients
+    stop = time.time() + seconds
+
+    def worker(k):
+        c = make_client(k)
+        while time.time() < stop:
+            status, body = c.post(path, body_fn(k))
+            check(status, body)
+            counts[k] += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.time() - t0)
+
+
+def proc_mem(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS", "VmHWM")):
+                k, v = line.split(":")
+                out[k] = int(v.split()[0]) / 1024
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--seconds", type=float, default=10)
+    a = ap.parse_args()
+    if not os.path.exists(BIN):
+        raise SystemExit(f"{BIN} is missing: cargo build --release -p modelyard")
+    procs = []
+    tmp = tempfile.mkdtemp(prefix="modelyard-bench-")
+    try:
+        def ok_direct(status, body):
+            assert status == 200 and body["status"] == "succeeded", body
+
+        def ok_platform(status, body):
+            assert status == 201 and body["status"] == "succeeded", body
+
+        # 1. Direct calls to a Cog server.
+        ports = [free_port(), free_port()]
+        for p in ports:
+            procs.append(start_cog(p))
+        direct = Client(ports[0], {"Content-Type": "application/json"})
+        inp = lambda i: {"input": {"prompt": f"p{i}"}}
+        sequential(direct, "/predictions", inp, 30, ok_direct)  # warm-up
+        d_times = sequential(direct, "/predictions", inp, a.requests, ok_direct)
+
+        # 2. The same through modelyard.
+        data = os.path.join(tmp, "data")
+        token = subprocess.run([BIN, "admin", "user", "create", "bench", "--data-dir", data],
+                               check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        port = free_port()
+        env = dict(os.environ, RUST_LOG="warn")
+        server = subprocess.Popen([BIN, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data,
+                                   "--max-servers", "2", "--python", sys.executable],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(server)
+        wait_http(port, "/openapi.json", lambda s, b: s == 200)
+        cli_env = dict(os.environ, MODELYARD_URL=f"http://127.0.0.1:{port}", MODELYARD_TOKEN=token)
+        subprocess.run([BIN, "models", "create", "bench/echo"], env=cli_env, check=True, capture_output=True)
+        version = subprocess.run([BIN, "push", "bench/echo", FIXTURE], env=cli_env, check=True,
+                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}",
+                   "Prefer": "wait=60"}
+        body = lambda i: {"version": version, "input": {"prompt": f"p{i}"}}
+        platform = Client(port, headers)
+        sequential(platform, "/v1/predictions", body, 30, ok_platform)  # warm-up: starts a server
+        p_times = sequential(platform, "/v1/predictions", body, a.requests, ok_platform)
+
+        # 3. Throughput, 4 clients: modelyard (2 warm servers) vs. 2 direct Cog servers.
+        d_tput = concurrent(lambda k: Client(ports[k % 2], {"Content-Type": "application/json"}),
+                            "/predictions", inp, a.seconds, ok_direct)
+        mem_before = proc_mem(server.pid)
+        p_tput = concurrent(lambda k: Client(port, headers), "/v1/predictions", body, a.seconds, ok_platform)
+        mem = proc_mem(server.pid)
+
+        d50, d99 = pct(d_times, 50), pct(d_times, 99)
+        p50, p99 = pct(p_times, 50), pct(p_times, 99)
+        rows = [
+            ("direct Cog `POST /predictions`", d50, d99, statistics.mean(d_times)),
+            ("modelyard `POST /v1/predictions` + `Prefer: wait`", p50, p99, statistics.mean(p_times)),
+        ]
+        print(f"\n## Prediction round trip ({a.requests} sequential requests each, after warm-up)\n")
+        print("| path | p50 ms | p99 ms | mean ms |")
+        print("| --- | ---: | ---: | ---: |")
+        for name, x50, x99, mean in rows:
+            print(f"| {name} | {x50:.2f} | {x99:.2f} | {mean:.2f} |")
+        print(f"\nAdded by modelyard at p50: **{p50 - d50:.2f} ms** ({p50 / d50:.1f}x the direct call); "
+              f"at p99: {p99 - d99:.2f} ms.\n")
+        print(f"## Throughput, 4 concurrent clients, {a.seconds:.0f} s each\n")
+        print("| path | predictions/s | ratio |")
+        print("| --- | ---: | ---: |")
+        print(f"| 2 direct Cog servers | {d_tput:.0f} | 1.00 |")
+        print(f"| modelyard, `--max-servers 2` | {p_tput:.0f} | {p_tput / d_tput:.2f} |")
+        print(f"\nmodelyard's memory: VmRSS {mem_before['VmRSS']:.1f} MiB before the load, "
+              f"{mem['VmRSS']:.1f} MiB after; peak (VmHWM) {mem['VmHWM']:.1f} MiB.")
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
