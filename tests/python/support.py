@@ -57,6 +57,8 @@ class Server:
     log_path: Path | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     versions: dict[str, list[str]] = field(default_factory=dict)
+    # More `modelyard serve` flags (e.g. --allow-private-webhooks).
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def base(self) -> str:
@@ -81,7 +83,8 @@ class Server:
             log = open(self.log_path, "wb")
             env = clean_env(RUST_LOG=os.environ.get("RUST_LOG", "info"))
             self.proc = subprocess.Popen(
-                [str(self.binary), "serve", "--addr", f"127.0.0.1:{self.port}", *self.db_args()],
+                [str(self.binary), "serve", "--addr", f"127.0.0.1:{self.port}", *self.db_args(),
+                 *self.extra_args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// How long API predictions keep their input, output, files and logs, in seconds.
     #[arg(long, env = "MODELYARD_API_RETENTION_SECS", default_value_t = 3600)]
     pub api_retention_secs: u64,
+    /// Also allow webhooks to http URLs and to private, loopback and link-local addresses
+    /// (a self-hosted network often needs them); without it such targets are refused.
+    #[arg(long, env = "MODELYARD_ALLOW_PRIVATE_WEBHOOKS")]
+    pub allow_private_webhooks: bool,
 }
 
 #[derive(Args, Debug)]

@@ -30,6 +30,7 @@ pub async fn run(args: ServeArgs) -> Outcome {
         server_idle: Duration::from_secs(args.server_idle_secs),
         setup_timeout: Duration::from_secs(args.setup_timeout_secs),
         api_retention: Duration::from_secs(args.api_retention_secs),
+        allow_private_webhooks: args.allow_private_webhooks,
     };
     modelyard_server::serve(config, shutdown())
         .await

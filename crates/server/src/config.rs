@@ -27,6 +27,8 @@ pub struct Config {
     pub setup_timeout: Duration,
     /// API predictions lose input, output, files and logs after this long.
     pub api_retention: Duration,
+    /// Whether webhooks may go to http URLs and private, loopback or link-local addresses.
+    pub allow_private_webhooks: bool,
 }
 
 impl Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             server_idle: Duration::from_secs(300),
             setup_timeout: Duration::from_secs(300),
             api_retention: Duration::from_secs(3600),
+            allow_private_webhooks: false,
         }
     }
 }

@@ -10,6 +10,7 @@ mod push;
 pub mod state;
 mod validate;
 mod views;
+mod webhooks;
 mod web;
 
 use std::net::SocketAddr;
@@ -81,7 +82,10 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
             },
         )
         .await?;
-        state.runner = Some(runner);
+        state.runner = Some(runner.clone());
+        // Webhooks follow the runner's events; expired uploads go with its housekeeping.
+        webhooks::start(state.clone(), &runner);
+        api::files::sweep_expired(state.clone());
     }
     Ok(Bound { addr, state, listener })
 }

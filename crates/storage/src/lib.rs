@@ -13,7 +13,7 @@ mod sql;
 mod store;
 
 pub use error::StoreError;
-pub use sql::SqlStore;
+pub use sql::{FileRecord, NewFile, SqlStore};
 pub use store::{Deletion, JobEnd, Store};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -146,6 +146,18 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_token(&self, account_id: i64, token_hash: &str) -> Result<bool>;
     async fn remove_member(&self, org_id: i64, user_id: i64) -> Result<bool>;
 
+    // Webhooks and files.
+    /// The account's webhook signing secret; `candidate` becomes it on first use.
+    async fn webhook_secret(&self, account_id: i64, candidate: &str) -> Result<String>;
+    async fn create_file(&self, f: crate::NewFile) -> Result<crate::FileRecord>;
+    async fn file(&self, id: &str) -> Result<Option<crate::FileRecord>>;
+    /// The account's files, newest first.
+    async fn list_files(&self, account_id: i64, page: PageReq) -> Result<Vec<crate::FileRecord>>;
+    /// Deletes one of the account's files; false when it has no such file.
+    async fn delete_file(&self, account_id: i64, id: &str) -> Result<bool>;
+    /// Forgets the files that expired before `now`; returns their ids, for their bytes to go too.
+    async fn remove_expired_files(&self, now: DateTime<Utc>) -> Result<Vec<String>>;
+
     // The audit log.
     async fn record_audit(&self, e: NewAuditEvent) -> Result<()>;
     async fn audit_events(&self, owner_ids: &[i64], page: PageReq) -> Result<Vec<AuditEvent>>;

@@ -161,6 +161,11 @@ pub(crate) async fn record_prediction(
     source: &str,
 ) -> ApiResult<Job> {
     let filter = webhook_filter(&b)?;
+    if let Some(w) = &b.webhook {
+        crate::webhooks::check_target(s.config.allow_private_webhooks, w).await?;
+    }
+    let mut b = b;
+    super::files::resolve_inputs(s, caller, &mut b.input).await?;
     let input = validate::input(s, v, validate::Schema::Predict, Value::Object(b.input))?;
     let job = s
         .store
@@ -292,6 +297,11 @@ pub async fn create_training(
         }
     };
     let filter = webhook_filter(&b)?;
+    if let Some(w) = &b.webhook {
+        crate::webhooks::check_target(s.config.allow_private_webhooks, w).await?;
+    }
+    let mut b = b;
+    super::files::resolve_inputs(&s, &caller, &mut b.input).await?;
     let deadline = cancel_after(&headers)?;
     let input = validate::input(&s, &v, validate::Schema::Train, Value::Object(b.input))?;
     let job = s

@@ -3,6 +3,7 @@
 mod account;
 mod audit;
 pub(crate) mod deployments;
+pub(crate) mod files;
 pub(crate) mod jobs;
 mod live;
 pub(crate) mod models;
@@ -57,6 +58,12 @@ api_routes! {
     delete "/v1/deployments/{owner}/{name}" => deployments::delete_deployment,
     post "/v1/deployments/{owner}/{name}/predictions" => jobs::create_for_deployment,
     get "/v1/audit-log" => audit::list,
+    get "/v1/files" => files::list,
+    post "/v1/files" => files::create,
+    get "/v1/files/{id}" => files::get_file,
+    delete "/v1/files/{id}" => files::delete_file,
+    get "/v1/files/{id}/download" => files::download,
+    get "/v1/webhooks/default/secret" => crate::webhooks::default_secret,
     get "/files/{job}/{token}/{name}" => live::file,
 }
 

@@ -2,6 +2,7 @@
 mod accounts;
 mod audit;
 mod deployments;
+mod files;
 mod jobs;
 mod models;
 mod runner;
@@ -18,6 +19,7 @@ use sqlx::{AnyPool, Executor};
 
 use crate::dialect::Dialect;
 use crate::store::{Deletion, Store};
+pub use files::{FileRecord, NewFile};
 use crate::{Result, StoreError};
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -303,6 +305,24 @@ impl Store for SqlStore {
     }
     async fn remove_member(&self, org_id: i64, user_id: i64) -> Result<bool> {
         self.remove_member_(org_id, user_id).await
+    }
+    async fn webhook_secret(&self, account_id: i64, candidate: &str) -> Result<String> {
+        self.webhook_secret_(account_id, candidate).await
+    }
+    async fn create_file(&self, f: files::NewFile) -> Result<files::FileRecord> {
+        self.create_file_(f).await
+    }
+    async fn file(&self, id: &str) -> Result<Option<files::FileRecord>> {
+        self.file_(id).await
+    }
+    async fn list_files(&self, account_id: i64, page: PageReq) -> Result<Vec<files::FileRecord>> {
+        self.list_files_(account_id, page).await
+    }
+    async fn delete_file(&self, account_id: i64, id: &str) -> Result<bool> {
+        self.delete_file_(account_id, id).await
+    }
+    async fn remove_expired_files(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        self.expired_files_(now).await
     }
     async fn record_audit(&self, e: NewAuditEvent) -> Result<()> {
         let mut tx = self.begin_write().await?;
