@@ -140,10 +140,16 @@ impl Runner {
     }
 
     /// Waits until the job ends or `limit` passes; the caller reads the record afterwards.
-    pub async fn wait(&self, id: &str, limit: Duration) {
+    pub async fn wait(&self, kind: modelyard_domain::JobKind, id: &str, limit: Duration) {
         let ch = self.inner.channel(id);
         let mut done = ch.done.subscribe();
-        // The end may have been recorded before we subscribed: the caller checks the record.
+        // Subscribed first, then the record: a job that ended before is seen there, one that
+        // ends after is seen on the channel.
+        let ended_before = matches!(self.inner.store.job(kind, id).await, Ok(Some(j)) if j.status.is_terminal());
+        if ended_before {
+            self.inner.forget_if_idle(id, &ch);
+            return;
+        }
         let ended = async {
             loop {
                 if *done.borrow_and_update() {
@@ -232,6 +238,16 @@ impl Inner {
     fn emit(&self, ch: &JobChannel, id: &str, e: Event) {
         let _ = self.all.send((id.to_string(), e.clone()));
         let _ = ch.events.send(e);
+    }
+
+    /// Drops a channel made only to wait on a job that had already ended.
+    fn forget_if_idle(&self, id: &str, ch: &Arc<JobChannel>) {
+        if let Ok(mut map) = self.channels.lock() {
+            // Ours and the map's: nobody else follows it.
+            if map.get(id).is_some_and(|c| Arc::ptr_eq(c, ch)) && Arc::strong_count(ch) <= 2 {
+                map.remove(id);
+            }
+        }
     }
 
     fn forget(&self, id: &str) {

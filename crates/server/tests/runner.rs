@@ -170,6 +170,9 @@ async fn environments_are_built_from_python_packages(b: Backend) {
     assert_eq!(p["status"], "succeeded", "{p}");
     // Only the version's own environment has termcolor.
     assert_eq!(p["output"], "ok termcolor 2.4.0");
+    let log = s.get("alice", &format!("/v1/models/alice/withdeps/versions/{good}/build-log")).await;
+    assert_eq!(log.status, StatusCode::OK);
+    assert!(log.body.as_str().unwrap().contains("termcolor"), "{:?}", log.body);
     let bad = model_with(&s, "baddeps", "baddeps").await;
     let (_, p) = predict_wait(&s, &bad, json!({})).await;
     assert_eq!(p["status"], "failed", "{p}");

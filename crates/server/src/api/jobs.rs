@@ -118,7 +118,7 @@ async fn created(s: &AppState, h: &HeaderMap, job: Job) -> ApiResult<Response> {
     let wait = prefer_wait(h);
     let job = match (wait, &s.runner) {
         (Some(secs), Some(runner)) => {
-            runner.wait(&job.id, Duration::from_secs(secs)).await;
+            runner.wait(job.kind, &job.id, Duration::from_secs(secs)).await;
             s.store.job(job.kind, &job.id).await?.unwrap_or(job)
         }
         _ => job,
@@ -258,6 +258,12 @@ pub async fn create_for_deployment(
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
     let d = ops::owned_deployment(&s, &caller, &owner, &name).await?;
+    if d.release.max_instances == 0 {
+        return Err(ApiError::Conflict(format!(
+            "The deployment {} is disabled (max_instances is 0); raise max_instances to run it.",
+            d.full_name()
+        )));
+    }
     let (m, v) = s
         .store
         .version_by_id(&d.release.version_id)

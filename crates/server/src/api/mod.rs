@@ -41,6 +41,7 @@ api_routes! {
     post "/v1/models/{owner}/{name}/versions" => crate::push::push,
     get "/v1/models/{owner}/{name}/versions/{id}" => versions::get_version,
     delete "/v1/models/{owner}/{name}/versions/{id}" => versions::delete_version,
+    get "/v1/models/{owner}/{name}/versions/{id}/build-log" => versions::build_log,
     post "/v1/models/{owner}/{name}/versions/{id}/trainings" => jobs::create_training,
     post "/v1/models/{owner}/{name}/predictions" => jobs::create_for_model,
     get "/v1/predictions" => jobs::list_predictions,

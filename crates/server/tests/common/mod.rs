@@ -29,9 +29,14 @@ pub struct Server {
 impl Drop for Server {
     /// Drops the test's PostgreSQL database, so runs leave nothing behind.
     fn drop(&mut self) {
-        let Some(name) = self.pg_database.take() else { return };
+        let Some(name) = self.pg_database.take() else {
+            return;
+        };
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok(mut conn) = sqlx::AnyConnection::connect(&pg_base()).await {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -57,7 +62,10 @@ pub async fn fresh_pg_database() -> String {
     let mut conn = sqlx::AnyConnection::connect(&base)
         .await
         .expect("PostgreSQL must be running on 127.0.0.1:5432 (CI starts it)");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let (prefix, _) = base.rsplit_once('/').unwrap();
     format!("{prefix}/{name}")
 }
@@ -105,12 +113,28 @@ pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Se
             None => state.store.create_account(*kind, name, name).await.unwrap(),
         };
         let token = ids::new_token();
-        state.store.add_token(a.id, &ids::token_hash(&token)).await.unwrap();
+        state
+            .store
+            .add_token(a.id, &ids::token_hash(&token))
+            .await
+            .unwrap();
         tokens.insert(*name, token);
         ids_by_name.insert(*name, a.id);
     }
-    state.store.add_member(ids_by_name["acme"], ids_by_name["alice"]).await.unwrap();
-    Server { url, state, http: reqwest::Client::new(), tokens, pg_database, _dir: dir, _stop: stop }
+    state
+        .store
+        .add_member(ids_by_name["acme"], ids_by_name["alice"])
+        .await
+        .unwrap();
+    Server {
+        url,
+        state,
+        http: reqwest::Client::new(),
+        tokens,
+        pg_database,
+        _dir: dir,
+        _stop: stop,
+    }
 }
 
 pub struct Reply {
@@ -121,8 +145,13 @@ pub struct Reply {
 
 impl Reply {
     pub fn kinds(&self) -> Vec<String> {
-        let list = self.body["blockers"].as_array().cloned().unwrap_or_default();
-        list.iter().map(|b| b["kind"].as_str().unwrap_or("").to_string()).collect()
+        let list = self.body["blockers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        list.iter()
+            .map(|b| b["kind"].as_str().unwrap_or("").to_string())
+            .collect()
     }
 }
 
@@ -140,16 +169,31 @@ impl Server {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Reply { status, headers, body }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, who: &str, path: &str) -> Reply {
         self.call(who, Method::GET, path, None).await
     }
 
-    pub async fn create_model(&self, who: &str, owner: &str, name: &str, visibility: &str) -> Reply {
-        let body = json!({"owner": owner, "name": name, "visibility": visibility, "hardware": "cpu"});
+    pub async fn create_model(
+        &self,
+        who: &str,
+        owner: &str,
+        name: &str,
+        visibility: &str,
+    ) -> Reply {
+        let body =
+            json!({"owner": owner, "name": name, "visibility": visibility, "hardware": "cpu"});
         let r = self.call(who, Method::POST, "/v1/models", Some(body)).await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
         r
@@ -157,7 +201,12 @@ impl Server {
 
     pub async fn set_visibility(&self, who: &str, model: &str, visibility: &str) {
         let r = self
-            .call(who, Method::PATCH, &format!("/v1/models/{model}"), Some(json!({"visibility": visibility})))
+            .call(
+                who,
+                Method::PATCH,
+                &format!("/v1/models/{model}"),
+                Some(json!({"visibility": visibility})),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     }
@@ -178,7 +227,7 @@ impl Server {
                 artifact: format!("test-{content}"),
                 base_version_id: None,
                 training_id: None,
-            weights: None,
+                weights: None,
             })
             .await
             .unwrap();
@@ -187,12 +236,15 @@ impl Server {
 
     pub async fn predict(&self, who: &str, model: &str, version: &str) -> Reply {
         let body = json!({"version": format!("{model}:{version}"), "input": {"prompt": "hi"}});
-        self.call(who, Method::POST, "/v1/predictions", Some(body)).await
+        self.call(who, Method::POST, "/v1/predictions", Some(body))
+            .await
     }
 }
 
 pub fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/cog").join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/cog")
+        .join(name)
 }
 
 pub fn pack_dir(dir: &std::path::Path) -> Vec<u8> {
@@ -215,7 +267,11 @@ impl Server {
             .send()
             .await
             .unwrap();
-        assert!(resp.status().is_success(), "push {fixture_name}: {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "push {fixture_name}: {}",
+            resp.status()
+        );
         let v: Value = resp.json().await.unwrap();
         v["id"].as_str().unwrap().to_string()
     }
@@ -229,7 +285,11 @@ impl Server {
             if ["succeeded", "failed", "canceled"].contains(&status.as_str()) {
                 return r.body;
             }
-            assert!(std::time::Instant::now() < end, "{path} still {status}: {:?}", r.body);
+            assert!(
+                std::time::Instant::now() < end,
+                "{path} still {status}: {:?}",
+                r.body
+            );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }

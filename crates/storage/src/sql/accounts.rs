@@ -20,7 +20,7 @@ impl SqlStore {
         .bind(username)
         .bind(name)
         .bind(now())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) => {
@@ -47,7 +47,7 @@ impl SqlStore {
         )
         .bind(org_id)
         .bind(user_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -70,7 +70,7 @@ impl SqlStore {
             .bind(token_hash)
             .bind(account_id)
             .bind(now())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

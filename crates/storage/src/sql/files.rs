@@ -69,7 +69,7 @@ impl SqlStore {
         )
         .bind(account_id)
         .bind(candidate)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let row = sqlx::query("SELECT secret FROM webhook_secrets WHERE account_id = $1")
             .bind(account_id)
@@ -92,7 +92,7 @@ impl SqlStore {
         .bind(f.metadata.to_string())
         .bind(micros(Utc::now()))
         .bind(f.expires_at.map(micros))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         self.file_(&f.id).await?.ok_or(StoreError::NotFound("file"))
     }
@@ -129,7 +129,7 @@ impl SqlStore {
         let r = sqlx::query("DELETE FROM files WHERE id = $1 AND account_id = $2")
             .bind(id)
             .bind(account_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(r.rows_affected() == 1)
     }

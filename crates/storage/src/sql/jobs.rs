@@ -111,7 +111,7 @@ impl SqlStore {
         .bind(at)
         .bind(id)
         .bind(kind.as_str())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         self.job_(kind, id).await?.ok_or(StoreError::NotFound("prediction"))
     }

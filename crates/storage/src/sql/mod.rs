@@ -31,6 +31,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 #[derive(Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// Where every write goes. On SQLite one connection: writers queue here, in order, instead
+    /// of meeting SQLite's busy handler, which backs off with sleeps under contention. On
+    /// PostgreSQL the same pool as reads.
+    writer: AnyPool,
     dialect: Dialect,
 }
 
@@ -48,9 +52,8 @@ impl SqlStore {
             _ => url.to_string(),
         };
         let opts = AnyConnectOptions::from_str(&url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
-            .after_connect(move |conn, _| {
+        let pool_with = |max: u32| {
+            AnyPoolOptions::new().max_connections(max).after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
                         // Per connection: foreign keys are the backstop of every rule, and a
@@ -62,18 +65,24 @@ impl SqlStore {
                     Ok(())
                 })
             })
-            .connect_with(opts)
+        };
+        let pool = pool_with(if dialect == Dialect::Sqlite { 8 } else { 16 })
+            .connect_with(opts.clone())
             .await?;
-        if dialect == Dialect::Sqlite {
-            pool.execute("PRAGMA journal_mode = WAL").await?;
-        }
-        let store = SqlStore { pool, dialect };
+        let writer = match dialect {
+            Dialect::Sqlite => {
+                pool.execute("PRAGMA journal_mode = WAL").await?;
+                pool_with(1).connect_with(opts).await?
+            }
+            Dialect::Postgres => pool.clone(),
+        };
+        let store = SqlStore { pool, writer, dialect };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn migrate(&self) -> Result<()> {
-        let mut tx = self.pool.begin_with(self.dialect.begin_write()).await?;
+        let mut tx = self.writer.begin_with(self.dialect.begin_write()).await?;
         if self.dialect == Dialect::Postgres {
             // Two servers starting at once must not both migrate.
             tx.execute("SELECT pg_advisory_xact_lock(7710212)").await?;
@@ -107,7 +116,7 @@ impl SqlStore {
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(self.pool.begin_with(self.dialect.begin_write()).await?)
+        Ok(self.writer.begin_with(self.dialect.begin_write()).await?)
     }
 
     fn lock(&self) -> &'static str {

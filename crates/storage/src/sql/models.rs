@@ -24,7 +24,7 @@ impl SqlStore {
         .bind(&m.license_url)
         .bind(&m.cover_image_url)
         .bind(now())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) => {

@@ -24,7 +24,7 @@ impl SqlStore {
             "UPDATE jobs SET claimed = 1 WHERE id = $1 AND status = 'starting' AND claimed = 0",
         )
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -32,7 +32,7 @@ impl SqlStore {
     pub(super) async fn release_job_(&self, id: &str) -> Result<()> {
         sqlx::query("UPDATE jobs SET claimed = 0 WHERE id = $1 AND status = 'starting'")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -43,7 +43,7 @@ impl SqlStore {
         )
         .bind(now())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -60,7 +60,7 @@ impl SqlStore {
         .bind(logs)
         .bind(output.map(|o| o.to_string()))
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -79,7 +79,7 @@ impl SqlStore {
         .bind(end.result_version_id)
         .bind(now())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -90,11 +90,11 @@ impl SqlStore {
         )
         .bind(error)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         let requeued = sqlx::query("UPDATE jobs SET claimed = 0 WHERE status = 'starting' AND claimed = 1")
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         Ok((failed, requeued))
@@ -107,7 +107,7 @@ impl SqlStore {
         )
         .bind(now())
         .bind(deployment_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected())
     }

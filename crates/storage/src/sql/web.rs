@@ -16,7 +16,7 @@ impl SqlStore {
         let done = sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
             .bind(hash)
             .bind(account_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("account"));
@@ -25,7 +25,7 @@ impl SqlStore {
             // No password, no way in: end the account's sessions too.
             sqlx::query("DELETE FROM web_sessions WHERE account_id = $1")
                 .bind(account_id)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         }
         Ok(())
@@ -54,7 +54,7 @@ impl SqlStore {
         // Expired sessions are swept whenever someone signs in.
         sqlx::query("DELETE FROM web_sessions WHERE expires_at < $1")
             .bind(now())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         sqlx::query(
             "INSERT INTO web_sessions (hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
@@ -63,7 +63,7 @@ impl SqlStore {
         .bind(account_id)
         .bind(now())
         .bind(rows::micros(expires_at))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -96,7 +96,7 @@ impl SqlStore {
     pub(super) async fn delete_session_(&self, hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM web_sessions WHERE hash = $1")
             .bind(hash)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -195,7 +195,7 @@ impl SqlStore {
         .bind(account_id)
         .bind(now())
         .bind(name)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -204,7 +204,7 @@ impl SqlStore {
         let done = sqlx::query("DELETE FROM tokens WHERE account_id = $1 AND hash = $2")
             .bind(account_id)
             .bind(hash)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -213,7 +213,7 @@ impl SqlStore {
         let done = sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
             .bind(org_id)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
     }
