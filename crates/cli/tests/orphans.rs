@@ -6,13 +6,25 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_modelyard");
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(BIN).args(args).envs(env.iter().copied()).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Processes of Cog servers that call back to this port.
@@ -28,7 +40,12 @@ fn cog_servers(port: u16) -> Vec<String> {
 
 fn serve(data: &Path, port: u16) -> Child {
     Command::new(BIN)
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(data)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -54,19 +71,29 @@ fn with_running_prediction(kill: impl FnOnce(&mut Child)) {
     let port = free_port();
     let mut server = serve(&data, port);
     let url = format!("http://127.0.0.1:{port}");
-    let env = [("MODELYARD_URL", url.as_str()), ("MODELYARD_TOKEN", token.as_str())];
+    let env = [
+        ("MODELYARD_URL", url.as_str()),
+        ("MODELYARD_TOKEN", token.as_str()),
+    ];
     wait_for("the server", Duration::from_secs(30), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     run(&["models", "create", "alice/slow"], &env);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/cog/slow");
     run(&["push", "alice/slow", fixture.to_str().unwrap()], &env);
-    run(&["predictions", "create", "alice/slow", "-i", "seconds=120"], &env);
-    wait_for("a Cog server", Duration::from_secs(60), || !cog_servers(port).is_empty());
+    run(
+        &["predictions", "create", "alice/slow", "-i", "seconds=120"],
+        &env,
+    );
+    wait_for("a Cog server", Duration::from_secs(60), || {
+        !cog_servers(port).is_empty()
+    });
 
     kill(&mut server);
     let _ = server.wait();
-    wait_for("the Cog servers to stop", Duration::from_secs(20), || cog_servers(port).is_empty());
+    wait_for("the Cog servers to stop", Duration::from_secs(20), || {
+        cog_servers(port).is_empty()
+    });
 }
 
 #[test]
@@ -77,7 +104,10 @@ fn no_cog_server_outlives_a_killed_server() {
 #[test]
 fn no_cog_server_outlives_a_terminated_server() {
     with_running_prediction(|server| {
-        let ok = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     });
 }

@@ -38,7 +38,9 @@ pub fn parse(text: &str) -> Result<CogYaml, String> {
             }
             list_indent = None;
         }
-        let Some((key, value)) = trimmed.split_once(':') else { continue };
+        let Some((key, value)) = trimmed.split_once(':') else {
+            continue;
+        };
         let value = unquote(value);
         if indent(line) == 0 {
             section = match key.trim() {
@@ -52,7 +54,12 @@ pub fn parse(text: &str) -> Result<CogYaml, String> {
             }
         } else if section == "build" && key.trim() == "python_packages" {
             if let Some(inline) = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
-                packages.extend(inline.split(',').map(|p| unquote(p).to_string()).filter(|p| !p.is_empty()));
+                packages.extend(
+                    inline
+                        .split(',')
+                        .map(|p| unquote(p).to_string())
+                        .filter(|p| !p.is_empty()),
+                );
             } else {
                 list_indent = Some(indent(line));
             }
@@ -60,7 +67,11 @@ pub fn parse(text: &str) -> Result<CogYaml, String> {
     }
     let predict =
         predict.ok_or("has no predict entry (for example predict: \"predict.py:Predictor\")")?;
-    Ok(CogYaml { predict, train, python_packages: packages })
+    Ok(CogYaml {
+        predict,
+        train,
+        python_packages: packages,
+    })
 }
 
 #[cfg(test)]

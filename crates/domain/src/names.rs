@@ -29,22 +29,33 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
 /// Top-level paths of the web UI and the API: an account by one of these names would have its
 /// model pages hidden behind them.
 pub const RESERVED_ACCOUNT_NAMES: &[&str] = &[
-    "account", "api", "deployments", "files", "internal", "login", "logout", "openapi.json", "p",
-    "static", "v1",
+    "account",
+    "api",
+    "deployments",
+    "files",
+    "internal",
+    "login",
+    "logout",
+    "openapi.json",
+    "p",
+    "static",
+    "v1",
 ];
 
 /// An account name: a name, and not one the server's own pages use.
 pub fn validate_account_name(what: &str, name: &str) -> Result<(), String> {
     validate_name(what, name)?;
     if RESERVED_ACCOUNT_NAMES.contains(&name) {
-        return Err(format!("{what} name {name:?} is reserved for the server's own pages"));
+        return Err(format!(
+            "{what} name {name:?} is reserved for the server's own pages"
+        ));
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::validate_name;
+    use super::{validate_account_name, validate_name};
 
     #[test]
     fn accepts_and_refuses() {

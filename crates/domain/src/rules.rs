@@ -139,7 +139,11 @@ pub fn version_deletion_blockers(f: &VersionFacts, caller_id: i64) -> Vec<Blocke
         b.model = Some(f.model.clone());
         out.push(b);
     }
-    for r in f.runs.iter().filter(|r| r.account_id != caller_id && r.count > 0) {
+    for r in f
+        .runs
+        .iter()
+        .filter(|r| r.account_id != caller_id && r.count > 0)
+    {
         let mut b = Blocker::new(
             BlockerKind::PredictionsByOthers,
             format!(
@@ -231,6 +235,18 @@ pub fn deployment_deletion_blockers(
     out
 }
 
+/// Who may see a model and everything in it: anyone when it is public, otherwise only the
+/// owning account and members of the owning organization. Outsiders get the same 404 as for
+/// something that does not exist.
+pub fn can_view(caller: Option<&crate::Caller>, owner_id: i64, visibility: Visibility) -> bool {
+    visibility == Visibility::Public || caller.is_some_and(|c| c.acts_for(owner_id))
+}
+
+/// Who may change or delete a model, its versions and deployments: its owners.
+pub fn can_manage(caller: &crate::Caller, owner_id: i64) -> bool {
+    caller.acts_for(owner_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,14 +287,25 @@ mod tests {
     #[test]
     fn own_predictions_do_not_block_but_others_do() {
         let mut f = vfacts();
-        f.runs = vec![RunsBy { account_id: 1, account: "alice".into(), count: 5 }];
+        f.runs = vec![RunsBy {
+            account_id: 1,
+            account: "alice".into(),
+            count: 5,
+        }];
         assert!(version_deletion_blockers(&f, 1).is_empty());
-        f.runs.push(RunsBy { account_id: 2, account: "bob".into(), count: 1 });
+        f.runs.push(RunsBy {
+            account_id: 2,
+            account: "bob".into(),
+            count: 1,
+        });
         let b = version_deletion_blockers(&f, 1);
         assert_eq!(kinds(&b), [BlockerKind::PredictionsByOthers]);
         assert_eq!(b[0].account.as_deref(), Some("bob"));
         // Seen from bob's side, alice's runs block.
-        assert_eq!(version_deletion_blockers(&f, 2)[0].account.as_deref(), Some("alice"));
+        assert_eq!(
+            version_deletion_blockers(&f, 2)[0].account.as_deref(),
+            Some("alice")
+        );
     }
 
     #[test]
@@ -294,7 +321,10 @@ mod tests {
         }
         for s in [Status::Starting, Status::Processing] {
             f.fine_tunes[0].training_status = Some(s);
-            assert_eq!(kinds(&version_deletion_blockers(&f, 1)), [BlockerKind::FineTuneBase]);
+            assert_eq!(
+                kinds(&version_deletion_blockers(&f, 1)),
+                [BlockerKind::FineTuneBase]
+            );
         }
         f.fine_tunes = vec![FineTuneUse {
             training_id: None,
@@ -309,7 +339,11 @@ mod tests {
     fn all_version_blockers_at_once() {
         let mut f = vfacts();
         f.visibility = Visibility::Public;
-        f.runs = vec![RunsBy { account_id: 2, account: "bob".into(), count: 3 }];
+        f.runs = vec![RunsBy {
+            account_id: 2,
+            account: "bob".into(),
+            count: 3,
+        }];
         f.fine_tunes = vec![FineTuneUse {
             training_id: Some("t1".into()),
             training_status: Some(Status::Processing),
@@ -340,7 +374,10 @@ mod tests {
             last_used_at: now - Duration::minutes(20),
         };
         let idle = Duration::minutes(15);
-        assert_eq!(kinds(&deployment_deletion_blockers(&f, now, idle)), [BlockerKind::DeploymentEnabled]);
+        assert_eq!(
+            kinds(&deployment_deletion_blockers(&f, now, idle)),
+            [BlockerKind::DeploymentEnabled]
+        );
         f.max_instances = 0;
         assert!(deployment_deletion_blockers(&f, now, idle).is_empty());
         f.last_used_at = now - Duration::minutes(5);
@@ -349,16 +386,4 @@ mod tests {
             [BlockerKind::DeploymentRecentlyUsed]
         );
     }
-}
-
-/// Who may see a model and everything in it: anyone when it is public, otherwise only the
-/// owning account and members of the owning organization. Outsiders get the same 404 as for
-/// something that does not exist.
-pub fn can_view(caller: Option<&crate::Caller>, owner_id: i64, visibility: Visibility) -> bool {
-    visibility == Visibility::Public || caller.is_some_and(|c| c.acts_for(owner_id))
-}
-
-/// Who may change or delete a model, its versions and deployments: its owners.
-pub fn can_manage(caller: &crate::Caller, owner_id: i64) -> bool {
-    caller.acts_for(owner_id)
 }

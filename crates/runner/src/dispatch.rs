@@ -12,7 +12,8 @@ use crate::{job, pool, Inner};
 /// Round-robin over accounts, and within an account over versions, each oldest first: one
 /// account's thousand queued predictions do not hold up another's one.
 pub fn fair_order(jobs: Vec<Job>) -> Vec<Job> {
-    let mut accounts: Vec<(i64, Vec<(String, VecDeque<Job>)>)> = Vec::new();
+    type Versions = Vec<(String, VecDeque<Job>)>;
+    let mut accounts: Vec<(i64, Versions)> = Vec::new();
     for j in jobs {
         let a = match accounts.iter_mut().position(|(id, _)| *id == j.account_id) {
             Some(p) => &mut accounts[p].1,
@@ -53,7 +54,11 @@ pub async fn run(inner: Arc<Inner>) {
         if *shutdown.borrow() {
             return;
         }
-        let free = inner.cfg.max_servers.max(1).saturating_sub(inner.inflight.load(Ordering::SeqCst));
+        let free = inner
+            .cfg
+            .max_servers
+            .max(1)
+            .saturating_sub(inner.inflight.load(Ordering::SeqCst));
         if free > 0 {
             match inner.store.queued_jobs(500).await {
                 Ok(jobs) => {
@@ -99,10 +104,10 @@ pub async fn housekeeping(inner: Arc<Inner>) {
     let mut tick = 0u64;
     loop {
         inner.pool.reap().await;
-        if tick % 4 == 0 {
+        if tick.is_multiple_of(4) {
             keep_warm(&inner).await;
         }
-        if tick % 10 == 0 {
+        if tick.is_multiple_of(10) {
             job::remove_expired(&inner).await;
         }
         tick += 1;
@@ -114,12 +119,17 @@ pub async fn housekeeping(inner: Arc<Inner>) {
 }
 
 async fn keep_warm(inner: &Arc<Inner>) {
-    let Ok(deployments) = inner.store.all_deployments().await else { return };
+    let Ok(deployments) = inner.store.all_deployments().await else {
+        return;
+    };
     let warm: Vec<(pool::Key, usize)> = deployments
         .iter()
         .filter(|d| d.release.min_instances > 0)
         .map(|d| {
-            let key = pool::Key { version_id: d.release.version_id.clone(), train: false };
+            let key = pool::Key {
+                version_id: d.release.version_id.clone(),
+                train: false,
+            };
             (key, d.release.min_instances as usize)
         })
         .collect();

@@ -28,7 +28,11 @@ pub fn tail(text: &str, lines: usize) -> String {
 
 impl Envs {
     pub fn new(dir: PathBuf, python: String) -> Self {
-        Envs { dir, python, building: Default::default() }
+        Envs {
+            dir,
+            python,
+            building: Default::default(),
+        }
     }
 
     pub fn key(&self, packages: &[String]) -> String {
@@ -52,7 +56,10 @@ impl Envs {
     pub async fn ensure(&self, packages: &[String]) -> Result<PyEnv, String> {
         if packages.is_empty() {
             // Cog itself comes from the interpreter the server was given.
-            return Ok(PyEnv { python: PathBuf::from(&self.python), bin: None });
+            return Ok(PyEnv {
+                python: PathBuf::from(&self.python),
+                bin: None,
+            });
         }
         let key = self.key(packages);
         let dir = self.dir.join(&key);
@@ -64,7 +71,10 @@ impl Envs {
             .or_default()
             .clone();
         let _guard = lock.lock().await;
-        let env = PyEnv { python: dir.join("bin/python"), bin: Some(dir.join("bin")) };
+        let env = PyEnv {
+            python: dir.join("bin/python"),
+            bin: Some(dir.join("bin")),
+        };
         if dir.join("ready").exists() {
             return Ok(env);
         }
@@ -108,13 +118,24 @@ async fn build(python: &str, dir: &Path, packages: &[String], log: &Path) -> Res
     let steps: Vec<(String, Vec<String>)> = vec![
         (
             python.to_string(),
-            vec!["-m".into(), "venv".into(), "--system-site-packages".into(), dir.display().to_string()],
+            vec![
+                "-m".into(),
+                "venv".into(),
+                "--system-site-packages".into(),
+                dir.display().to_string(),
+            ],
         ),
         (dir.join("bin/python").display().to_string(), {
-            let mut a: Vec<String> = ["-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let mut a: Vec<String> = [
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
             a.extend(packages.iter().cloned());
             a
         }),

@@ -29,7 +29,10 @@ fn failed(error: impl Into<String>) -> JobEnd {
 
 /// How to start a server for a version in a mode, remembered after the first time.
 pub async fn spec_for(inner: &Inner, version_id: &str, kind: JobKind) -> Result<Spec, String> {
-    let key = Key { version_id: version_id.to_string(), train: kind == JobKind::Training };
+    let key = Key {
+        version_id: version_id.to_string(),
+        train: kind == JobKind::Training,
+    };
     if let Some(s) = inner.specs.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(s);
     }
@@ -53,18 +56,29 @@ async fn make_spec(inner: &Inner, version_id: &str, kind: JobKind) -> Result<Spe
     let cog = cog_yaml::parse(&yaml).map_err(|e| format!("cog.yaml {e}"))?;
     let train = kind == JobKind::Training;
     let stub = if train {
-        cog.train.clone().ok_or("the version cannot be trained: its cog.yaml has no train entry")?
+        cog.train
+            .clone()
+            .ok_or("the version cannot be trained: its cog.yaml has no train entry")?
     } else {
         cog.predict.clone()
     };
     let env = inner.envs.ensure(&cog.python_packages).await?;
     Ok(Spec {
-        key: Key { version_id: version.id.clone(), train },
+        key: Key {
+            version_id: version.id.clone(),
+            train,
+        },
         env,
         project,
         stub,
-        weights: version.weights.as_ref().map(|w| inner.cfg.data_dir.join("weights").join(w)),
-        upload_url: format!("{}/internal/{}/uploads/", inner.cfg.callback_base, inner.cfg.secret),
+        weights: version
+            .weights
+            .as_ref()
+            .map(|w| inner.cfg.data_dir.join("weights").join(w)),
+        upload_url: format!(
+            "{}/internal/{}/uploads/",
+            inner.cfg.callback_base, inner.cfg.secret
+        ),
     })
 }
 
@@ -131,7 +145,11 @@ async fn execute(inner: &Arc<Inner>, job: &Job, ch: &JobChannel) -> Option<JobEn
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     *ch.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-    let route = if job.kind == JobKind::Training { "trainings" } else { "predictions" };
+    let route = if job.kind == JobKind::Training {
+        "trainings"
+    } else {
+        "predictions"
+    };
     let base = format!("http://127.0.0.1:{}/{route}/{}", lease.port, job.id);
     let body = json!({
         "id": job.id,
@@ -144,7 +162,9 @@ async fn execute(inner: &Arc<Inner>, job: &Job, ch: &JobChannel) -> Option<JobEn
         inner.pool.release(lease, healthy).await;
         return Some(failed(e));
     }
-    let deadline = job.deadline.map(|d| (d - Utc::now()).to_std().unwrap_or_default());
+    let deadline = job
+        .deadline
+        .map(|d| (d - Utc::now()).to_std().unwrap_or_default());
     let deadline_sleep = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(365 * 86400)));
     tokio::pin!(deadline_sleep);
     let mut canceled = false;
@@ -221,13 +241,20 @@ async fn submit(inner: &Inner, url: &str, body: &Value) -> Result<(), String> {
             .ok()
             .map(|v| v["detail"].to_string())
             .unwrap_or(text);
-        return Err(format!("the model server refused the input ({status}): {detail}"));
+        return Err(format!(
+            "the model server refused the input ({status}): {detail}"
+        ));
     }
 }
 
 fn end_from(payload: &Value, elapsed: f64) -> JobEnd {
-    let status = payload["status"].as_str().and_then(Status::parse).unwrap_or(Status::Failed);
-    let predict_time = payload["metrics"]["predict_time"].as_f64().unwrap_or(elapsed);
+    let status = payload["status"]
+        .as_str()
+        .and_then(Status::parse)
+        .unwrap_or(Status::Failed);
+    let predict_time = payload["metrics"]["predict_time"]
+        .as_f64()
+        .unwrap_or(elapsed);
     JobEnd {
         status,
         output: Some(payload["output"].clone()).filter(|o| !o.is_null()),
@@ -253,7 +280,9 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
     if let Some((meta, data)) = url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
         use base64::Engine;
         let bytes = if meta.ends_with(";base64") {
-            base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| e.to_string())?
+            base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|e| e.to_string())?
         } else {
             data.as_bytes().to_vec()
         };
@@ -263,18 +292,29 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
     let file = local_file(inner, url).ok_or("the training's weights were not uploaded")?;
     let bytes = tokio::fs::read(&file).await.map_err(|e| e.to_string())?;
     let sha = hex::encode(Sha256::digest(&bytes));
-    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("weights").to_string();
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("weights")
+        .to_string();
     let rel = format!("{sha}/{name}");
     let dest = inner.cfg.data_dir.join("weights").join(&rel);
-    tokio::fs::create_dir_all(dest.parent().unwrap_or(&dest)).await.map_err(|e| e.to_string())?;
-    tokio::fs::write(&dest, &bytes).await.map_err(|e| e.to_string())?;
+    tokio::fs::create_dir_all(dest.parent().unwrap_or(&dest))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::fs::write(&dest, &bytes)
+        .await
+        .map_err(|e| e.to_string())?;
     let (_, base) = inner
         .store
         .version_by_id(&job.version_id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the base version was deleted")?;
-    let destination = job.destination.clone().ok_or("the destination model was deleted")?;
+    let destination = job
+        .destination
+        .clone()
+        .ok_or("the destination model was deleted")?;
     let (owner, name_) = destination.split_once('/').unwrap_or_default();
     let model = inner
         .store
@@ -316,20 +356,41 @@ pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
         let logs = payload["logs"].as_str().unwrap_or_default().to_string();
         if logs.len() > seen.logs && logs.is_char_boundary(seen.logs) {
             let text = logs[seen.logs..].to_string();
-            inner.emit(&ch, id, Event::Logs { offset: seen.logs, text });
+            inner.emit(
+                &ch,
+                id,
+                Event::Logs {
+                    offset: seen.logs,
+                    text,
+                },
+            );
             seen.logs = logs.len();
         }
         let output = payload["output"].clone();
         match &output {
             Value::Array(items) if items.len() > seen.outputs => {
                 for (i, item) in items.iter().enumerate().skip(seen.outputs) {
-                    inner.emit(&ch, id, Event::Output { index: Some(i), value: item.clone() });
+                    inner.emit(
+                        &ch,
+                        id,
+                        Event::Output {
+                            index: Some(i),
+                            value: item.clone(),
+                        },
+                    );
                 }
                 seen.outputs = items.len();
             }
             Value::Array(_) | Value::Null => {}
             whole if terminal => {
-                inner.emit(&ch, id, Event::Output { index: None, value: whole.clone() });
+                inner.emit(
+                    &ch,
+                    id,
+                    Event::Output {
+                        index: None,
+                        value: whole.clone(),
+                    },
+                );
             }
             _ => {}
         }
@@ -358,7 +419,12 @@ fn safe_part(s: &str) -> bool {
     !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0'])
 }
 
-pub async fn store_output(inner: &Inner, job_id: &str, name: &str, body: &[u8]) -> Result<String, String> {
+pub async fn store_output(
+    inner: &Inner,
+    job_id: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<String, String> {
     if !safe_part(job_id) || !job_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err("bad job id".into());
     }
@@ -368,16 +434,29 @@ pub async fn store_output(inner: &Inner, job_id: &str, name: &str, body: &[u8]) 
     rand::thread_rng().fill_bytes(&mut t);
     let token = hex::encode(t);
     let dir = inner.cfg.data_dir.join("outputs").join(job_id).join(&token);
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| e.to_string())?;
-    tokio::fs::write(dir.join(name), body).await.map_err(|e| e.to_string())?;
-    Ok(format!("{}/files/{job_id}/{token}/{name}", inner.cfg.public_url))
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::fs::write(dir.join(name), body)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{}/files/{job_id}/{token}/{name}",
+        inner.cfg.public_url
+    ))
 }
 
 pub fn output_path(inner: &Inner, job_id: &str, token: &str, name: &str) -> Option<PathBuf> {
     if ![job_id, token, name].iter().all(|p| safe_part(p)) {
         return None;
     }
-    let p = inner.cfg.data_dir.join("outputs").join(job_id).join(token).join(name);
+    let p = inner
+        .cfg
+        .data_dir
+        .join("outputs")
+        .join(job_id)
+        .join(token)
+        .join(name);
     p.is_file().then_some(p)
 }
 
@@ -401,7 +480,8 @@ pub async fn expire_queued(inner: &Inner, job: &Job) {
 }
 
 pub async fn remove_expired(inner: &Inner) {
-    let before = Utc::now() - chrono::Duration::from_std(inner.cfg.api_retention).unwrap_or_default();
+    let before =
+        Utc::now() - chrono::Duration::from_std(inner.cfg.api_retention).unwrap_or_default();
     match inner.store.remove_job_data("api", before).await {
         Ok(ids) => {
             for id in ids {

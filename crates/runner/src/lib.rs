@@ -51,9 +51,15 @@ pub enum Event {
     /// The job reached a model server and runs.
     Started,
     /// An output item of an iterator (with its index), or the whole output of anything else.
-    Output { index: Option<usize>, value: Value },
+    Output {
+        index: Option<usize>,
+        value: Value,
+    },
     /// Log text appended at `offset` of the logs.
-    Logs { offset: usize, text: String },
+    Logs {
+        offset: usize,
+        text: String,
+    },
     Done(Status),
 }
 
@@ -112,7 +118,12 @@ impl Runner {
             std::fs::create_dir_all(cfg.data_dir.join(d)).map_err(|e| e.to_string())?;
         }
         let inner = Arc::new(Inner {
-            pool: pool::Pool::new(cfg.data_dir.join("work"), cfg.max_servers, cfg.idle, cfg.setup_timeout),
+            pool: pool::Pool::new(
+                cfg.data_dir.join("work"),
+                cfg.max_servers,
+                cfg.idle,
+                cfg.setup_timeout,
+            ),
             envs: Envs::new(cfg.data_dir.join("envs"), cfg.python.clone()),
             store,
             cfg,
@@ -145,7 +156,8 @@ impl Runner {
         let mut done = ch.done.subscribe();
         // Subscribed first, then the record: a job that ended before is seen there, one that
         // ends after is seen on the channel.
-        let ended_before = matches!(self.inner.store.job(kind, id).await, Ok(Some(j)) if j.status.is_terminal());
+        let ended_before =
+            matches!(self.inner.store.job(kind, id).await, Ok(Some(j)) if j.status.is_terminal());
         if ended_before {
             self.inner.forget_if_idle(id, &ch);
             return;
@@ -165,7 +177,13 @@ impl Runner {
 
     /// The job was canceled in storage; stop it if it runs.
     pub fn cancel(&self, id: &str) {
-        if let Some(ch) = self.inner.channels.lock().ok().and_then(|m| m.get(id).cloned()) {
+        if let Some(ch) = self
+            .inner
+            .channels
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).cloned())
+        {
             let _ = ch.cancel.send(true);
         }
         self.wake();
@@ -177,7 +195,12 @@ impl Runner {
     }
 
     /// A file a Cog server uploads as output; returns its public URL.
-    pub async fn store_output(&self, job_id: &str, name: &str, body: &[u8]) -> Result<String, String> {
+    pub async fn store_output(
+        &self,
+        job_id: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Result<String, String> {
         job::store_output(&self.inner, job_id, name, body).await
     }
 
@@ -211,7 +234,11 @@ impl Runner {
         self.inner.pool.shutdown().await;
         // Let the jobs that were running record how they ended.
         let until = std::time::Instant::now() + Duration::from_secs(10);
-        while self.inner.inflight.load(std::sync::atomic::Ordering::SeqCst) > 0
+        while self
+            .inner
+            .inflight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
             && std::time::Instant::now() < until
         {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -98,7 +98,7 @@ impl Pool {
             notified.as_mut().enable();
             enum Next {
                 Start,
-                Evict(Instance),
+                Evict(Box<Instance>),
                 Wait,
             }
             let next = {
@@ -106,9 +106,16 @@ impl Pool {
                 if st.closed {
                     return Err(StartError("the server is shutting down".into()));
                 }
-                if let Some(i) = st.instances.iter_mut().find(|i| i.key == spec.key && !i.busy) {
+                if let Some(i) = st
+                    .instances
+                    .iter_mut()
+                    .find(|i| i.key == spec.key && !i.busy)
+                {
                     i.busy = true;
-                    return Ok(Lease { port: i.port, id: i.id });
+                    return Ok(Lease {
+                        port: i.port,
+                        id: i.id,
+                    });
                 }
                 if st.instances.len() + st.starting < self.max {
                     st.starting += 1;
@@ -123,7 +130,7 @@ impl Pool {
                         .min_by_key(|(_, i)| i.last_used)
                         .map(|(pos, _)| pos);
                     match victim {
-                        Some(pos) => Next::Evict(st.instances.remove(pos)),
+                        Some(pos) => Next::Evict(Box::new(st.instances.remove(pos))),
                         None => Next::Wait,
                     }
                 }
@@ -131,7 +138,7 @@ impl Pool {
             match next {
                 Next::Start => {}
                 Next::Evict(victim) => {
-                    stop(victim).await;
+                    stop(*victim).await;
                     continue;
                 }
                 Next::Wait => {
@@ -146,7 +153,10 @@ impl Pool {
                 match started {
                     Ok(mut inst) if !st.closed => {
                         inst.busy = true;
-                        let lease = Lease { port: inst.port, id: inst.id };
+                        let lease = Lease {
+                            port: inst.port,
+                            id: inst.id,
+                        };
                         st.instances.push(inst);
                         Ok(lease)
                     }
@@ -247,7 +257,11 @@ impl Pool {
             while i < st.instances.len() {
                 let key = st.instances[i].key.clone();
                 let same_key = st.instances.iter().filter(|j| j.key == key).count();
-                let wanted = warm.iter().find(|(k, _)| *k == key).map(|(_, n)| *n).unwrap_or(0);
+                let wanted = warm
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
                 let inst = &mut st.instances[i];
                 let dead = !matches!(inst.child.try_wait(), Ok(None));
                 let idle_out = !inst.busy
@@ -297,7 +311,9 @@ impl Pool {
             .map_err(|e| err(e.to_string()))?
             .map_err(|e| err(format!("could not prepare the working directory: {e}")))?;
         let port = free_port().map_err(|e| err(format!("no free port: {e}")))?;
-        let log_path = self.work_dir.join(format!("{}-{id}.log", std::process::id()));
+        let log_path = self
+            .work_dir
+            .join(format!("{}-{id}.log", std::process::id()));
         let log = std::fs::File::create(&log_path).map_err(|e| err(e.to_string()))?;
         let mut path = std::env::var_os("PATH").unwrap_or_default();
         if let Some(bin) = &spec.env.bin {
@@ -310,7 +326,14 @@ impl Pool {
         cmd.arg("-c")
             .arg(WRAPPER)
             .arg(&spec.env.python)
-            .args(["-m", "cog.server.http", "--host", "127.0.0.1", "--upload-url", &spec.upload_url])
+            .args([
+                "-m",
+                "cog.server.http",
+                "--host",
+                "127.0.0.1",
+                "--upload-url",
+                &spec.upload_url,
+            ])
             .current_dir(&workdir)
             .env_clear()
             .env("PATH", path)
@@ -322,14 +345,17 @@ impl Pool {
             .stderr(log)
             .kill_on_drop(true);
         if spec.key.train {
-            cmd.args(["--x-mode", "train"]).env("COG_TRAIN_TYPE_STUB", &spec.stub);
+            cmd.args(["--x-mode", "train"])
+                .env("COG_TRAIN_TYPE_STUB", &spec.stub);
         } else {
             cmd.env("COG_PREDICT_TYPE_STUB", &spec.stub);
         }
         if let Some(w) = &spec.weights {
             cmd.env("COG_WEIGHTS", w);
         }
-        let mut child = cmd.spawn().map_err(|e| err(format!("could not start Cog: {e}")))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| err(format!("could not start Cog: {e}")))?;
         let stdin = child.stdin.take();
         let mut inst = Instance {
             id,
@@ -346,7 +372,9 @@ impl Pool {
             Err(m) => {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 stop(inst).await;
-                Err(StartError(format!("{m}\n{}", tail(&log, 20)).trim_end().to_string()))
+                Err(StartError(
+                    format!("{m}\n{}", tail(&log, 20)).trim_end().to_string(),
+                ))
             }
         }
     }
@@ -358,7 +386,13 @@ impl Pool {
             if let Ok(Some(status)) = inst.child.try_wait() {
                 return Err(format!("the model server exited during setup ({status})"));
             }
-            if let Ok(r) = self.http.get(&url).timeout(Duration::from_secs(2)).send().await {
+            if let Ok(r) = self
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            {
                 if let Ok(v) = r.json::<serde_json::Value>().await {
                     match v["status"].as_str() {
                         Some("READY") | Some("BUSY") => return Ok(()),
@@ -385,7 +419,10 @@ impl Pool {
 /// not exit in time is killed.
 async fn stop(mut inst: Instance) {
     drop(inst.stdin.take());
-    if tokio::time::timeout(Duration::from_secs(8), inst.child.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(8), inst.child.wait())
+        .await
+        .is_err()
+    {
         let _ = inst.child.kill().await;
     }
     let dir = inst.workdir.clone();
@@ -393,7 +430,9 @@ async fn stop(mut inst: Instance) {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A working copy of the project made of hard links (a copy where links are not possible):

@@ -24,10 +24,16 @@ pub enum ApiError {
     MethodNotAllowed,
     Conflict(String),
     /// A deletion refused by the rules, with every blocker.
-    Blocked { detail: String, blockers: Vec<Blocker> },
+    Blocked {
+        detail: String,
+        blockers: Vec<Blocker>,
+    },
     PayloadTooLarge(String),
     UnsupportedMediaType(String),
-    Invalid { detail: String, fields: Vec<InvalidField> },
+    Invalid {
+        detail: String,
+        fields: Vec<InvalidField>,
+    },
     Internal(String),
 }
 
@@ -59,7 +65,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type")
             }
-            ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Input validation failed"),
+            ApiError::Invalid { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "Input validation failed")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
         }
     }
@@ -108,7 +116,10 @@ impl IntoResponse for ApiError {
         let deterministic_conflict = status == StatusCode::CONFLICT;
         let mut resp = (status, body.to_string()).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if deterministic_conflict {
             // The beta client retries 409 unless told not to: the answer will not change.
             h.insert("x-should-retry", HeaderValue::from_static("false"));

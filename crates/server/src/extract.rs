@@ -34,7 +34,9 @@ impl FromRequestParts<AppState> for Auth {
         }
         let token = token.trim();
         let caller = state.store.caller_by_token(&ids::token_hash(token)).await?;
-        caller.map(|c| Auth(Some(c))).ok_or(ApiError::Unauthenticated)
+        caller
+            .map(|c| Auth(Some(c)))
+            .ok_or(ApiError::Unauthenticated)
     }
 }
 
@@ -53,16 +55,24 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
         // Syntax first, so malformed JSON is told apart from JSON of the wrong shape.
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::BadRequest(format!("The request body is not valid JSON: {e}"))
         })?;
-        serde_path_to_error::deserialize(value).map(Json).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { "body".to_string() } else { path };
-            ApiError::invalid(&field, e.into_inner().to_string())
-        })
+        serde_path_to_error::deserialize(value)
+            .map(Json)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    "body".to_string()
+                } else {
+                    path
+                };
+                ApiError::invalid(&field, e.into_inner().to_string())
+            })
     }
 }
 
@@ -83,7 +93,10 @@ impl PageQuery {
                     .map_err(|_| ApiError::invalid("cursor", "is not a cursor this server gave"))?,
             ),
         };
-        Ok(modelyard_domain::PageReq { after, limit: PAGE_SIZE })
+        Ok(modelyard_domain::PageReq {
+            after,
+            limit: PAGE_SIZE,
+        })
     }
 }
 

@@ -10,8 +10,8 @@ mod push;
 pub mod state;
 mod validate;
 mod views;
-mod webhooks;
 mod web;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +32,10 @@ const JSON_LIMIT: usize = 1024 * 1024;
 /// Opens (and migrates) the configured database, creating the data dir when needed.
 pub async fn open_store(config: &Config) -> Result<SqlStore, String> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        format!("cannot create the data directory {}: {e}", config.data_dir.display())
+        format!(
+            "cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        )
     })?;
     SqlStore::connect(&config.database_url())
         .await
@@ -60,7 +63,10 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let public = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let public = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let key = state::server_key(&config.data_dir)?;
     let store: Arc<dyn Store> = Arc::new(store);
     let mut state = AppState::new(store.clone(), config, public, key);
@@ -87,7 +93,11 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
         webhooks::start(state.clone(), &runner);
         api::files::sweep_expired(state.clone());
     }
-    Ok(Bound { addr, state, listener })
+    Ok(Bound {
+        addr,
+        state,
+        listener,
+    })
 }
 
 impl Bound {

@@ -18,7 +18,9 @@ pub async fn visible_model(
 ) -> ApiResult<Model> {
     match s.store.model(owner, name).await? {
         Some(m) if can_view(caller, m.owner_id, m.visibility) => Ok(m),
-        _ => Err(ApiError::NotFound(format!("The model {owner}/{name} does not exist."))),
+        _ => Err(ApiError::NotFound(format!(
+            "The model {owner}/{name} does not exist."
+        ))),
     }
 }
 
@@ -78,7 +80,11 @@ fn outcome(d: Deletion, dry_run: bool, what: &str) -> ApiResult<DeleteOutcome> {
                 "{what} cannot be deleted: {n} thing{} block{} it. {}",
                 if n == 1 { "" } else { "s" },
                 if n == 1 { "s" } else { "" },
-                d.blockers.iter().map(|b| b.detail.as_str()).collect::<Vec<_>>().join(" ")
+                d.blockers
+                    .iter()
+                    .map(|b| b.detail.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
             blockers: d.blockers,
         })
@@ -86,7 +92,13 @@ fn outcome(d: Deletion, dry_run: bool, what: &str) -> ApiResult<DeleteOutcome> {
 }
 
 /// Records a refusal for lack of ownership: the owner learns who tried.
-async fn audit_forbidden(s: &AppState, caller: &Caller, owner_id: i64, action: &str, target: String) {
+async fn audit_forbidden(
+    s: &AppState,
+    caller: &Caller,
+    owner_id: i64,
+    action: &str,
+    target: String,
+) {
     let e = NewAuditEvent {
         actor_id: Some(caller.account.id),
         actor: caller.account.username.clone(),
@@ -139,7 +151,11 @@ pub async fn delete_version(
     if let Some(artifact) = &d.unreferenced_artifact {
         crate::push::release_artifact(s, artifact).await;
     }
-    outcome(d, dry_run, &format!("The version {} of {}", v.id, m.full_name()))
+    outcome(
+        d,
+        dry_run,
+        &format!("The version {} of {}", v.id, m.full_name()),
+    )
 }
 
 /// A deployment the caller may see: only its owners see it at all.
@@ -151,7 +167,9 @@ pub async fn owned_deployment(
 ) -> ApiResult<Deployment> {
     match s.store.deployment(owner, name).await? {
         Some(d) if can_manage(caller, d.owner_id) => Ok(d),
-        _ => Err(ApiError::NotFound(format!("The deployment {owner}/{name} does not exist."))),
+        _ => Err(ApiError::NotFound(format!(
+            "The deployment {owner}/{name} does not exist."
+        ))),
     }
 }
 
@@ -165,6 +183,9 @@ pub async fn delete_deployment(
     let d = owned_deployment(s, caller, owner, name).await?;
     let idle = chrono::Duration::from_std(s.config.deployment_idle)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let del = s.store.delete_deployment(d.id, caller, dry_run, Utc::now(), idle).await?;
+    let del = s
+        .store
+        .delete_deployment(d.id, caller, dry_run, Utc::now(), idle)
+        .await?;
     outcome(del, dry_run, &format!("The deployment {}", d.full_name()))
 }

@@ -8,6 +8,9 @@ use sha2::{Digest, Sha256};
 
 use crate::Config;
 
+/// Compiled input validators, by version id and schema name (`Input`, `TrainingInput`).
+pub type Validators = HashMap<(String, &'static str), Arc<jsonschema::Validator>>;
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -19,7 +22,7 @@ pub struct AppState {
     /// freeing at the same moment can never lose its files.
     pub artifacts: Arc<tokio::sync::Mutex<()>>,
     /// Compiled input validators, by version id and schema name.
-    pub validators: Arc<Mutex<HashMap<(String, &'static str), Arc<jsonschema::Validator>>>>,
+    pub validators: Arc<Mutex<Validators>>,
     /// Runs queued jobs; absent on an API-only node.
     pub runner: Option<Runner>,
     /// The server's persistent key: capability URLs (streams) are derived from it.

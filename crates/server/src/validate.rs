@@ -24,17 +24,27 @@ impl Schema {
     }
 }
 
-fn validator(s: &AppState, v: &Version, which: Schema) -> ApiResult<Option<Arc<jsonschema::Validator>>> {
+fn validator(
+    s: &AppState,
+    v: &Version,
+    which: Schema,
+) -> ApiResult<Option<Arc<jsonschema::Validator>>> {
     let key = (v.id.clone(), which.name());
     if let Some(found) = s.validators.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(Some(found));
     }
-    if v.openapi_schema.pointer(&format!("/components/schemas/{}", which.name())).is_none() {
+    if v.openapi_schema
+        .pointer(&format!("/components/schemas/{}", which.name()))
+        .is_none()
+    {
         return match which {
             Schema::Predict => Ok(None),
             Schema::Train => Err(ApiError::invalid(
                 "version",
-                format!("version {} cannot be trained: its cog.yaml has no train entry", v.id),
+                format!(
+                    "version {} cannot be trained: its cog.yaml has no train entry",
+                    v.id
+                ),
             )),
         };
     }
@@ -43,7 +53,9 @@ fn validator(s: &AppState, v: &Version, which: Schema) -> ApiResult<Option<Arc<j
     let compiled = jsonschema::options()
         .with_draft(jsonschema::Draft::Draft202012)
         .build(&root)
-        .map_err(|e| ApiError::Internal(format!("schema of version {} does not compile: {e}", v.id)))?;
+        .map_err(|e| {
+            ApiError::Internal(format!("schema of version {} does not compile: {e}", v.id))
+        })?;
     let compiled = Arc::new(compiled);
     if let Ok(mut m) = s.validators.lock() {
         m.insert(key, compiled.clone());
@@ -80,7 +92,11 @@ pub fn input(s: &AppState, v: &Version, which: Schema, input: Value) -> ApiResul
                 let field = path.trim_start_matches('/').replace('/', ".");
                 InvalidField {
                     kind: "invalid".into(),
-                    field: if field.is_empty() { "input".into() } else { format!("input.{field}") },
+                    field: if field.is_empty() {
+                        "input".into()
+                    } else {
+                        format!("input.{field}")
+                    },
                     description: e.to_string(),
                 }
             }

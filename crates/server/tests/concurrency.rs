@@ -47,27 +47,49 @@ async fn race(s: Arc<Server>, round: usize, deployments: bool) {
     }
     match deletion.status {
         StatusCode::NO_CONTENT => {
-            assert_eq!(won, 0, "round {round}: deleted, yet {won} racers committed against it");
+            assert_eq!(
+                won, 0,
+                "round {round}: deleted, yet {won} racers committed against it"
+            );
             assert_eq!(s.get("alice", &path).await.status, StatusCode::NOT_FOUND);
         }
         StatusCode::CONFLICT => {
             assert!(won > 0, "round {round}: refused with no blocker committed");
-            let kind = if deployments { "deployment" } else { "predictions_by_others" };
-            assert!(deletion.kinds().iter().all(|k| k == kind), "{:?}", deletion.body);
+            let kind = if deployments {
+                "deployment"
+            } else {
+                "predictions_by_others"
+            };
+            assert!(
+                deletion.kinds().iter().all(|k| k == kind),
+                "{:?}",
+                deletion.body
+            );
             assert_eq!(s.get("alice", &path).await.status, StatusCode::OK);
             // Racers that lost to nothing may also have committed after the refusal; the
             // refusal named at least one, and now every one of them is counted.
             let named = if deployments {
                 deletion.kinds().len()
             } else {
-                deletion.body["blockers"][0]["prediction_count"].as_u64().unwrap() as usize
+                deletion.body["blockers"][0]["prediction_count"]
+                    .as_u64()
+                    .unwrap() as usize
             };
             assert!((1..=won).contains(&named), "named {named} of {won}");
-            let now = s.call("alice", Method::DELETE, &format!("{path}?dry_run=true"), None).await;
+            let now = s
+                .call(
+                    "alice",
+                    Method::DELETE,
+                    &format!("{path}?dry_run=true"),
+                    None,
+                )
+                .await;
             let counted = if deployments {
                 now.kinds().len()
             } else {
-                now.body["blockers"][0]["prediction_count"].as_u64().unwrap() as usize
+                now.body["blockers"][0]["prediction_count"]
+                    .as_u64()
+                    .unwrap() as usize
             };
             assert_eq!(counted, won, "{:?}", now.body);
         }

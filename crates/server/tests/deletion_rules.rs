@@ -8,13 +8,25 @@ use serde_json::json;
 
 fn assert_problem(r: &common::Reply, status: StatusCode) {
     assert_eq!(r.status, status, "{:?}", r.body);
-    assert_eq!(r.headers["content-type"], "application/problem+json", "{:?}", r.body);
+    assert_eq!(
+        r.headers["content-type"], "application/problem+json",
+        "{:?}",
+        r.body
+    );
     assert_eq!(r.body["status"], status.as_u16(), "{:?}", r.body);
-    assert!(r.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{:?}", r.body);
+    assert!(
+        r.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{:?}",
+        r.body
+    );
 }
 
 async fn delete(s: &Server, who: &str, path: &str, dry_run: bool) -> common::Reply {
-    let path = if dry_run { format!("{path}?dry_run=true") } else { path.to_string() };
+    let path = if dry_run {
+        format!("{path}?dry_run=true")
+    } else {
+        path.to_string()
+    };
     s.call(who, Method::DELETE, &path, None).await
 }
 
@@ -40,7 +52,8 @@ async fn blocked_version(
     }
     let mut training = String::new();
     if fine_tune {
-        s.create_model("alice", "alice", &format!("{name}-ft"), "private").await;
+        s.create_model("alice", "alice", &format!("{name}-ft"), "private")
+            .await;
         let r = s
             .call(
                 "alice",
@@ -55,7 +68,9 @@ async fn blocked_version(
     if deployed {
         let body = json!({"name": format!("{name}-d"), "model": model, "version": v,
             "hardware": "cpu", "min_instances": 0, "max_instances": 1});
-        let r = s.call("alice", Method::POST, "/v1/deployments", Some(body)).await;
+        let r = s
+            .call("alice", Method::POST, "/v1/deployments", Some(body))
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     }
     if !public {
@@ -89,7 +104,11 @@ async fn version_rules_every_combination(b: Backend) {
 
         for dry in [true, false] {
             assert_problem(&delete(&s, "", &path, dry).await, StatusCode::UNAUTHORIZED);
-            let outsider = if public { StatusCode::FORBIDDEN } else { StatusCode::NOT_FOUND };
+            let outsider = if public {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::NOT_FOUND
+            };
             assert_problem(&delete(&s, "bob", &path, dry).await, outsider);
         }
         let p = delete(&s, "alice", &path, true).await;
@@ -100,17 +119,25 @@ async fn version_rules_every_combination(b: Backend) {
         // "no account other than the caller" means her run blocks the organization.
         let p = delete(&s, "acme", &path, true).await;
         assert_eq!(p.body["deletable"], false);
-        let by_alice = p.body["blockers"].as_array().unwrap().iter().any(|b| {
-            b["kind"] == "predictions_by_others" && b["account"] == "alice"
-        });
+        let by_alice = p.body["blockers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["kind"] == "predictions_by_others" && b["account"] == "alice");
         assert!(by_alice, "{:?}", p.body);
 
         let r = delete(&s, "alice", &path, false).await;
         if expected.is_empty() {
             assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
             assert_eq!(s.get("alice", &path).await.status, StatusCode::NOT_FOUND);
-            let p = s.get("alice", &format!("/v1/predictions/{own_prediction}")).await;
-            assert_eq!(p.status, StatusCode::NOT_FOUND, "own predictions go with the version");
+            let p = s
+                .get("alice", &format!("/v1/predictions/{own_prediction}"))
+                .await;
+            assert_eq!(
+                p.status,
+                StatusCode::NOT_FOUND,
+                "own predictions go with the version"
+            );
             continue;
         }
         assert_problem(&r, StatusCode::CONFLICT);
@@ -131,7 +158,9 @@ async fn version_rules_every_combination(b: Backend) {
         }
         // Refused means untouched.
         assert_eq!(s.get("alice", &path).await.status, StatusCode::OK);
-        let p = s.get("alice", &format!("/v1/predictions/{own_prediction}")).await;
+        let p = s
+            .get("alice", &format!("/v1/predictions/{own_prediction}"))
+            .await;
         assert_eq!(p.status, StatusCode::OK);
     }
 }
@@ -143,8 +172,18 @@ async fn model_rules_every_combination(b: Backend) {
             let (public, has_versions) = (mask & 1 != 0, mask & 2 != 0);
             let name = format!("mm{mask}");
             let model = format!("{owner}/{name}");
-            s.create_model("alice", owner, &name, if public { "public" } else { "private" }).await;
-            let v = if has_versions { Some(s.version(&model, &name).await) } else { None };
+            s.create_model(
+                "alice",
+                owner,
+                &name,
+                if public { "public" } else { "private" },
+            )
+            .await;
+            let v = if has_versions {
+                Some(s.version(&model, &name).await)
+            } else {
+                None
+            };
             let path = format!("/v1/models/{model}");
             let mut expected = vec![];
             if public {
@@ -155,7 +194,11 @@ async fn model_rules_every_combination(b: Backend) {
             }
             for dry in [true, false] {
                 assert_problem(&delete(&s, "", &path, dry).await, StatusCode::UNAUTHORIZED);
-                let outsider = if public { StatusCode::FORBIDDEN } else { StatusCode::NOT_FOUND };
+                let outsider = if public {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::NOT_FOUND
+                };
                 assert_problem(&delete(&s, "bob", &path, dry).await, outsider);
             }
             for who in &owner_callers {
@@ -192,7 +235,14 @@ async fn clearing_blockers_then_deleting(b: Backend) {
     assert_eq!(kinds, ["public", "fine_tune_base", "deployment"]);
 
     s.set_visibility("alice", "acme/flow", "private").await;
-    let r = s.call("alice", Method::POST, &format!("/v1/trainings/{training}/cancel"), None).await;
+    let r = s
+        .call(
+            "alice",
+            Method::POST,
+            &format!("/v1/trainings/{training}/cancel"),
+            None,
+        )
+        .await;
     assert_eq!(r.body["status"], "canceled", "{:?}", r.body);
     let other = s.get("alice", "/v1/models/acme/flow/versions").await.body["results"]
         .as_array()
@@ -202,32 +252,61 @@ async fn clearing_blockers_then_deleting(b: Backend) {
         .find(|id| *id != v)
         .unwrap();
     let r = s
-        .call("alice", Method::PATCH, "/v1/deployments/alice/flow-d", Some(json!({"version": other})))
+        .call(
+            "alice",
+            Method::PATCH,
+            "/v1/deployments/alice/flow-d",
+            Some(json!({"version": other})),
+        )
         .await;
     assert_eq!(r.body["current_release"]["number"], 2, "{:?}", r.body);
-    assert_eq!(delete(&s, "alice", &path, true).await.body["deletable"], true);
-    assert_eq!(delete(&s, "alice", &path, false).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        delete(&s, "alice", &path, true).await.body["deletable"],
+        true
+    );
+    assert_eq!(
+        delete(&s, "alice", &path, false).await.status,
+        StatusCode::NO_CONTENT
+    );
 
     // The other version is still deployed; the deployment goes once disabled.
     let d = delete(&s, "alice", "/v1/deployments/alice/flow-d", false).await;
     assert_problem(&d, StatusCode::CONFLICT);
     assert_eq!(d.kinds(), ["deployment_enabled"]);
     let r = s
-        .call("alice", Method::PATCH, "/v1/deployments/alice/flow-d", Some(json!({"max_instances": 0})))
+        .call(
+            "alice",
+            Method::PATCH,
+            "/v1/deployments/alice/flow-d",
+            Some(json!({"max_instances": 0})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
     let d = delete(&s, "alice", "/v1/deployments/alice/flow-d", false).await;
     assert_eq!(d.status, StatusCode::NO_CONTENT, "{:?}", d.body);
 
     let other_path = format!("/v1/models/acme/flow/versions/{other}");
-    assert_eq!(delete(&s, "alice", &other_path, false).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(delete(&s, "alice", "/v1/models/acme/flow", false).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        delete(&s, "alice", &other_path, false).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        delete(&s, "alice", "/v1/models/acme/flow", false)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
 
     let log = s.get("alice", "/v1/audit-log").await;
     let events = log.body["results"].as_array().unwrap();
     let summary: Vec<(String, String)> = events
         .iter()
-        .map(|e| (e["action"].as_str().unwrap().into(), e["outcome"].as_str().unwrap().into()))
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().into(),
+                e["outcome"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     let want = [
         ("delete_model", "deleted"),
@@ -237,7 +316,10 @@ async fn clearing_blockers_then_deleting(b: Backend) {
         ("delete_version", "deleted"),
         ("delete_version", "refused"),
     ];
-    let want: Vec<(String, String)> = want.iter().map(|(a, o)| (a.to_string(), o.to_string())).collect();
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, o)| (a.to_string(), o.to_string()))
+        .collect();
     assert_eq!(summary, want);
     assert_eq!(events[5]["actor"], "alice");
     assert_eq!(events[5]["blockers"].as_array().unwrap().len(), 3);
@@ -247,17 +329,31 @@ async fn clearing_blockers_then_deleting(b: Backend) {
 }
 
 async fn deployments_wait_until_unused(b: Backend) {
-    let s = start_with(b, |c| c.deployment_idle = std::time::Duration::from_secs(900)).await;
+    let s = start_with(b, |c| {
+        c.deployment_idle = std::time::Duration::from_secs(900)
+    })
+    .await;
     s.create_model("alice", "alice", "dm", "private").await;
     let v = s.version("alice/dm", "dm").await;
     let body = json!({"name": "dd", "model": "alice/dm", "version": v, "hardware": "cpu",
         "min_instances": 0, "max_instances": 0});
-    assert_eq!(s.call("alice", Method::POST, "/v1/deployments", Some(body)).await.status, StatusCode::OK);
+    assert_eq!(
+        s.call("alice", Method::POST, "/v1/deployments", Some(body))
+            .await
+            .status,
+        StatusCode::OK
+    );
     let r = delete(&s, "alice", "/v1/deployments/alice/dd", false).await;
     assert_problem(&r, StatusCode::CONFLICT);
     assert_eq!(r.kinds(), ["deployment_recently_used"]);
-    assert_problem(&delete(&s, "bob", "/v1/deployments/alice/dd", false).await, StatusCode::NOT_FOUND);
-    assert_eq!(s.get("alice", "/v1/deployments/alice/dd").await.status, StatusCode::OK);
+    assert_problem(
+        &delete(&s, "bob", "/v1/deployments/alice/dd", false).await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_eq!(
+        s.get("alice", "/v1/deployments/alice/dd").await.status,
+        StatusCode::OK
+    );
 }
 
 both_backends!(

@@ -9,7 +9,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/cog").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/cog")
+        .join(name)
 }
 
 fn gzip(tar: Vec<u8>) -> Vec<u8> {
@@ -55,37 +57,58 @@ async fn upload(s: &Server, who: &str, model: &str, body: Vec<u8>) -> common::Re
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.json().await.unwrap_or(serde_json::Value::Null);
-    common::Reply { status, headers, body }
+    common::Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn leftovers(s: &Server) -> Vec<String> {
     let dir = s.state.config.data_dir.join("tmp");
     std::fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn artifacts(s: &Server) -> usize {
-    std::fs::read_dir(s.state.artifacts_dir()).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(s.state.artifacts_dir())
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 async fn push_reads_the_real_schema_and_is_idempotent(b: Backend) {
     let s = start(b).await;
     s.create_model("alice", "alice", "echo", "private").await;
-    s.create_model("alice", "alice", "echo-copy", "private").await;
+    s.create_model("alice", "alice", "echo-copy", "private")
+        .await;
     let r = upload(&s, "alice", "alice/echo", pack_dir(&fixture("echo"))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let id = r.body["id"].as_str().unwrap().to_string();
-    assert!(id.len() == 64 && id.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(
+        id.len() == 64
+            && id
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
     assert!(r.body["cog_version"].as_str().unwrap().starts_with("0.23"));
     let input = &r.body["openapi_schema"]["components"]["schemas"]["Input"];
     assert_eq!(input["properties"]["prompt"]["type"], "string");
-    assert_eq!(input["properties"]["prompt"]["description"], "What to greet");
+    assert_eq!(
+        input["properties"]["prompt"]["description"],
+        "What to greet"
+    );
     assert_eq!(input["properties"]["repeat"]["minimum"], 1);
     assert_eq!(input["properties"]["repeat"]["maximum"], 5);
     assert_eq!(input["properties"]["repeat"]["default"], 1);
     assert_eq!(input["required"], json!(["prompt"]));
-    assert_eq!(r.body["openapi_schema"]["components"]["schemas"]["Output"]["type"], "string");
+    assert_eq!(
+        r.body["openapi_schema"]["components"]["schemas"]["Output"]["type"],
+        "string"
+    );
 
     // The same content again: the same version, no duplicate.
     let again = upload(&s, "alice", "alice/echo", pack_dir(&fixture("echo"))).await;
@@ -107,30 +130,53 @@ async fn push_reads_the_real_schema_and_is_idempotent(b: Backend) {
 
     // Inputs are validated against that schema; nothing is recorded for a bad one.
     let bare = json!({"version": id, "input": {"prompt": "you"}});
-    let p = s.call("alice", Method::POST, "/v1/predictions", Some(bare)).await;
+    let p = s
+        .call("alice", Method::POST, "/v1/predictions", Some(bare))
+        .await;
     assert_eq!(p.status, StatusCode::CREATED, "{:?}", p.body);
     assert_eq!(p.body["status"], "starting");
     assert_eq!(p.body["model"], "alice/echo");
     let bad = json!({"version": format!("alice/echo:{id}"), "input": {"repeat": 9, "prompt": 3}});
-    let p = s.call("alice", Method::POST, "/v1/predictions", Some(bad)).await;
+    let p = s
+        .call("alice", Method::POST, "/v1/predictions", Some(bad))
+        .await;
     assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", p.body);
-    let mut fields: Vec<&str> =
-        p.body["invalid_fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    let mut fields: Vec<&str> = p.body["invalid_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
     fields.sort();
     assert_eq!(fields, ["input.prompt", "input.repeat"]);
     let missing = json!({"version": format!("alice/echo:{id}"), "input": {}});
-    let p = s.call("alice", Method::POST, "/v1/predictions", Some(missing)).await;
-    assert_eq!(p.body["invalid_fields"][0]["type"], "required", "{:?}", p.body);
+    let p = s
+        .call("alice", Method::POST, "/v1/predictions", Some(missing))
+        .await;
+    assert_eq!(
+        p.body["invalid_fields"][0]["type"], "required",
+        "{:?}",
+        p.body
+    );
     let list = s.get("alice", "/v1/predictions").await;
     assert_eq!(list.body["results"].as_array().unwrap().len(), 1);
 
     // Deleting frees the artifact only when no version uses it any more.
     let del = |m: &str, v: &str| format!("/v1/models/{m}/versions/{v}");
     let copy_id = copy.body["id"].as_str().unwrap();
-    let r = s.call("alice", Method::DELETE, &del("alice/echo-copy", copy_id), None).await;
+    let r = s
+        .call(
+            "alice",
+            Method::DELETE,
+            &del("alice/echo-copy", copy_id),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(artifacts(&s), 2);
-    let r = s.call("alice", Method::DELETE, &del("alice/echo", &id), None).await;
+    let r = s
+        .call("alice", Method::DELETE, &del("alice/echo", &id), None)
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(artifacts(&s), 1);
     assert!(leftovers(&s).is_empty());
@@ -153,20 +199,74 @@ async fn bad_uploads_leave_nothing_behind(b: Backend) {
     let cog = b"predict: \"predict.py:Predictor\"\n".as_slice();
     let file = tar::EntryType::Regular;
     let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
-        ("no cog.yaml", pack_raw(&[("predict.py", file, b"x = 1\n", "")]), StatusCode::UNPROCESSABLE_ENTITY, "cog.yaml"),
-        ("broken predictor", pack_dir(&fixture("broken")), StatusCode::UNPROCESSABLE_ENTITY, "this_module_does_not_exist"),
-        ("path traversal", pack_raw(&[("cog.yaml", file, cog, ""), ("../evil.py", file, b"x", "")]), StatusCode::UNPROCESSABLE_ENTITY, "outside"),
-        ("absolute path", pack_raw(&[("/tmp/evil.py", file, b"x", "")]), StatusCode::UNPROCESSABLE_ENTITY, "outside"),
-        ("link outside", pack_raw(&[("cog.yaml", file, cog, ""), ("predict.py", tar::EntryType::Symlink, b"", "/etc/passwd")]), StatusCode::UNPROCESSABLE_ENTITY, "outside"),
-        ("too large unpacked", pack_raw(&[("cog.yaml", file, cog, ""), ("big.bin", file, &vec![0u8; 200 * 1024], "")]), StatusCode::PAYLOAD_TOO_LARGE, "limit"),
-        ("too large upload", (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect(), StatusCode::PAYLOAD_TOO_LARGE, "limit"),
-        ("not an archive", b"hello".to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "gzip"),
-        ("missing predictor file", pack_raw(&[("cog.yaml", file, cog, "")]), StatusCode::UNPROCESSABLE_ENTITY, "predict.py"),
+        (
+            "no cog.yaml",
+            pack_raw(&[("predict.py", file, b"x = 1\n", "")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cog.yaml",
+        ),
+        (
+            "broken predictor",
+            pack_dir(&fixture("broken")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "this_module_does_not_exist",
+        ),
+        (
+            "path traversal",
+            pack_raw(&[("cog.yaml", file, cog, ""), ("../evil.py", file, b"x", "")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "outside",
+        ),
+        (
+            "absolute path",
+            pack_raw(&[("/tmp/evil.py", file, b"x", "")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "outside",
+        ),
+        (
+            "link outside",
+            pack_raw(&[
+                ("cog.yaml", file, cog, ""),
+                ("predict.py", tar::EntryType::Symlink, b"", "/etc/passwd"),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "outside",
+        ),
+        (
+            "too large unpacked",
+            pack_raw(&[
+                ("cog.yaml", file, cog, ""),
+                ("big.bin", file, &vec![0u8; 200 * 1024], ""),
+            ]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "limit",
+        ),
+        (
+            "too large upload",
+            (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "limit",
+        ),
+        (
+            "not an archive",
+            b"hello".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "gzip",
+        ),
+        (
+            "missing predictor file",
+            pack_raw(&[("cog.yaml", file, cog, "")]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "predict.py",
+        ),
     ];
     for (what, body, status, says) in cases {
         let r = upload(&s, "alice", "alice/m", body).await;
         assert_eq!(r.status, status, "{what}: {:?}", r.body);
-        assert_eq!(r.headers["content-type"], "application/problem+json", "{what}");
+        assert_eq!(
+            r.headers["content-type"], "application/problem+json",
+            "{what}"
+        );
         let detail = r.body["detail"].as_str().unwrap_or_default();
         assert!(detail.contains(says), "{what}: {detail}");
         assert!(leftovers(&s).is_empty(), "{what} left {:?}", leftovers(&s));

@@ -34,7 +34,14 @@ async fn predict_wait(s: &Server, version: &str, input: Value) -> (common::Reply
     let status = resp.status();
     let headers = resp.headers().clone();
     let body: Value = resp.json().await.unwrap();
-    (common::Reply { status, headers, body: body.clone() }, body)
+    (
+        common::Reply {
+            status,
+            headers,
+            body: body.clone(),
+        },
+        body,
+    )
 }
 
 async fn prefer_wait_returns_the_finished_prediction(b: Backend) {
@@ -47,7 +54,10 @@ async fn prefer_wait_returns_the_finished_prediction(b: Backend) {
     assert_eq!(p["status"], "succeeded", "{p}");
     assert_eq!(p["output"], "hello world hello world");
     assert!(p["metrics"]["predict_time"].as_f64().unwrap() >= 0.0);
-    assert!(p["metrics"]["total_time"].as_f64().unwrap() >= p["metrics"]["predict_time"].as_f64().unwrap());
+    assert!(
+        p["metrics"]["total_time"].as_f64().unwrap()
+            >= p["metrics"]["predict_time"].as_f64().unwrap()
+    );
     for field in ["created_at", "started_at", "completed_at"] {
         assert!(p[field].is_string(), "{field}: {p}");
     }
@@ -64,7 +74,13 @@ async fn failing_models_fail_with_their_error_and_logs(b: Backend) {
     let v = model_with(&s, "failing", "failing").await;
     let (_, p) = predict_wait(&s, &v, json!({"reason": "loudly"})).await;
     assert_eq!(p["status"], "failed", "{p}");
-    assert!(p["error"].as_str().unwrap().contains("this model fails loudly"), "{p}");
+    assert!(
+        p["error"]
+            .as_str()
+            .unwrap()
+            .contains("this model fails loudly"),
+        "{p}"
+    );
     assert!(p["logs"].as_str().unwrap().contains("about to fail"), "{p}");
 }
 
@@ -72,18 +88,30 @@ async fn iterator_output_streams_as_server_sent_events(b: Backend) {
     let s = runner_server(b, 2).await;
     let v = model_with(&s, "iter", "iterator").await;
     let r = s
-        .call("alice", Method::POST, "/v1/predictions", Some(json!({"version": v, "input": {"text": "one two three", "delay": 0.3}})))
+        .call(
+            "alice",
+            Method::POST,
+            "/v1/predictions",
+            Some(json!({"version": v, "input": {"text": "one two three", "delay": 0.3}})),
+        )
         .await;
     let stream = r.body["urls"]["stream"].as_str().unwrap().to_string();
     // No token: JavaScript fetches the stream URL without one, so the URL is the capability.
     let mut resp = reqwest::get(&stream).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let mut text = String::new();
     let until = Instant::now() + Duration::from_secs(60);
     while !text.contains("event: done") {
         assert!(Instant::now() < until, "no done event: {text}");
-        match tokio::time::timeout(Duration::from_secs(30), resp.chunk()).await.unwrap().unwrap() {
+        match tokio::time::timeout(Duration::from_secs(30), resp.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             Some(c) => text.push_str(&String::from_utf8_lossy(&c)),
             None => break,
         }
@@ -94,11 +122,27 @@ async fn iterator_output_streams_as_server_sent_events(b: Backend) {
         .map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap())
         .collect();
     assert_eq!(outputs, ["one", "two", "three"], "{text}");
-    assert!(text.split("\n\n").filter(|e| e.contains("event:")).all(|e| e.contains("id: ")), "{text}");
-    assert!(text.contains("event: done\ndata: {}") || text.contains("data: {}\nevent: done") || text.contains("event: done"), "{text}");
+    assert!(
+        text.split("\n\n")
+            .filter(|e| e.contains("event:"))
+            .all(|e| e.contains("id: ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("event: done\ndata: {}")
+            || text.contains("data: {}\nevent: done")
+            || text.contains("event: done"),
+        "{text}"
+    );
     let wrong = reqwest::get(stream.replace("key=", "key=0")).await.unwrap();
     assert_eq!(wrong.status(), StatusCode::NOT_FOUND);
-    let p = s.until_done("alice", &format!("/v1/predictions/{}", r.body["id"].as_str().unwrap()), Duration::from_secs(30)).await;
+    let p = s
+        .until_done(
+            "alice",
+            &format!("/v1/predictions/{}", r.body["id"].as_str().unwrap()),
+            Duration::from_secs(30),
+        )
+        .await;
     assert_eq!(p["output"], json!(["one", "two", "three"]));
 }
 
@@ -111,7 +155,13 @@ async fn file_outputs_are_served_at_capability_urls(b: Backend) {
     assert!(url.starts_with(&format!("{}/files/", s.url)), "{url}");
     let body = reqwest::get(url).await.unwrap().text().await.unwrap();
     assert_eq!(body, "the file's words");
-    let guessed = reqwest::get(format!("{}/files/{}/00/x.txt", s.url, p["id"].as_str().unwrap())).await.unwrap();
+    let guessed = reqwest::get(format!(
+        "{}/files/{}/00/x.txt",
+        s.url,
+        p["id"].as_str().unwrap()
+    ))
+    .await
+    .unwrap();
     assert_eq!(guessed.status(), StatusCode::NOT_FOUND);
 }
 
@@ -119,7 +169,12 @@ async fn cancel_and_deadlines_stop_running_work(b: Backend) {
     let s = runner_server(b, 2).await;
     let v = model_with(&s, "slow", "slow").await;
     let r = s
-        .call("alice", Method::POST, "/v1/predictions", Some(json!({"version": v, "input": {"seconds": 60}})))
+        .call(
+            "alice",
+            Method::POST,
+            "/v1/predictions",
+            Some(json!({"version": v, "input": {"seconds": 60}})),
+        )
         .await;
     let id = r.body["id"].as_str().unwrap().to_string();
     let path = format!("/v1/predictions/{id}");
@@ -129,7 +184,9 @@ async fn cancel_and_deadlines_stop_running_work(b: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let t0 = Instant::now();
-    let c = s.call("alice", Method::POST, &format!("{path}/cancel"), None).await;
+    let c = s
+        .call("alice", Method::POST, &format!("{path}/cancel"), None)
+        .await;
     assert_eq!(c.body["status"], "canceled");
     let p = s.until_done("alice", &path, Duration::from_secs(20)).await;
     assert_eq!(p["status"], "canceled");
@@ -148,9 +205,18 @@ async fn cancel_and_deadlines_stop_running_work(b: Backend) {
     let p: Value = resp.json().await.unwrap();
     assert!(p["deadline"].is_string(), "{p}");
     let t0 = Instant::now();
-    let p = s.until_done("alice", &format!("/v1/predictions/{}", p["id"].as_str().unwrap()), Duration::from_secs(40)).await;
+    let p = s
+        .until_done(
+            "alice",
+            &format!("/v1/predictions/{}", p["id"].as_str().unwrap()),
+            Duration::from_secs(40),
+        )
+        .await;
     assert_eq!(p["status"], "canceled", "{p}");
-    assert!(t0.elapsed() >= Duration::from_secs(4), "canceled before its deadline");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(4),
+        "canceled before its deadline"
+    );
     let bad = s
         .http
         .post(format!("{}/v1/predictions", s.url))
@@ -170,14 +236,26 @@ async fn environments_are_built_from_python_packages(b: Backend) {
     assert_eq!(p["status"], "succeeded", "{p}");
     // Only the version's own environment has termcolor.
     assert_eq!(p["output"], "ok termcolor 2.4.0");
-    let log = s.get("alice", &format!("/v1/models/alice/withdeps/versions/{good}/build-log")).await;
+    let log = s
+        .get(
+            "alice",
+            &format!("/v1/models/alice/withdeps/versions/{good}/build-log"),
+        )
+        .await;
     assert_eq!(log.status, StatusCode::OK);
-    assert!(log.body.as_str().unwrap().contains("termcolor"), "{:?}", log.body);
+    assert!(
+        log.body.as_str().unwrap().contains("termcolor"),
+        "{:?}",
+        log.body
+    );
     let bad = model_with(&s, "baddeps", "baddeps").await;
     let (_, p) = predict_wait(&s, &bad, json!({})).await;
     assert_eq!(p["status"], "failed", "{p}");
     let err = p["error"].as_str().unwrap();
-    assert!(err.contains("building the Python environment failed"), "{err}");
+    assert!(
+        err.contains("building the Python environment failed"),
+        "{err}"
+    );
     assert!(err.contains("modelyard-no-such-package-anywhere"), "{err}");
 }
 
@@ -195,12 +273,21 @@ async fn trainings_make_runnable_fine_tunes(b: Backend) {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let t = s
-        .until_done("alice", &format!("/v1/trainings/{}", r.body["id"].as_str().unwrap()), Duration::from_secs(90))
+        .until_done(
+            "alice",
+            &format!("/v1/trainings/{}", r.body["id"].as_str().unwrap()),
+            Duration::from_secs(90),
+        )
         .await;
     assert_eq!(t["status"], "succeeded", "{t}");
     let version = t["output"]["version"].as_str().unwrap();
     assert!(version.starts_with("alice/tuned:"), "{t}");
-    let weights = reqwest::get(t["output"]["weights"].as_str().unwrap()).await.unwrap().text().await.unwrap();
+    let weights = reqwest::get(t["output"]["weights"].as_str().unwrap())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(weights, "bonjour");
     let (_, p) = predict_wait(&s, version, json!({"prompt": "salut"})).await;
     assert_eq!(p["output"], "bonjour: salut", "{p}");
@@ -208,7 +295,14 @@ async fn trainings_make_runnable_fine_tunes(b: Backend) {
     assert_eq!(p["output"], "base: salut", "{p}");
 
     // The base cannot go while the fine-tune exists.
-    let del = s.call("alice", Method::DELETE, &format!("/v1/models/alice/base/versions/{base}"), None).await;
+    let del = s
+        .call(
+            "alice",
+            Method::DELETE,
+            &format!("/v1/models/alice/base/versions/{base}"),
+            None,
+        )
+        .await;
     assert_eq!(del.status, StatusCode::CONFLICT);
     assert_eq!(del.kinds(), ["fine_tune_base"]);
     assert_eq!(del.body["blockers"][0]["version"], version);
@@ -219,10 +313,18 @@ async fn deployments_run_their_release_and_keep_servers_warm(b: Backend) {
     let v = model_with(&s, "dep", "echo").await;
     let body = json!({"name": "prod", "model": "alice/dep", "version": v, "hardware": "cpu",
         "min_instances": 1, "max_instances": 1});
-    assert_eq!(s.call("alice", Method::POST, "/v1/deployments", Some(body)).await.status, StatusCode::OK);
+    assert_eq!(
+        s.call("alice", Method::POST, "/v1/deployments", Some(body))
+            .await
+            .status,
+        StatusCode::OK
+    );
     let until = Instant::now() + Duration::from_secs(60);
     while s.state.runner.as_ref().unwrap().servers() < 1 {
-        assert!(Instant::now() < until, "min_instances 1 kept no server warm");
+        assert!(
+            Instant::now() < until,
+            "min_instances 1 kept no server warm"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let resp = s
@@ -260,9 +362,15 @@ async fn api_predictions_lose_their_data_after_the_retention_time(b: Backend) {
         assert!(Instant::now() < until, "{r}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert!(gone["output"].is_null() && gone["input"].is_null(), "{gone}");
+    assert!(
+        gone["output"].is_null() && gone["input"].is_null(),
+        "{gone}"
+    );
     assert_eq!(gone["status"], "succeeded", "the record itself stays");
-    assert_eq!(reqwest::get(&url).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        reqwest::get(&url).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
 }
 
 async fn a_restart_loses_nothing(b: Backend) {
@@ -285,21 +393,36 @@ async fn a_restart_loses_nothing(b: Backend) {
     let slow = model_with(&first, "slow", "slow").await;
     let echo = model_with(&first, "echo", "echo").await;
     let running = first
-        .call("alice", Method::POST, "/v1/predictions", Some(json!({"version": slow, "input": {"seconds": 60}})))
+        .call(
+            "alice",
+            Method::POST,
+            "/v1/predictions",
+            Some(json!({"version": slow, "input": {"seconds": 60}})),
+        )
         .await
         .body["id"]
         .as_str()
         .unwrap()
         .to_string();
     let until = Instant::now() + Duration::from_secs(60);
-    while first.get("alice", &format!("/v1/predictions/{running}")).await.body["status"] != "processing" {
+    while first
+        .get("alice", &format!("/v1/predictions/{running}"))
+        .await
+        .body["status"]
+        != "processing"
+    {
         assert!(Instant::now() < until);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut queued = vec![];
     for i in 0..3 {
         let r = first
-            .call("alice", Method::POST, "/v1/predictions", Some(json!({"version": echo, "input": {"prompt": format!("q{i}")}})))
+            .call(
+                "alice",
+                Method::POST,
+                "/v1/predictions",
+                Some(json!({"version": echo, "input": {"prompt": format!("q{i}")}})),
+            )
             .await;
         queued.push(r.body["id"].as_str().unwrap().to_string());
     }
@@ -309,19 +432,35 @@ async fn a_restart_loses_nothing(b: Backend) {
     // Stop the first server as a shutdown does: the runner stops every Cog server it started.
     runner.shutdown().await;
     drop(first);
-    assert_eq!(cog_servers_calling(&port), 0, "a Cog server outlived its runner");
+    assert_eq!(
+        cog_servers_calling(&port),
+        0,
+        "a Cog server outlived its runner"
+    );
 
     let second = start_with(b, cfg(true)).await;
     let get = |id: &str| {
         let (s, t, id) = (&second, tokens["alice"].clone(), id.to_string());
         async move {
-            let r = s.http.get(format!("{}/v1/predictions/{id}", s.url)).bearer_auth(t).send().await.unwrap();
+            let r = s
+                .http
+                .get(format!("{}/v1/predictions/{id}", s.url))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap();
             r.json::<Value>().await.unwrap()
         }
     };
     let lost = get(&running).await;
     assert_eq!(lost["status"], "failed", "{lost}");
-    assert!(lost["error"].as_str().unwrap().contains("shut down while this ran"), "{lost}");
+    assert!(
+        lost["error"]
+            .as_str()
+            .unwrap()
+            .contains("shut down while this ran"),
+        "{lost}"
+    );
     for (i, id) in queued.iter().enumerate() {
         let until = Instant::now() + Duration::from_secs(60);
         loop {

@@ -74,7 +74,8 @@ pub fn model(r: &AnyRow) -> Result<Model> {
     })
 }
 
-pub const VERSION_SELECT: &str = "SELECT v.seq, v.id, v.model_id, v.cog_version, v.openapi_schema, \
+pub const VERSION_SELECT: &str =
+    "SELECT v.seq, v.id, v.model_id, v.cog_version, v.openapi_schema, \
     v.artifact, v.base_version_id, v.weights, v.created_at FROM versions v";
 
 pub fn version(r: &AnyRow) -> Result<Version> {
@@ -111,7 +112,11 @@ pub fn job(r: &AnyRow) -> Result<Job> {
     Ok(Job {
         cursor: r.try_get("seq")?,
         id: r.try_get("id")?,
-        kind: if kind == "training" { JobKind::Training } else { JobKind::Prediction },
+        kind: if kind == "training" {
+            JobKind::Training
+        } else {
+            JobKind::Prediction
+        },
         account_id: r.try_get("account_id")?,
         account: r.try_get("account")?,
         version_id: r.try_get("version_id")?,
@@ -175,5 +180,8 @@ pub fn audit_event(r: &AnyRow) -> Result<AuditEvent> {
 
 /// `$first, $first+1, ...` for an IN list of `n` values.
 pub fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -30,7 +30,12 @@ pub struct Deletion {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // Accounts and tokens.
-    async fn create_account(&self, kind: AccountKind, username: &str, name: &str) -> Result<Account>;
+    async fn create_account(
+        &self,
+        kind: AccountKind,
+        username: &str,
+        name: &str,
+    ) -> Result<Account>;
     async fn account(&self, username: &str) -> Result<Option<Account>>;
     async fn add_member(&self, org_id: i64, user_id: i64) -> Result<()>;
     async fn members(&self, org_id: i64) -> Result<Vec<Account>>;
@@ -49,7 +54,8 @@ pub trait Store: Send + Sync + 'static {
         page: PageReq,
     ) -> Result<Vec<Model>>;
     async fn update_model(&self, id: i64, patch: ModelPatch) -> Result<Model>;
-    async fn delete_model(&self, model_id: i64, caller: &Caller, dry_run: bool) -> Result<Deletion>;
+    async fn delete_model(&self, model_id: i64, caller: &Caller, dry_run: bool)
+        -> Result<Deletion>;
 
     // Versions.
     async fn versions(&self, model_id: i64, page: PageReq) -> Result<Vec<Version>>;
@@ -109,7 +115,12 @@ pub trait Store: Send + Sync + 'static {
     /// starting -> processing; false when the job was canceled meanwhile.
     async fn job_started(&self, id: &str) -> Result<bool>;
     /// Logs and output so far, while the job runs.
-    async fn job_progress(&self, id: &str, logs: &str, output: Option<&serde_json::Value>) -> Result<()>;
+    async fn job_progress(
+        &self,
+        id: &str,
+        logs: &str,
+        output: Option<&serde_json::Value>,
+    ) -> Result<()>;
     /// Ends a job that has not ended; false when it had (a cancel won the race).
     async fn finish_job(&self, id: &str, end: JobEnd) -> Result<bool>;
     /// After a restart: jobs that were running failed, jobs that were taken are queued again.
@@ -128,7 +139,12 @@ pub trait Store: Send + Sync + 'static {
     /// The account and its password hash (`None` when no password is set), for signing in.
     async fn password_hash(&self, username: &str) -> Result<Option<(Account, Option<String>)>>;
     /// Records a session by the SHA-256 of its cookie.
-    async fn create_session(&self, hash: &str, account_id: i64, expires_at: DateTime<Utc>) -> Result<()>;
+    async fn create_session(
+        &self,
+        hash: &str,
+        account_id: i64,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
     /// The signed-in caller of a session that has not expired at `now`.
     async fn session_caller(&self, hash: &str, now: DateTime<Utc>) -> Result<Option<Caller>>;
     async fn delete_session(&self, hash: &str) -> Result<()>;
@@ -140,7 +156,8 @@ pub trait Store: Send + Sync + 'static {
     async fn version_prediction_count(&self, version_id: &str) -> Result<i64>;
     async fn accounts_by_ids(&self, ids: &[i64]) -> Result<Vec<Account>>;
     /// The account's API tokens as (SHA-256, name, created_at), newest first.
-    async fn tokens(&self, account_id: i64) -> Result<Vec<(String, Option<String>, DateTime<Utc>)>>;
+    async fn tokens(&self, account_id: i64)
+        -> Result<Vec<(String, Option<String>, DateTime<Utc>)>>;
     async fn add_named_token(&self, account_id: i64, token_hash: &str, name: &str) -> Result<()>;
     /// Deletes one of the account's tokens; false when it has no such token.
     async fn revoke_token(&self, account_id: i64, token_hash: &str) -> Result<bool>;

@@ -17,7 +17,9 @@ pub async fn list(
     let mut owners = caller.org_ids.clone();
     owners.push(caller.account.id);
     let events = s.store.audit_events(&owners, q.page()?).await?;
-    let next = (events.len() as i64 == PAGE_SIZE).then(|| events.last().map(|e| e.id)).flatten();
+    let next = (events.len() as i64 == PAGE_SIZE)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
     let results = events.iter().map(views::audit_event).collect();
     Ok(Json(views::page(&s, "/v1/audit-log", results, next)))
 }

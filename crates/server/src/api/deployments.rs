@@ -39,16 +39,28 @@ pub struct UpdateDeployment {
 
 pub(crate) fn check_release(r: &NewRelease) -> ApiResult<()> {
     if !HARDWARE.contains(&r.hardware.as_str()) {
-        return Err(ApiError::invalid("hardware", "is not available here; GET /v1/hardware lists what is"));
+        return Err(ApiError::invalid(
+            "hardware",
+            "is not available here; GET /v1/hardware lists what is",
+        ));
     }
     if !(0..=MAX_INSTANCES).contains(&r.min_instances) {
-        return Err(ApiError::invalid("min_instances", format!("must be between 0 and {MAX_INSTANCES}")));
+        return Err(ApiError::invalid(
+            "min_instances",
+            format!("must be between 0 and {MAX_INSTANCES}"),
+        ));
     }
     if !(0..=MAX_INSTANCES).contains(&r.max_instances) {
-        return Err(ApiError::invalid("max_instances", format!("must be between 0 and {MAX_INSTANCES}")));
+        return Err(ApiError::invalid(
+            "max_instances",
+            format!("must be between 0 and {MAX_INSTANCES}"),
+        ));
     }
     if r.min_instances > r.max_instances {
-        return Err(ApiError::invalid("min_instances", "must not exceed max_instances"));
+        return Err(ApiError::invalid(
+            "min_instances",
+            "must not exceed max_instances",
+        ));
     }
     Ok(())
 }
@@ -87,7 +99,14 @@ pub(crate) async fn create_deployment(
         max_instances: b.max_instances,
     };
     check_release(&release)?;
-    Ok(s.store.create_deployment(caller.account.id, &b.name, release, &caller.account.username).await?)
+    Ok(s.store
+        .create_deployment(
+            caller.account.id,
+            &b.name,
+            release,
+            &caller.account.username,
+        )
+        .await?)
 }
 
 pub async fn list(
@@ -99,7 +118,9 @@ pub async fn list(
     let mut owners = caller.org_ids.clone();
     owners.push(caller.account.id);
     let ds = s.store.list_deployments(&owners, q.page()?).await?;
-    let next = (ds.len() as i64 == PAGE_SIZE).then(|| ds.last().map(|d| d.id)).flatten();
+    let next = (ds.len() as i64 == PAGE_SIZE)
+        .then(|| ds.last().map(|d| d.id))
+        .flatten();
     let mut results = Vec::with_capacity(ds.len());
     for d in &ds {
         results.push(created_by(&s, d).await?);
@@ -136,13 +157,23 @@ pub(crate) async fn update_deployment(
     d: &Deployment,
     b: UpdateDeployment,
 ) -> ApiResult<Deployment> {
-    if b.version.is_none() && b.hardware.is_none() && b.min_instances.is_none() && b.max_instances.is_none() {
-        return Err(ApiError::invalid("body", "nothing to change: give version, hardware, min_instances or max_instances"));
+    if b.version.is_none()
+        && b.hardware.is_none()
+        && b.min_instances.is_none()
+        && b.max_instances.is_none()
+    {
+        return Err(ApiError::invalid(
+            "body",
+            "nothing to change: give version, hardware, min_instances or max_instances",
+        ));
     }
     let version_id = match b.version {
         Some(v) => {
             let (m_owner, m_name) = d.release.model.split_once('/').unwrap_or_default();
-            ops::visible_version(s, Some(caller), m_owner, m_name, &v).await?.1.id
+            ops::visible_version(s, Some(caller), m_owner, m_name, &v)
+                .await?
+                .1
+                .id
         }
         None => d.release.version_id.clone(),
     };
@@ -154,7 +185,10 @@ pub(crate) async fn update_deployment(
     };
     check_release(&release)?;
     let disabled = release.min_instances == 0 && release.max_instances == 0;
-    let d = s.store.update_deployment(d.id, release, &caller.account.username).await?;
+    let d = s
+        .store
+        .update_deployment(d.id, release, &caller.account.username)
+        .await?;
     if disabled {
         // A disabled deployment runs nothing: its queued work is canceled, not left waiting.
         let n = s.store.cancel_queued_for_deployment(d.id).await?;

@@ -73,20 +73,29 @@ impl CreateJob {
 /// `Prefer: wait` or `wait=N`: how long to hold the request (1 to 60 seconds).
 fn prefer_wait(h: &HeaderMap) -> Option<u64> {
     let v = h.get("prefer")?.to_str().ok()?;
-    v.split(',').map(str::trim).find_map(|p| match p.strip_prefix("wait") {
-        Some("") => Some(60),
-        Some(rest) => rest
-            .strip_prefix('=')
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .map(|n| n.clamp(1, 60)),
-        None => None,
-    })
+    v.split(',')
+        .map(str::trim)
+        .find_map(|p| match p.strip_prefix("wait") {
+            Some("") => Some(60),
+            Some(rest) => rest
+                .strip_prefix('=')
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .map(|n| n.clamp(1, 60)),
+            None => None,
+        })
 }
 
 /// `Cancel-After: 30s | 5m | 1h30m` (a bare number is seconds; at least 5 seconds).
 fn cancel_after(h: &HeaderMap) -> ApiResult<Option<chrono::DateTime<chrono::Utc>>> {
-    let Some(v) = h.get("cancel-after") else { return Ok(None) };
-    let bad = || ApiError::invalid("Cancel-After", "must be a duration such as 30s, 5m or 1h30m");
+    let Some(v) = h.get("cancel-after") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::invalid(
+            "Cancel-After",
+            "must be a duration such as 30s, 5m or 1h30m",
+        )
+    };
     let text = v.to_str().map_err(|_| bad())?.trim().to_ascii_lowercase();
     let mut total = 0u64;
     let mut num = String::new();
@@ -108,9 +117,14 @@ fn cancel_after(h: &HeaderMap) -> ApiResult<Option<chrono::DateTime<chrono::Utc>
         total += num.parse::<u64>().map_err(|_| bad())?;
     }
     if total < 5 {
-        return Err(ApiError::invalid("Cancel-After", "must be at least 5 seconds"));
+        return Err(ApiError::invalid(
+            "Cancel-After",
+            "must be at least 5 seconds",
+        ));
     }
-    Ok(Some(chrono::Utc::now() + chrono::Duration::seconds(total as i64)))
+    Ok(Some(
+        chrono::Utc::now() + chrono::Duration::seconds(total as i64),
+    ))
 }
 
 /// The answer to a create: 201, after waiting for the end when the client asked to.
@@ -118,7 +132,9 @@ async fn created(s: &AppState, h: &HeaderMap, job: Job) -> ApiResult<Response> {
     let wait = prefer_wait(h);
     let job = match (wait, &s.runner) {
         (Some(secs), Some(runner)) => {
-            runner.wait(job.kind, &job.id, Duration::from_secs(secs)).await;
+            runner
+                .wait(job.kind, &job.id, Duration::from_secs(secs))
+                .await;
             s.store.job(job.kind, &job.id).await?.unwrap_or(job)
         }
         _ => job,
@@ -229,7 +245,10 @@ pub async fn create_prediction(
     Json(b): Json<CreateJob>,
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
-    let spec = b.version.clone().ok_or_else(|| ApiError::invalid("version", "is required"))?;
+    let spec = b
+        .version
+        .clone()
+        .ok_or_else(|| ApiError::invalid("version", "is required"))?;
     let (m, v) = resolve_version(&s, &caller, &spec).await?;
     create(&s, &headers, &caller, (&m, &v), b, None).await
 }
@@ -244,7 +263,9 @@ pub async fn create_for_model(
     let caller = auth.required()?;
     let m = ops::visible_model(&s, Some(&caller), &owner, &name).await?;
     let v = m.latest_version.clone().ok_or_else(|| {
-        ApiError::NotFound(format!("{owner}/{name} has no versions yet; push one first."))
+        ApiError::NotFound(format!(
+            "{owner}/{name} has no versions yet; push one first."
+        ))
     })?;
     create(&s, &headers, &caller, (&m, &v), b, None).await
 }
@@ -281,10 +302,9 @@ pub async fn create_training(
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
     let (_, v) = ops::visible_version(&s, Some(&caller), &owner, &name, &id).await?;
-    let dest = b
-        .destination
-        .clone()
-        .ok_or_else(|| ApiError::invalid("destination", "is required (owner/name of your model)"))?;
+    let dest = b.destination.clone().ok_or_else(|| {
+        ApiError::invalid("destination", "is required (owner/name of your model)")
+    })?;
     let (d_owner, d_name) = dest
         .split_once('/')
         .ok_or_else(|| ApiError::invalid("destination", "must be owner/name"))?;
@@ -334,13 +354,21 @@ pub async fn create_training(
 async fn own_job(s: &AppState, caller: &Caller, kind: JobKind, id: &str) -> ApiResult<Job> {
     match s.store.job(kind, id).await? {
         Some(j) if j.account_id == caller.account.id => Ok(j),
-        _ => Err(ApiError::NotFound(format!("The {} {id} does not exist.", kind.as_str()))),
+        _ => Err(ApiError::NotFound(format!(
+            "The {} {id} does not exist.",
+            kind.as_str()
+        ))),
     }
 }
 
 async fn list(s: &AppState, caller: &Caller, kind: JobKind, q: PageQuery) -> ApiResult<Value> {
-    let jobs = s.store.list_jobs(kind, caller.account.id, q.page()?).await?;
-    let next = (jobs.len() as i64 == PAGE_SIZE).then(|| jobs.last().map(|j| j.cursor)).flatten();
+    let jobs = s
+        .store
+        .list_jobs(kind, caller.account.id, q.page()?)
+        .await?;
+    let next = (jobs.len() as i64 == PAGE_SIZE)
+        .then(|| jobs.last().map(|j| j.cursor))
+        .flatten();
     let results = jobs.iter().map(|j| views::job(s, j)).collect();
     let path = match kind {
         JobKind::Prediction => "/v1/predictions",
@@ -354,7 +382,9 @@ pub async fn list_predictions(
     auth: Auth,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<JsonOut<Value>> {
-    Ok(JsonOut(list(&s, &auth.required()?, JobKind::Prediction, q).await?))
+    Ok(JsonOut(
+        list(&s, &auth.required()?, JobKind::Prediction, q).await?,
+    ))
 }
 
 pub async fn list_trainings(
@@ -362,7 +392,9 @@ pub async fn list_trainings(
     auth: Auth,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<JsonOut<Value>> {
-    Ok(JsonOut(list(&s, &auth.required()?, JobKind::Training, q).await?))
+    Ok(JsonOut(
+        list(&s, &auth.required()?, JobKind::Training, q).await?,
+    ))
 }
 
 pub async fn get_prediction(

@@ -28,7 +28,10 @@ fn output_event(id: &mut u64, v: &Value) -> SseEvent {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    SseEvent::default().id(id.to_string()).event("output").data(data)
+    SseEvent::default()
+        .id(id.to_string())
+        .event("output")
+        .data(data)
 }
 
 fn done_event(id: &mut u64, status: Status, error: Option<&str>) -> Vec<SseEvent> {
@@ -36,7 +39,12 @@ fn done_event(id: &mut u64, status: Status, error: Option<&str>) -> Vec<SseEvent
     if status == Status::Failed {
         *id += 1;
         let e = error.unwrap_or("the prediction failed");
-        out.push(SseEvent::default().id(id.to_string()).event("error").data(e));
+        out.push(
+            SseEvent::default()
+                .id(id.to_string())
+                .event("error")
+                .data(e),
+        );
     }
     *id += 1;
     let data = match status {
@@ -44,7 +52,12 @@ fn done_event(id: &mut u64, status: Status, error: Option<&str>) -> Vec<SseEvent
         Status::Failed => r#"{"reason":"error"}"#,
         _ => "{}",
     };
-    out.push(SseEvent::default().id(id.to_string()).event("done").data(data));
+    out.push(
+        SseEvent::default()
+            .id(id.to_string())
+            .event("done")
+            .data(data),
+    );
     out
 }
 
@@ -55,7 +68,9 @@ pub async fn stream(
     Query(k): Query<Key>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     if k.key.as_deref() != Some(s.capability("stream", &id).as_str()) {
-        return Err(ApiError::NotFound(format!("The prediction {id} does not exist.")));
+        return Err(ApiError::NotFound(format!(
+            "The prediction {id} does not exist."
+        )));
     }
     // Subscribe before reading the record, so nothing that happens in between is missed.
     let rx = s.runner.as_ref().map(|r| r.channel(&id).events.subscribe());
@@ -101,7 +116,10 @@ pub async fn stream(
                     }
                     Ok(Event::Logs { text, .. }) => {
                         n += 1;
-                        let ev = vec![SseEvent::default().id(n.to_string()).event("logs").data(text)];
+                        let ev = vec![SseEvent::default()
+                            .id(n.to_string())
+                            .event("logs")
+                            .data(text)];
                         return Some((ev, (Some(rx), n, sent, id)));
                     }
                     Ok(Event::Done(_)) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
@@ -110,14 +128,19 @@ pub async fn stream(
                             Ok(Some(j)) => (j.status, j.error),
                             _ => (Status::Failed, None),
                         };
-                        return Some((done_event(&mut n, status, error.as_deref()), (None, n, sent, id)));
+                        return Some((
+                            done_event(&mut n, status, error.as_deref()),
+                            (None, n, sent, id),
+                        ));
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 }
             }
         }
     });
-    let all = stream::iter(vec![first]).chain(tail).flat_map(|evs| stream::iter(evs.into_iter().map(Ok)));
+    let all = stream::iter(vec![first])
+        .chain(tail)
+        .flat_map(|evs| stream::iter(evs.into_iter().map(Ok)));
     Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -128,14 +151,22 @@ pub async fn file(
 ) -> ApiResult<Response> {
     let not_found = || ApiError::NotFound("There is no such file (it may have expired).".into());
     let runner = s.runner.as_ref().ok_or_else(not_found)?;
-    let path = runner.output_path(&job, &token, &name).ok_or_else(not_found)?;
+    let path = runner
+        .output_path(&job, &token, &name)
+        .ok_or_else(not_found)?;
     let bytes = tokio::fs::read(&path).await.map_err(|_| not_found())?;
     let ctype = content_type(&name);
     Ok(([(header::CONTENT_TYPE, ctype)], bytes).into_response())
 }
 
 pub fn content_type(name: &str) -> &'static str {
-    match name.rsplit('.').next().unwrap_or("").to_ascii_lowercase().as_str() {
+    match name
+        .rsplit('.')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "txt" => "text/plain; charset=utf-8",
         "json" => "application/json",
         "png" => "image/png",
@@ -152,7 +183,9 @@ pub fn content_type(name: &str) -> &'static str {
 fn runner_for(s: &AppState, secret: &str) -> ApiResult<modelyard_runner::Runner> {
     match &s.runner {
         Some(r) if r.secret() == secret => Ok(r.clone()),
-        _ => Err(ApiError::NotFound("There is nothing at this address.".into())),
+        _ => Err(ApiError::NotFound(
+            "There is nothing at this address.".into(),
+        )),
     }
 }
 
@@ -181,6 +214,9 @@ pub async fn cog_upload(
         .get("x-prediction-id")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::BadRequest("X-Prediction-ID is required".into()))?;
-    let url = runner.store_output(job, &name, &body).await.map_err(ApiError::BadRequest)?;
+    let url = runner
+        .store_output(job, &name, &body)
+        .await
+        .map_err(ApiError::BadRequest)?;
     Ok((StatusCode::CREATED, [(header::LOCATION, url)]).into_response())
 }

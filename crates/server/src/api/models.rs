@@ -17,7 +17,9 @@ use crate::views;
 pub const HARDWARE: &[&str] = &["cpu"];
 
 fn models_page(s: &AppState, path: &str, models: Vec<Model>) -> Value {
-    let next = (models.len() as i64 == PAGE_SIZE).then(|| models.last().map(|m| m.id)).flatten();
+    let next = (models.len() as i64 == PAGE_SIZE)
+        .then(|| models.last().map(|m| m.id))
+        .flatten();
     let results = models.iter().map(|m| views::model(s, m)).collect();
     views::page(s, path, results, next)
 }
@@ -35,14 +37,24 @@ pub async fn list(
     Query(q): Query<PageQuery>,
     Query(search): Query<Search>,
 ) -> ApiResult<axum::Json<Value>> {
-    let text = search.query.as_deref().map(str::trim).filter(|t| !t.is_empty());
-    let models = s.store.list_models(auth.0.as_ref(), text, q.page()?).await?;
+    let text = search
+        .query
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let models = s
+        .store
+        .list_models(auth.0.as_ref(), text, q.page()?)
+        .await?;
     Ok(axum::Json(models_page(&s, &search_path(text), models)))
 }
 
 fn search_path(text: Option<&str>) -> String {
     match text {
-        Some(t) => format!("/v1/models?query={}", url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()),
+        Some(t) => format!(
+            "/v1/models?query={}",
+            url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()
+        ),
         None => "/v1/models".into(),
     }
 }
@@ -63,12 +75,23 @@ pub async fn search(s: AppState, req: Request) -> ApiResult<axum::Json<Value>> {
         .trim();
     let text = match serde_json::from_str::<Value>(text) {
         Ok(Value::String(t)) => t,
-        Ok(Value::Object(o)) => o.get("query").and_then(Value::as_str).unwrap_or("").to_string(),
+        Ok(Value::Object(o)) => o
+            .get("query")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
         _ => text.to_string(),
     };
     let text = text.trim();
-    let models = s.store.list_models(auth.0.as_ref(), Some(text), q.page()?).await?;
-    Ok(axum::Json(models_page(&s, &search_path(Some(text)), models)))
+    let models = s
+        .store
+        .list_models(auth.0.as_ref(), Some(text), q.page()?)
+        .await?;
+    Ok(axum::Json(models_page(
+        &s,
+        &search_path(Some(text)),
+        models,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -95,7 +118,10 @@ pub async fn create(
     if !HARDWARE.contains(&b.hardware.as_str()) {
         return Err(ApiError::invalid(
             "hardware",
-            format!("{:?} is not available here; GET /v1/hardware lists what is", b.hardware),
+            format!(
+                "{:?} is not available here; GET /v1/hardware lists what is",
+                b.hardware
+            ),
         ));
     }
     let owner = s.store.account(&b.owner).await?.ok_or_else(|| {
@@ -158,12 +184,18 @@ fn parse_patch(body: &Map<String, Value>) -> ApiResult<ModelPatch> {
             }
             "hardware" => {
                 let h = v.as_str().filter(|h| HARDWARE.contains(h)).ok_or_else(|| {
-                    ApiError::invalid("hardware", "is not available here; GET /v1/hardware lists what is")
+                    ApiError::invalid(
+                        "hardware",
+                        "is not available here; GET /v1/hardware lists what is",
+                    )
                 })?;
                 p.hardware = Some(h.to_string());
             }
             other => {
-                return Err(ApiError::invalid(other, "is not a field that can be changed"));
+                return Err(ApiError::invalid(
+                    other,
+                    "is not a field that can be changed",
+                ));
             }
         }
     }

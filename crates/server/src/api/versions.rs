@@ -17,7 +17,9 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     let m = ops::visible_model(&s, auth.0.as_ref(), &owner, &name).await?;
     let versions = s.store.versions(m.id, q.page()?).await?;
-    let next = (versions.len() as i64 == PAGE_SIZE).then(|| versions.last().map(|v| v.cursor)).flatten();
+    let next = (versions.len() as i64 == PAGE_SIZE)
+        .then(|| versions.last().map(|v| v.cursor))
+        .flatten();
     let results = versions.iter().map(views::version).collect();
     let path = format!("/v1/models/{owner}/{name}/versions");
     Ok(Json(views::page(&s, &path, results, next)))
@@ -42,23 +44,38 @@ pub async fn build_log(
     let caller = auth.required()?;
     let m = ops::managed_model(&s, &caller, &owner, &name).await?;
     let v = s.store.version(m.id, &id).await?.ok_or_else(|| {
-        crate::error::ApiError::NotFound(format!("The version {id} of {owner}/{name} does not exist."))
+        crate::error::ApiError::NotFound(format!(
+            "The version {id} of {owner}/{name} does not exist."
+        ))
     })?;
     let yaml = std::fs::read_to_string(s.artifacts_dir().join(&v.artifact).join("cog.yaml"))
         .map_err(|e| crate::error::ApiError::Internal(format!("cog.yaml of {id}: {e}")))?;
     let cog = modelyard_domain::cog_yaml::parse(&yaml).map_err(crate::error::ApiError::Internal)?;
     let none = || {
         crate::error::ApiError::NotFound(if cog.python_packages.is_empty() {
-            "This version needs no environment of its own (its cog.yaml lists no python_packages).".into()
+            "This version needs no environment of its own (its cog.yaml lists no python_packages)."
+                .into()
         } else {
-            "The environment has not been built yet: it is built when the version first runs.".into()
+            "The environment has not been built yet: it is built when the version first runs."
+                .into()
         })
     };
     if cog.python_packages.is_empty() {
         return Err(none());
     }
-    let log = s.runner.as_ref().and_then(|r| r.build_log(&cog.python_packages)).ok_or_else(none)?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response())
+    let log = s
+        .runner
+        .as_ref()
+        .and_then(|r| r.build_log(&cog.python_packages))
+        .ok_or_else(none)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        log,
+    )
+        .into_response())
 }
 
 pub async fn delete_version(

@@ -11,7 +11,9 @@ pub fn read(tree: &Path) -> Result<CogYaml, String> {
     let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot be read: {e}"))?;
     let cog = modelyard_domain::cog_yaml::parse(&text)?;
     for r in std::iter::once(&cog.predict).chain(cog.train.as_ref()) {
-        let (file, class) = r.split_once(':').ok_or(format!("{r:?} must look like file.py:Name"))?;
+        let (file, class) = r
+            .split_once(':')
+            .ok_or(format!("{r:?} must look like file.py:Name"))?;
         if file.split('/').any(|p| p == "..") || file.starts_with('/') {
             return Err(format!("{r:?} must name a file inside the project"));
         }

@@ -48,7 +48,10 @@ pub async fn push(
         .next()
         .unwrap_or("")
         .trim();
-    if !matches!(ctype, "application/gzip" | "application/x-gzip" | "application/x-tar+gzip") {
+    if !matches!(
+        ctype,
+        "application/gzip" | "application/x-gzip" | "application/x-tar+gzip"
+    ) {
         return Err(ApiError::UnsupportedMediaType(
             "Upload the Cog project as a gzip-compressed tar with Content-Type: application/gzip \
              (`modelyard push OWNER/NAME DIR` does this)."
@@ -56,13 +59,22 @@ pub async fn push(
         ));
     }
     let limit = s.config.max_upload_bytes;
-    let body = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
-        ApiError::PayloadTooLarge(format!("The upload is larger than this server's limit of {limit} bytes."))
-    })?;
+    let body = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            ApiError::PayloadTooLarge(format!(
+                "The upload is larger than this server's limit of {limit} bytes."
+            ))
+        })?;
     let tmp_root = s.config.data_dir.join("tmp");
-    tokio::fs::create_dir_all(&tmp_root).await.map_err(internal)?;
+    tokio::fs::create_dir_all(&tmp_root)
+        .await
+        .map_err(internal)?;
     // Dropped on every path out of here, so a refused upload leaves nothing behind.
-    let tmp = tempfile::Builder::new().prefix("push-").tempdir_in(&tmp_root).map_err(internal)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("push-")
+        .tempdir_in(&tmp_root)
+        .map_err(internal)?;
     let tree = tmp.path().join("tree");
     let digest = {
         let tree = tree.clone();
@@ -87,8 +99,12 @@ pub async fn push(
     let placed = if final_dir.exists() {
         false
     } else {
-        tokio::fs::create_dir_all(s.artifacts_dir()).await.map_err(internal)?;
-        tokio::fs::rename(&tree, &final_dir).await.map_err(internal)?;
+        tokio::fs::create_dir_all(s.artifacts_dir())
+            .await
+            .map_err(internal)?;
+        tokio::fs::rename(&tree, &final_dir)
+            .await
+            .map_err(internal)?;
         true
     };
     let created = s
@@ -113,7 +129,11 @@ pub async fn push(
             return Err(e.into());
         }
     };
-    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, axum::Json(views::version(&version))).into_response())
 }
 
@@ -142,7 +162,10 @@ async fn introspect(s: &AppState, tree: &Path, cog: &cogyaml::CogYaml) -> ApiRes
         .await
         .map_err(|_| ApiError::invalid("predict", "the predictor did not load within 120 seconds"))?
         .map_err(|e| {
-            ApiError::Internal(format!("could not run {} to read the schema: {e}", s.config.python))
+            ApiError::Internal(format!(
+                "could not run {} to read the schema: {e}",
+                s.config.python
+            ))
         })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -150,11 +173,18 @@ async fn introspect(s: &AppState, tree: &Path, cog: &cogyaml::CogYaml) -> ApiRes
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Err(ApiError::invalid(
             "predict",
-            format!("the predictor {} does not load: {}", cog.predict, tail.join("\n")),
+            format!(
+                "the predictor {} does not load: {}",
+                cog.predict,
+                tail.join("\n")
+            ),
         ));
     }
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| ApiError::Internal(format!("the schema reader printed something unexpected: {e}")))
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        ApiError::Internal(format!(
+            "the schema reader printed something unexpected: {e}"
+        ))
+    })
 }
 
 /// Removes an artifact tree once no version references it.
@@ -173,4 +203,3 @@ pub async fn release_artifact(s: &AppState, digest: &str) {
         Err(e) => tracing::warn!(error = %e, "could not check whether an artifact is still used"),
     }
 }
-

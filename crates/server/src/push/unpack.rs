@@ -71,7 +71,9 @@ pub fn unpack(archive: &[u8], dest: &Path, max_bytes: u64) -> Result<String, Unp
     let gz = flate2::read::GzDecoder::new(archive);
     let mut tar = tar::Archive::new(gz);
     let bad = |e: std::io::Error| {
-        UnpackError::Invalid(format!("the upload is not a gzip-compressed tar archive: {e}"))
+        UnpackError::Invalid(format!(
+            "the upload is not a gzip-compressed tar archive: {e}"
+        ))
     };
     let mut entries: BTreeMap<PathBuf, Entry> = BTreeMap::new();
     let mut written: u64 = 0;
@@ -108,8 +110,16 @@ pub fn unpack(archive: &[u8], dest: &Path, max_bytes: u64) -> Result<String, Unp
                 )));
             }
             let mut content = Vec::with_capacity(size as usize);
-            entry.by_ref().take(size).read_to_end(&mut content).map_err(bad)?;
-            let executable = entry.header().mode().map(|m| m & 0o111 != 0).unwrap_or(false);
+            entry
+                .by_ref()
+                .take(size)
+                .read_to_end(&mut content)
+                .map_err(bad)?;
+            let executable = entry
+                .header()
+                .mode()
+                .map(|m| m & 0o111 != 0)
+                .unwrap_or(false);
             std::fs::write(&out, &content).map_err(|e| UnpackError::Invalid(e.to_string()))?;
             let sha256 = hex::encode(Sha256::digest(&content));
             entries.insert(rel, Entry::File { sha256, executable });
@@ -203,16 +213,28 @@ mod tests {
         let inner = d.path().join("in");
         std::fs::create_dir(&inner).unwrap();
         let a = archive(|b| file(b, "../escape.txt", b"x"));
-        assert!(matches!(unpack(&a, &inner, 1 << 20), Err(UnpackError::Invalid(_))));
+        assert!(matches!(
+            unpack(&a, &inner, 1 << 20),
+            Err(UnpackError::Invalid(_))
+        ));
         assert!(!d.path().join("escape.txt").exists());
         for target in ["/etc/passwd", "../../x", "a/../../x"] {
             let a = archive(|b| link(b, "l", target));
-            assert!(matches!(unpack(&a, &inner, 1 << 20), Err(UnpackError::Invalid(_))), "{target}");
+            assert!(
+                matches!(unpack(&a, &inner, 1 << 20), Err(UnpackError::Invalid(_))),
+                "{target}"
+            );
         }
         let a = archive(|b| link(b, "sub/l", "../cog.yaml"));
         assert!(unpack(&a, &inner, 1 << 20).is_ok());
         let a = archive(|b| file(b, "big", &[0u8; 2048]));
-        assert!(matches!(unpack(&a, &inner, 1024), Err(UnpackError::TooLarge(_))));
-        assert!(matches!(unpack(b"not gzip", &inner, 1024), Err(UnpackError::Invalid(_))));
+        assert!(matches!(
+            unpack(&a, &inner, 1024),
+            Err(UnpackError::TooLarge(_))
+        ));
+        assert!(matches!(
+            unpack(b"not gzip", &inner, 1024),
+            Err(UnpackError::Invalid(_))
+        ));
     }
 }

@@ -38,7 +38,12 @@ pub(super) fn event(
         owner_id,
         action: action.into(),
         target,
-        outcome: if blockers.is_empty() { "deleted" } else { "refused" }.into(),
+        outcome: if blockers.is_empty() {
+            "deleted"
+        } else {
+            "refused"
+        }
+        .into(),
         blockers: blockers.to_vec(),
     }
 }
@@ -55,10 +60,16 @@ impl SqlStore {
              WHERE owner_id IN ({}) AND id < $1 ORDER BY id DESC LIMIT $2",
             placeholders(3, ids.len())
         );
-        let mut q = sqlx::query(&sql).bind(page.after.unwrap_or(i64::MAX)).bind(page.limit);
+        let mut q = sqlx::query(&sql)
+            .bind(page.after.unwrap_or(i64::MAX))
+            .bind(page.limit);
         for id in ids {
             q = q.bind(id);
         }
-        q.fetch_all(&self.pool).await?.iter().map(rows::audit_event).collect()
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::audit_event)
+            .collect()
     }
 }

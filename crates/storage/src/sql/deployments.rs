@@ -91,14 +91,16 @@ impl SqlStore {
     }
 
     pub(super) async fn deployment_(&self, owner: &str, name: &str) -> Result<Option<Deployment>> {
-        sqlx::query(&format!("{DEPLOYMENT_SELECT} WHERE a.username = $1 AND d.name = $2"))
-            .bind(owner)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(rows::deployment)
-            .transpose()
+        sqlx::query(&format!(
+            "{DEPLOYMENT_SELECT} WHERE a.username = $1 AND d.name = $2"
+        ))
+        .bind(owner)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(rows::deployment)
+        .transpose()
     }
 
     pub(super) async fn list_deployments_(
@@ -111,11 +113,17 @@ impl SqlStore {
             "{DEPLOYMENT_SELECT} WHERE d.owner_id IN ({}) AND d.id < $1 ORDER BY d.id DESC LIMIT $2",
             placeholders(3, ids.len())
         );
-        let mut q = sqlx::query(&sql).bind(page.after.unwrap_or(i64::MAX)).bind(page.limit);
+        let mut q = sqlx::query(&sql)
+            .bind(page.after.unwrap_or(i64::MAX))
+            .bind(page.limit);
         for id in ids {
             q = q.bind(id);
         }
-        q.fetch_all(&self.pool).await?.iter().map(rows::deployment).collect()
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::deployment)
+            .collect()
     }
 
     pub(super) async fn update_deployment_(
@@ -158,7 +166,11 @@ impl SqlStore {
         now: DateTime<Utc>,
         idle: Duration,
     ) -> Result<Deletion> {
-        let mut tx = if dry_run { self.pool.begin().await? } else { self.begin_write().await? };
+        let mut tx = if dry_run {
+            self.pool.begin().await?
+        } else {
+            self.begin_write().await?
+        };
         let lock = if dry_run { "" } else { self.lock() };
         let d = sqlx::query(&format!(
             "SELECT owner_id, name, release_number, last_used_at FROM deployments WHERE id = $1{lock}"
@@ -189,7 +201,10 @@ impl SqlStore {
         };
         let blockers = deployment_deletion_blockers(&facts, now, idle);
         if dry_run {
-            return Ok(Deletion { blockers, ..Default::default() });
+            return Ok(Deletion {
+                blockers,
+                ..Default::default()
+            });
         }
         let deleted = blockers.is_empty();
         if deleted {
@@ -201,6 +216,10 @@ impl SqlStore {
         let e = audit::event(caller, owner_id, "delete_deployment", full_name, &blockers);
         audit::insert(&mut tx, &e).await?;
         tx.commit().await?;
-        Ok(Deletion { blockers, deleted, unreferenced_artifact: None })
+        Ok(Deletion {
+            blockers,
+            deleted,
+            unreferenced_artifact: None,
+        })
     }
 }

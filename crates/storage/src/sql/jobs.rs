@@ -113,6 +113,8 @@ impl SqlStore {
         .bind(kind.as_str())
         .execute(&self.writer)
         .await?;
-        self.job_(kind, id).await?.ok_or(StoreError::NotFound("prediction"))
+        self.job_(kind, id)
+            .await?
+            .ok_or(StoreError::NotFound("prediction"))
     }
 }

@@ -19,8 +19,8 @@ use sqlx::{AnyPool, Executor};
 
 use crate::dialect::Dialect;
 use crate::store::{Deletion, Store};
-pub use files::{FileRecord, NewFile};
 use crate::{Result, StoreError};
+pub use files::{FileRecord, NewFile};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
@@ -53,18 +53,20 @@ impl SqlStore {
         };
         let opts = AnyConnectOptions::from_str(&url)?;
         let pool_with = |max: u32| {
-            AnyPoolOptions::new().max_connections(max).after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // Per connection: foreign keys are the backstop of every rule, and a
-                        // writer waits for the lock instead of failing at once.
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    }
-                    Ok(())
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if dialect == Dialect::Sqlite {
+                            // Per connection: foreign keys are the backstop of every rule, and a
+                            // writer waits for the lock instead of failing at once.
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
         };
         let pool = pool_with(if dialect == Dialect::Sqlite { 8 } else { 16 })
             .connect_with(opts.clone())
@@ -76,7 +78,11 @@ impl SqlStore {
             }
             Dialect::Postgres => pool.clone(),
         };
-        let store = SqlStore { pool, writer, dialect };
+        let store = SqlStore {
+            pool,
+            writer,
+            dialect,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -96,7 +102,12 @@ impl SqlStore {
             if done.contains(version) {
                 continue;
             }
-            for stmt in self.dialect.ddl(sql).split(';').filter(|s| !s.trim().is_empty()) {
+            for stmt in self
+                .dialect
+                .ddl(sql)
+                .split(';')
+                .filter(|s| !s.trim().is_empty())
+            {
                 tx.execute(stmt).await?;
             }
             sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
@@ -139,7 +150,12 @@ fn ids_or_none(ids: &[i64]) -> Vec<i64> {
 
 #[async_trait]
 impl Store for SqlStore {
-    async fn create_account(&self, kind: AccountKind, username: &str, name: &str) -> Result<Account> {
+    async fn create_account(
+        &self,
+        kind: AccountKind,
+        username: &str,
+        name: &str,
+    ) -> Result<Account> {
         self.create_account_(kind, username, name).await
     }
     async fn account(&self, username: &str) -> Result<Option<Account>> {
@@ -174,7 +190,12 @@ impl Store for SqlStore {
     async fn update_model(&self, id: i64, patch: ModelPatch) -> Result<Model> {
         self.update_model_(id, patch).await
     }
-    async fn delete_model(&self, model_id: i64, caller: &Caller, dry_run: bool) -> Result<Deletion> {
+    async fn delete_model(
+        &self,
+        model_id: i64,
+        caller: &Caller,
+        dry_run: bool,
+    ) -> Result<Deletion> {
         self.delete_model_(model_id, caller, dry_run).await
     }
     async fn versions(&self, model_id: i64, page: PageReq) -> Result<Vec<Version>> {
@@ -199,7 +220,8 @@ impl Store for SqlStore {
         caller: &Caller,
         dry_run: bool,
     ) -> Result<Deletion> {
-        self.delete_version_(model_id, version_id, caller, dry_run).await
+        self.delete_version_(model_id, version_id, caller, dry_run)
+            .await
     }
     async fn create_job(&self, j: NewJob) -> Result<Job> {
         self.create_job_(j).await
@@ -220,7 +242,8 @@ impl Store for SqlStore {
         release: NewRelease,
         created_by: &str,
     ) -> Result<Deployment> {
-        self.create_deployment_(owner_id, name, release, created_by).await
+        self.create_deployment_(owner_id, name, release, created_by)
+            .await
     }
     async fn deployment(&self, owner: &str, name: &str) -> Result<Option<Deployment>> {
         self.deployment_(owner, name).await
@@ -244,7 +267,8 @@ impl Store for SqlStore {
         now: DateTime<Utc>,
         idle: Duration,
     ) -> Result<Deletion> {
-        self.delete_deployment_(id, caller, dry_run, now, idle).await
+        self.delete_deployment_(id, caller, dry_run, now, idle)
+            .await
     }
     async fn queued_jobs(&self, limit: i64) -> Result<Vec<Job>> {
         self.queued_jobs_(limit).await
@@ -258,7 +282,12 @@ impl Store for SqlStore {
     async fn job_started(&self, id: &str) -> Result<bool> {
         self.job_started_(id).await
     }
-    async fn job_progress(&self, id: &str, logs: &str, output: Option<&serde_json::Value>) -> Result<()> {
+    async fn job_progress(
+        &self,
+        id: &str,
+        logs: &str,
+        output: Option<&serde_json::Value>,
+    ) -> Result<()> {
         self.job_progress_(id, logs, output).await
     }
     async fn finish_job(&self, id: &str, end: crate::JobEnd) -> Result<bool> {
@@ -282,7 +311,12 @@ impl Store for SqlStore {
     async fn password_hash(&self, username: &str) -> Result<Option<(Account, Option<String>)>> {
         self.password_hash_(username).await
     }
-    async fn create_session(&self, hash: &str, account_id: i64, expires_at: DateTime<Utc>) -> Result<()> {
+    async fn create_session(
+        &self,
+        hash: &str,
+        account_id: i64,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
         self.create_session_(hash, account_id, expires_at).await
     }
     async fn session_caller(&self, hash: &str, now: DateTime<Utc>) -> Result<Option<Caller>> {
@@ -303,7 +337,10 @@ impl Store for SqlStore {
     async fn accounts_by_ids(&self, ids: &[i64]) -> Result<Vec<Account>> {
         self.accounts_by_ids_(ids).await
     }
-    async fn tokens(&self, account_id: i64) -> Result<Vec<(String, Option<String>, DateTime<Utc>)>> {
+    async fn tokens(
+        &self,
+        account_id: i64,
+    ) -> Result<Vec<(String, Option<String>, DateTime<Utc>)>> {
         self.tokens_(account_id).await
     }
     async fn add_named_token(&self, account_id: i64, token_hash: &str, name: &str) -> Result<()> {

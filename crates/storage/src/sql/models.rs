@@ -45,14 +45,16 @@ impl SqlStore {
     }
 
     pub(super) async fn model_(&self, owner: &str, name: &str) -> Result<Option<Model>> {
-        sqlx::query(&format!("{MODEL_SELECT} WHERE a.username = $1 AND m.name = $2"))
-            .bind(owner)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(rows::model)
-            .transpose()
+        sqlx::query(&format!(
+            "{MODEL_SELECT} WHERE a.username = $1 AND m.name = $2"
+        ))
+        .bind(owner)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(rows::model)
+        .transpose()
     }
 
     pub(super) async fn list_models_(
@@ -65,7 +67,11 @@ impl SqlStore {
         own.extend(viewer.map(|c| c.account.id));
         let own = ids_or_none(&own);
         let search = query.map(|q| {
-            let escaped = q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let escaped = q
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             format!("%{escaped}%")
         });
         let sql = format!(
@@ -82,7 +88,11 @@ impl SqlStore {
         for id in own {
             q = q.bind(id);
         }
-        q.fetch_all(&self.pool).await?.iter().map(rows::model).collect()
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::model)
+            .collect()
     }
 
     pub(super) async fn update_model_(&self, id: i64, p: ModelPatch) -> Result<Model> {
@@ -134,7 +144,11 @@ impl SqlStore {
         caller: &Caller,
         dry_run: bool,
     ) -> Result<Deletion> {
-        let mut tx = if dry_run { self.pool.begin().await? } else { self.begin_write().await? };
+        let mut tx = if dry_run {
+            self.pool.begin().await?
+        } else {
+            self.begin_write().await?
+        };
         let lock = if dry_run { "" } else { self.lock() };
         let row = sqlx::query(&format!(
             "SELECT owner_id, visibility, name FROM models WHERE id = $1{lock}"
@@ -170,7 +184,10 @@ impl SqlStore {
         };
         let blockers = model_deletion_blockers(&facts);
         if dry_run {
-            return Ok(Deletion { blockers, ..Default::default() });
+            return Ok(Deletion {
+                blockers,
+                ..Default::default()
+            });
         }
         let deleted = blockers.is_empty();
         if deleted {
@@ -179,9 +196,16 @@ impl SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        audit::insert(&mut tx, &audit::event(caller, owner_id, "delete_model", full_name, &blockers))
-            .await?;
+        audit::insert(
+            &mut tx,
+            &audit::event(caller, owner_id, "delete_model", full_name, &blockers),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(Deletion { blockers, deleted, unreferenced_artifact: None })
+        Ok(Deletion {
+            blockers,
+            deleted,
+            unreferenced_artifact: None,
+        })
     }
 }

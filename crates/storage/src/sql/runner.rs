@@ -93,10 +93,11 @@ impl SqlStore {
         .execute(&self.writer)
         .await?
         .rows_affected();
-        let requeued = sqlx::query("UPDATE jobs SET claimed = 0 WHERE status = 'starting' AND claimed = 1")
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
+        let requeued =
+            sqlx::query("UPDATE jobs SET claimed = 0 WHERE status = 'starting' AND claimed = 1")
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
         Ok((failed, requeued))
     }
 

@@ -23,14 +23,16 @@ impl SqlStore {
     }
 
     pub(super) async fn version_(&self, model_id: i64, id: &str) -> Result<Option<Version>> {
-        sqlx::query(&format!("{VERSION_SELECT} WHERE v.model_id = $1 AND v.id = $2"))
-            .bind(model_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(rows::version)
-            .transpose()
+        sqlx::query(&format!(
+            "{VERSION_SELECT} WHERE v.model_id = $1 AND v.id = $2"
+        ))
+        .bind(model_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(rows::version)
+        .transpose()
     }
 
     pub(super) async fn version_by_id_(&self, id: &str) -> Result<Option<(Model, Version)>> {
@@ -107,7 +109,11 @@ impl SqlStore {
         caller: &Caller,
         dry_run: bool,
     ) -> Result<Deletion> {
-        let mut tx = if dry_run { self.pool.begin().await? } else { self.begin_write().await? };
+        let mut tx = if dry_run {
+            self.pool.begin().await?
+        } else {
+            self.begin_write().await?
+        };
         let lock = if dry_run { "" } else { self.lock() };
         // Lock the model, then the version: a visibility change, a new prediction, training,
         // deployment release or fine-tuned version all wait for (or fail after) this.
@@ -216,7 +222,10 @@ impl SqlStore {
         };
         let blockers = version_deletion_blockers(&facts, caller.account.id);
         if dry_run {
-            return Ok(Deletion { blockers, ..Default::default() });
+            return Ok(Deletion {
+                blockers,
+                ..Default::default()
+            });
         }
         let deleted = blockers.is_empty();
         let mut unreferenced_artifact = None;
@@ -260,9 +269,16 @@ impl SqlStore {
             }
         }
         let target = format!("{model}:{version_id}");
-        audit::insert(&mut tx, &audit::event(caller, owner_id, "delete_version", target, &blockers))
-            .await?;
+        audit::insert(
+            &mut tx,
+            &audit::event(caller, owner_id, "delete_version", target, &blockers),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(Deletion { blockers, deleted, unreferenced_artifact })
+        Ok(Deletion {
+            blockers,
+            deleted,
+            unreferenced_artifact,
+        })
     }
 }
