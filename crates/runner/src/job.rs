@@ -79,6 +79,9 @@ async fn make_spec(inner: &Inner, version_id: &str, kind: JobKind) -> Result<Spe
             "{}/internal/{}/uploads/",
             inner.cfg.callback_base, inner.cfg.secret
         ),
+        streams: !train
+            && version.openapi_schema["components"]["schemas"]["Output"]["x-cog-array-type"]
+                == "iterator",
     })
 }
 
@@ -151,16 +154,42 @@ async fn execute(inner: &Arc<Inner>, job: &Job, ch: &JobChannel) -> Option<JobEn
         "predictions"
     };
     let base = format!("http://127.0.0.1:{}/{route}/{}", lease.port, job.id);
-    let body = json!({
-        "id": job.id,
-        "input": job.input,
-        "webhook": format!("{}/internal/{}/jobs/{}", inner.cfg.callback_base, inner.cfg.secret, job.id),
-        "webhook_events_filter": ALL_EVENTS,
-    });
-    if let Err(e) = submit(inner, &base, &body).await {
-        let healthy = inner.pool.alive(&lease);
-        inner.pool.release(lease, healthy).await;
-        return Some(failed(e));
+    if spec.streams {
+        let body = json!({
+            "id": job.id,
+            "input": job.input,
+            "webhook": format!("{}/internal/{}/jobs/{}", inner.cfg.callback_base, inner.cfg.secret, job.id),
+            "webhook_events_filter": ALL_EVENTS,
+        });
+        if let Err(e) = submit(inner, &base, &body).await {
+            let healthy = inner.pool.alive(&lease);
+            inner.pool.release(lease, healthy).await;
+            return Some(failed(e));
+        }
+    } else {
+        // One request that answers when the job ends; its answer goes the way a webhook would
+        // (events for followers, then the result to the loop below).
+        let (inner2, id) = (inner.clone(), job.id.clone());
+        let url = format!("http://127.0.0.1:{}/{route}", lease.port);
+        // Cog leaves a failed synchronous answer's logs empty: they come by webhook meanwhile.
+        let body = json!({
+            "id": job.id,
+            "input": job.input,
+            "webhook": format!("{}/internal/{}/jobs/{}", inner.cfg.callback_base, inner.cfg.secret, job.id),
+            "webhook_events_filter": ["logs"],
+        });
+        tokio::spawn(async move {
+            let payload = match run_sync(&inner2, &url, &body).await {
+                Ok(p) => p,
+                Err(e) => json!({"status": "failed", "error": e}),
+            };
+            // A failure's logs arrive by webhook, possibly just after the answer: give them a
+            // moment (only on this path, which is rare).
+            if payload["status"] == "failed" && payload["logs"].as_str().unwrap_or("").is_empty() {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            cog_update(&inner2, &id, payload).await;
+        });
     }
     let deadline = job
         .deadline
@@ -233,7 +262,40 @@ async fn submit(inner: &Inner, url: &str, body: &Value) -> Result<(), String> {
             return Ok(());
         }
         if matches!(status.as_u16(), 409 | 503) && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let detail = serde_json::from_str::<Value>(&text)
+            .ok()
+            .map(|v| v["detail"].to_string())
+            .unwrap_or(text);
+        return Err(format!(
+            "the model server refused the input ({status}): {detail}"
+        ));
+    }
+}
+
+/// A synchronous run: `POST /predictions` (or `/trainings`) answers with the finished job.
+async fn run_sync(inner: &Inner, url: &str, body: &Value) -> Result<Value, String> {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = inner
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| format!("the model server did not answer: {e}"))?;
+        let status = resp.status();
+        if status.is_success() {
+            return resp
+                .json()
+                .await
+                .map_err(|e| format!("the model server answered oddly: {e}"));
+        }
+        if matches!(status.as_u16(), 409 | 503) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         }
         let text = resp.text().await.unwrap_or_default();
@@ -258,9 +320,19 @@ fn end_from(payload: &Value, elapsed: f64) -> JobEnd {
     JobEnd {
         status,
         output: Some(payload["output"].clone()).filter(|o| !o.is_null()),
-        error: payload["error"].as_str().map(str::to_string).or_else(|| {
-            (status == Status::Failed).then(|| "the model failed without saying why".to_string())
-        }),
+        error: payload["error"]
+            .as_str()
+            .map(|e| {
+                // Cog 0.23 says "Prediction failed: " twice.
+                let doubled = "Prediction failed: Prediction failed: ";
+                e.strip_prefix(doubled)
+                    .map(|r| format!("Prediction failed: {r}"))
+                    .unwrap_or(e.to_string())
+            })
+            .or_else(|| {
+                (status == Status::Failed)
+                    .then(|| "the model failed without saying why".to_string())
+            }),
         logs: payload["logs"].as_str().unwrap_or_default().to_string(),
         metrics: json!({"predict_time": predict_time}),
         result_version_id: None,
@@ -353,7 +425,12 @@ pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
         if seen.ended {
             return;
         }
-        let logs = payload["logs"].as_str().unwrap_or_default().to_string();
+        let mut logs = payload["logs"].as_str().unwrap_or_default().to_string();
+        if logs.len() < seen.logs_text.len() {
+            logs = seen.logs_text.clone();
+        } else {
+            seen.logs_text = logs.clone();
+        }
         if logs.len() > seen.logs && logs.is_char_boundary(seen.logs) {
             let text = logs[seen.logs..].to_string();
             inner.emit(
@@ -404,6 +481,8 @@ pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
         (logs, output, write)
     };
     if terminal {
+        let mut payload = payload;
+        payload["logs"] = json!(logs);
         if let Some(tx) = ch.result.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = tx.send(payload);
         }

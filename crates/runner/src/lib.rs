@@ -77,6 +77,8 @@ struct Seen {
     logs: usize,
     outputs: usize,
     ended: bool,
+    /// The longest logs seen, for an end that reports fewer.
+    logs_text: String,
     /// When progress was last written to the record: at most every half second, so a short
     /// prediction costs no write until it ends.
     written: Option<std::time::Instant>,

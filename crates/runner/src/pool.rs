@@ -30,6 +30,9 @@ pub struct Spec {
     pub stub: String,
     pub weights: Option<PathBuf>,
     pub upload_url: String,
+    /// Whether output comes item by item (an iterator): then progress is followed through Cog's
+    /// webhooks; otherwise one synchronous request is quicker.
+    pub streams: bool,
 }
 
 struct Instance {
