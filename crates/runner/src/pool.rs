@@ -42,6 +42,7 @@ struct Instance {
     child: Child,
     stdin: Option<ChildStdin>,
     workdir: PathBuf,
+    log: PathBuf,
     busy: bool,
     last_used: Instant,
 }
@@ -210,6 +211,15 @@ impl Pool {
             .is_some_and(|i| matches!(i.child.try_wait(), Ok(None)))
     }
 
+    /// The server's own log (Cog writes structured lines there).
+    pub fn log_path(&self, lease: &Lease) -> Option<PathBuf> {
+        self.lock()
+            .instances
+            .iter()
+            .find(|i| i.id == lease.id)
+            .map(|i| i.log.clone())
+    }
+
     pub fn set_warm(&self, warm: Vec<(Key, usize)>) {
         self.lock().warm = warm;
     }
@@ -367,6 +377,7 @@ impl Pool {
             child,
             stdin,
             workdir,
+            log: log_path.clone(),
             busy: false,
             last_used: Instant::now(),
         };
@@ -428,7 +439,9 @@ async fn stop(mut inst: Instance) {
     {
         let _ = inst.child.kill().await;
     }
-    let dir = inst.workdir.clone();
+    let (dir, log) = (inst.workdir.clone(), inst.log.clone());
+    let _ = std::fs::remove_file(log);
+
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
 }
 
