@@ -1,6 +1,17 @@
 //! `modelyard`: the server, its administration, and a client for a running server, in one binary.
 #![forbid(unsafe_code)]
 
+/// `println!` that ends the program quietly when stdout is closed (`modelyard audit | head`)
+/// instead of panicking, as a command-line tool should.
+macro_rules! println {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
 mod admin;
 mod commands;
 mod input;
