@@ -131,7 +131,7 @@ async fn execute(inner: &Arc<Inner>, job: &Job, ch: &JobChannel) -> Option<JobEn
         Err(e) => return Some(failed(e)),
     };
     let lease = tokio::select! {
-        l = inner.pool.acquire(&spec) => match l {
+        l = inner.pool.acquire(&spec, deployment_cap(inner, job).await) => match l {
             Ok(l) => l,
             Err(e) => return Some(failed(e.0)),
         },
@@ -240,6 +240,13 @@ async fn execute(inner: &Arc<Inner>, job: &Job, ch: &JobChannel) -> Option<JobEn
         }
     }
     Some(end)
+}
+
+/// A deployment's `max_instances` caps the servers its predictions may use.
+async fn deployment_cap(inner: &Inner, job: &Job) -> Option<usize> {
+    let (owner, name) = job.deployment.as_deref()?.split_once('/')?;
+    let d = inner.store.deployment(owner, name).await.ok()??;
+    Some(d.release.max_instances.max(1) as usize)
 }
 
 /// Sends the job to the Cog server, which answers at once and reports by webhooks. Cog answers

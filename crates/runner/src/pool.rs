@@ -51,6 +51,8 @@ struct Instance {
 struct State {
     instances: Vec<Instance>,
     starting: usize,
+    /// The keys of the servers being started, counted against a key's cap.
+    starting_keys: Vec<Key>,
     /// Servers a deployment wants warm: never stopped for idleness.
     warm: Vec<(Key, usize)>,
     closed: bool,
@@ -95,7 +97,8 @@ impl Pool {
 
     /// A server for `spec.key`: an idle one, a new one while under the cap, or one freed by
     /// stopping the longest-idle server of another key. Waits while every server is busy.
-    pub async fn acquire(&self, spec: &Spec) -> Result<Lease, StartError> {
+    /// `cap` limits how many servers this key may have (a deployment's `max_instances`).
+    pub async fn acquire(&self, spec: &Spec, cap: Option<usize>) -> Result<Lease, StartError> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -121,8 +124,13 @@ impl Pool {
                         id: i.id,
                     });
                 }
-                if st.instances.len() + st.starting < self.max {
+                let of_key = st.instances.iter().filter(|i| i.key == spec.key).count()
+                    + st.starting_keys.iter().filter(|k| **k == spec.key).count();
+                if cap.is_some_and(|c| of_key >= c.max(1)) {
+                    Next::Wait
+                } else if st.instances.len() + st.starting < self.max {
                     st.starting += 1;
+                    st.starting_keys.push(spec.key.clone());
                     Next::Start
                 } else {
                     let warm = st.warm.clone();
@@ -154,6 +162,9 @@ impl Pool {
             let placed = {
                 let mut st = self.lock();
                 st.starting -= 1;
+                if let Some(p) = st.starting_keys.iter().position(|k| *k == spec.key) {
+                    st.starting_keys.remove(p);
+                }
                 match started {
                     Ok(mut inst) if !st.closed => {
                         inst.busy = true;

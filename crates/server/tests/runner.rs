@@ -341,6 +341,77 @@ async fn deployments_run_their_release_and_keep_servers_warm(b: Backend) {
     assert_eq!(p["deployment"], "alice/prod");
 }
 
+async fn a_deployment_uses_at_most_max_instances_servers(b: Backend) {
+    let s = runner_server(b, 2).await;
+    let v = model_with(&s, "slowdep", "slow").await;
+    let body = json!({"name": "one", "model": "alice/slowdep", "version": v, "hardware": "cpu",
+        "min_instances": 0, "max_instances": 1});
+    assert_eq!(
+        s.call("alice", Method::POST, "/v1/deployments", Some(body))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let mut ids = vec![];
+    for _ in 0..2 {
+        let r = s
+            .call(
+                "alice",
+                Method::POST,
+                "/v1/deployments/alice/one/predictions",
+                Some(json!({"input": {"seconds": 1}})),
+            )
+            .await;
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    let mut done = vec![];
+    for id in &ids {
+        done.push(
+            s.until_done(
+                "alice",
+                &format!("/v1/predictions/{id}"),
+                Duration::from_secs(60),
+            )
+            .await,
+        );
+    }
+    let time =
+        |p: &Value, f: &str| chrono::DateTime::parse_from_rfc3339(p[f].as_str().unwrap()).unwrap();
+    let (first, second) = if time(&done[0], "started_at") <= time(&done[1], "started_at") {
+        (&done[0], &done[1])
+    } else {
+        (&done[1], &done[0])
+    };
+    assert!(
+        time(second, "started_at") >= time(first, "completed_at"),
+        "max_instances 1, yet they ran side by side: {first} {second}"
+    );
+    assert_eq!(s.state.runner.as_ref().unwrap().servers(), 1);
+
+    // Disabled: new predictions are refused.
+    let off = json!({"min_instances": 0, "max_instances": 0});
+    assert_eq!(
+        s.call(
+            "alice",
+            Method::PATCH,
+            "/v1/deployments/alice/one",
+            Some(off)
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let r = s
+        .call(
+            "alice",
+            Method::POST,
+            "/v1/deployments/alice/one/predictions",
+            Some(json!({"input": {"seconds": 1}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+}
+
 async fn api_predictions_lose_their_data_after_the_retention_time(b: Backend) {
     let s = start_with(b, |c| {
         c.run_jobs = true;
@@ -504,6 +575,7 @@ mod sqlite {
         trainings_make_runnable_fine_tunes,
         deployments_run_their_release_and_keep_servers_warm,
         api_predictions_lose_their_data_after_the_retention_time,
+        a_deployment_uses_at_most_max_instances_servers,
         a_restart_loses_nothing
     );
 }
