@@ -158,6 +158,16 @@ pub async fn delete_version(
     )
 }
 
+/// Cancels a prediction or training: the record first, then the model server running it. The
+/// API and the web both cancel through here.
+pub async fn cancel_job(s: &AppState, kind: JobKind, id: &str) -> ApiResult<Job> {
+    let j = s.store.cancel_job(kind, id).await?;
+    if let Some(r) = &s.runner {
+        r.cancel(&j.id);
+    }
+    Ok(j)
+}
+
 /// A deployment the caller may see: only its owners see it at all.
 pub async fn owned_deployment(
     s: &AppState,

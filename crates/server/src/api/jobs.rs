@@ -421,10 +421,7 @@ pub async fn cancel_prediction(
     Path(id): Path<String>,
 ) -> ApiResult<JsonOut<Value>> {
     let j = own_job(&s, &auth.required()?, JobKind::Prediction, &id).await?;
-    let j = s.store.cancel_job(JobKind::Prediction, &j.id).await?;
-    if let Some(r) = &s.runner {
-        r.cancel(&j.id);
-    }
+    let j = ops::cancel_job(&s, JobKind::Prediction, &j.id).await?;
     Ok(JsonOut(views::job(&s, &j)))
 }
 
@@ -434,9 +431,6 @@ pub async fn cancel_training(
     Path(id): Path<String>,
 ) -> ApiResult<JsonOut<Value>> {
     let j = own_job(&s, &auth.required()?, JobKind::Training, &id).await?;
-    let j = s.store.cancel_job(JobKind::Training, &j.id).await?;
-    if let Some(r) = &s.runner {
-        r.cancel(&j.id);
-    }
+    let j = ops::cancel_job(&s, JobKind::Training, &j.id).await?;
     Ok(JsonOut(views::job(&s, &j)))
 }

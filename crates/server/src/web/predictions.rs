@@ -172,7 +172,7 @@ pub async fn cancel(
     posted: Posted,
 ) -> WebResult {
     let j = own_job(&s, &posted.viewer, &id).await?;
-    let j = s.store.cancel_job(j.kind, &j.id).await?;
+    let j = crate::ops::cancel_job(&s, j.kind, &j.id).await?;
     let msg = if j.status == Status::Canceled {
         "Canceled."
     } else {
