@@ -50,6 +50,8 @@ pub fn fair_order(jobs: Vec<Job>) -> Vec<Job> {
 
 pub async fn run(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.subscribe();
+    // Whether the last read of the queue left jobs waiting: then fresh jobs wait their turn.
+    let mut backlog = true;
     loop {
         if *shutdown.borrow() {
             return;
@@ -59,9 +61,20 @@ pub async fn run(inner: Arc<Inner>) {
             .max_servers
             .max(1)
             .saturating_sub(inner.inflight.load(Ordering::SeqCst));
+        let fresh: Vec<Job> = inner
+            .fresh
+            .lock()
+            .map(|mut q| q.drain(..).collect())
+            .unwrap_or_default();
         if free > 0 {
-            match inner.store.queued_jobs(500).await {
+            let jobs = if !backlog && !fresh.is_empty() && fresh.len() <= free {
+                Ok(fresh)
+            } else {
+                inner.store.queued_jobs(500).await
+            };
+            match jobs {
                 Ok(jobs) => {
+                    let waiting = jobs.len();
                     let mut started = 0;
                     for j in fair_order(jobs) {
                         if started == free {
@@ -86,13 +99,17 @@ pub async fn run(inner: Arc<Inner>) {
                             Err(e) => tracing::error!(error = %e, "could not take a job"),
                         }
                     }
+                    backlog = waiting > started;
                 }
                 Err(e) => tracing::error!(error = %e, "could not read the queue"),
             }
+        } else if !fresh.is_empty() {
+            // They are in the table: the next read of the queue finds them in their turn.
+            backlog = true;
         }
         tokio::select! {
             _ = inner.wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => { backlog = true; }
             _ = shutdown.changed() => {}
         }
     }

@@ -107,14 +107,24 @@ pub async fn run(inner: &Arc<Inner>, job: Job) {
         inner.forget(&job.id);
         return;
     }
+    let mut status = None;
     if let Some(end) = end {
-        if let Err(e) = inner.store.finish_job(&job.id, end).await {
-            tracing::error!(job = %job.id, error = %e, "could not record how a job ended");
+        let s = end.status;
+        match inner.store.finish_job(&job.id, end).await {
+            Ok(true) => status = Some(s),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(job = %job.id, error = %e, "could not record how a job ended")
+            }
         }
     }
-    let status = match inner.store.job(job.kind, &job.id).await {
-        Ok(Some(j)) => j.status,
-        _ => Status::Failed,
+    // Only when the end was decided elsewhere (a cancel) is the record read back.
+    let status = match status {
+        Some(s) => s,
+        None => match inner.store.job(job.kind, &job.id).await {
+            Ok(Some(j)) => j.status,
+            _ => Status::Failed,
+        },
     };
     inner.emit(&ch, &job.id, Event::Done(status));
     ch.done.send_replace(true);

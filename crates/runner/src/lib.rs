@@ -93,6 +93,9 @@ struct Inner {
     /// How to start servers, by version and mode: versions never change once pushed.
     specs: Mutex<HashMap<pool::Key, pool::Spec>>,
     wake: Notify,
+    /// Jobs just created on this server, handed over directly: when nothing older waits, the
+    /// dispatcher takes them without reading the queue back from the database.
+    fresh: Mutex<std::collections::VecDeque<modelyard_domain::Job>>,
     inflight: AtomicUsize,
     shutdown: watch::Sender<bool>,
     http: reqwest::Client,
@@ -132,6 +135,7 @@ impl Runner {
             channels: Default::default(),
             specs: Default::default(),
             wake: Notify::new(),
+            fresh: Default::default(),
             inflight: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
             http: reqwest::Client::new(),
@@ -145,6 +149,14 @@ impl Runner {
     /// Something was queued.
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// A job this server just recorded: queued as any other, and handed to the dispatcher.
+    pub fn submit(&self, job: modelyard_domain::Job) {
+        if let Ok(mut q) = self.inner.fresh.lock() {
+            q.push_back(job);
+        }
+        self.wake();
     }
 
     /// The live channel of a job, created on first use.

@@ -207,7 +207,7 @@ pub(crate) async fn record_prediction(
             e => e.into(),
         })?;
     if let Some(r) = &s.runner {
-        r.wake();
+        r.submit(job.clone());
     }
     Ok(job)
 }
@@ -346,7 +346,7 @@ pub async fn create_training(
         })
         .await?;
     if let Some(r) = &s.runner {
-        r.wake();
+        r.submit(job.clone());
     }
     created(&s, &headers, job).await
 }
