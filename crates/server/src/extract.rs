@@ -33,7 +33,7 @@ impl FromRequestParts<AppState> for Auth {
             return Err(ApiError::Unauthenticated);
         }
         let token = token.trim();
-        let caller = state.store.caller_by_token(&ids::token_hash(token)).await?;
+        let caller = state.caller(&ids::token_hash(token)).await?;
         caller
             .map(|c| Auth(Some(c)))
             .ok_or(ApiError::Unauthenticated)

@@ -2,8 +2,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use std::time::{Duration, Instant};
+
+use modelyard_domain::Caller;
 use modelyard_runner::Runner;
-use modelyard_storage::Store;
+use modelyard_storage::{Store, StoreError};
 use sha2::{Digest, Sha256};
 
 use crate::Config;
@@ -27,7 +30,13 @@ pub struct AppState {
     pub runner: Option<Runner>,
     /// The server's persistent key: capability URLs (streams) are derived from it.
     pub key: Arc<str>,
+    /// Callers by token hash, for a moment: a token lookup is two queries on every request.
+    callers: Arc<Mutex<HashMap<String, (Caller, Instant)>>>,
 }
+
+/// How long a token lookup is reused. A token revoked, or a membership changed, through this
+/// server takes effect at once (the cache is cleared); through `modelyard admin`, within this.
+const CALLER_TTL: Duration = Duration::from_secs(1);
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: Config, public_url: String, key: String) -> Self {
@@ -39,6 +48,36 @@ impl AppState {
             validators: Default::default(),
             runner: None,
             key: key.into(),
+            callers: Default::default(),
+        }
+    }
+
+    /// The caller behind a token hash, from the store or a lookup made within the last second.
+    pub async fn caller(&self, token_hash: &str) -> Result<Option<Caller>, StoreError> {
+        if let Some((c, at)) = self
+            .callers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(token_hash).cloned())
+        {
+            if at.elapsed() < CALLER_TTL {
+                return Ok(Some(c));
+            }
+        }
+        let found = self.store.caller_by_token(token_hash).await?;
+        if let (Some(c), Ok(mut m)) = (&found, self.callers.lock()) {
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.insert(token_hash.to_string(), (c.clone(), Instant::now()));
+        }
+        Ok(found)
+    }
+
+    /// Forgets every remembered token lookup (a token was revoked, a membership changed).
+    pub fn forget_callers(&self) {
+        if let Ok(mut m) = self.callers.lock() {
+            m.clear();
         }
     }
 

@@ -81,7 +81,10 @@ pub async fn create_token(State(s): State<AppState>, posted: Posted) -> WebResul
 pub async fn revoke_token(State(s): State<AppState>, posted: Posted) -> WebResult {
     let caller = posted.caller();
     let hash = posted.form.text("hash").unwrap_or_default();
-    if !s.store.revoke_token(caller.account.id, &hash).await? {
+    let revoked = s.store.revoke_token(caller.account.id, &hash).await?;
+    // After the revocation, so no request can remember the token again.
+    s.forget_callers();
+    if !revoked {
         return Err(WebError::not_found());
     }
     Ok(session::flash(
@@ -121,6 +124,7 @@ pub async fn add_member(
         }
     };
     s.store.add_member(org.id, user.id).await?;
+    s.forget_callers();
     let msg = format!("{} is a member of {}.", user.username, org.username);
     Ok(session::flash(
         &s,
@@ -155,6 +159,7 @@ pub async fn remove_member(
         .await;
     }
     s.store.remove_member(org.id, user.id).await?;
+    s.forget_callers();
     let msg = format!("Removed {} from {}.", user.username, org.username);
     Ok(session::flash(
         &s,
