@@ -84,13 +84,23 @@ pub async fn run(inner: Arc<Inner>) {
                             job::expire_queued(&inner, &j).await;
                             continue;
                         }
-                        match inner.store.claim_job(&j.id).await {
+                        let key = pool::Key {
+                            version_id: j.version_id.clone(),
+                            train: j.kind == JobKind::Training,
+                        };
+                        // With a warm server free for it, taking and starting are one write.
+                        let now = inner.pool.has_idle(&key).then(Utc::now);
+                        let claimed = match now {
+                            Some(at) => inner.store.claim_and_start_job(&j.id, at).await,
+                            None => inner.store.claim_job(&j.id).await,
+                        };
+                        match claimed {
                             Ok(true) => {
                                 started += 1;
                                 inner.inflight.fetch_add(1, Ordering::SeqCst);
                                 let inner = inner.clone();
                                 tokio::spawn(async move {
-                                    job::run(&inner, j).await;
+                                    job::run(&inner, j, now).await;
                                     inner.inflight.fetch_sub(1, Ordering::SeqCst);
                                     inner.wake.notify_one();
                                 });

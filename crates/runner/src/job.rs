@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use modelyard_domain::*;
 use modelyard_storage::JobEnd;
 use rand::RngCore;
@@ -24,6 +24,7 @@ fn failed(error: impl Into<String>) -> JobEnd {
         logs: String::new(),
         metrics: json!({}),
         result_version_id: None,
+        completed_at: Utc::now(),
     }
 }
 
@@ -87,9 +88,15 @@ async fn make_spec(inner: &Inner, version_id: &str, kind: JobKind) -> Result<Spe
 
 const SHUT_DOWN: &str = "The server shut down while this ran; run it again.";
 
-pub async fn run(inner: &Arc<Inner>, job: Job) {
+/// `started_at` is set when the dispatcher already marked the job `processing` (a warm server
+/// was free), saving the separate write.
+pub async fn run(inner: &Arc<Inner>, mut job: Job, started_at: Option<DateTime<Utc>>) {
     let ch = inner.channel(&job.id);
-    let end = execute(inner, &job, &ch).await;
+    if let Some(at) = started_at {
+        job.status = Status::Processing;
+        job.started_at = Some(at);
+    }
+    let end = execute(inner, &mut job, &ch).await;
     if *inner.shutdown.borrow() {
         // Work that had not started goes back to the queue for the next start; work that had
         // started says plainly what happened to it, not that the model crashed.
@@ -108,10 +115,16 @@ pub async fn run(inner: &Arc<Inner>, job: Job) {
         return;
     }
     let mut status = None;
-    if let Some(end) = end {
+    if let Some(mut end) = end {
+        end.completed_at = Utc::now();
         let s = end.status;
+        let done = ended(&job, &end);
         match inner.store.finish_job(&job.id, end).await {
-            Ok(true) => status = Some(s),
+            Ok(true) => {
+                status = Some(s);
+                // The answer to a waiting request, as the record now reads.
+                *ch.final_job.lock().unwrap_or_else(|p| p.into_inner()) = Some(done);
+            }
             Ok(false) => {}
             Err(e) => {
                 tracing::error!(job = %job.id, error = %e, "could not record how a job ended")
@@ -131,7 +144,19 @@ pub async fn run(inner: &Arc<Inner>, job: Job) {
     inner.forget(&job.id);
 }
 
-async fn execute(inner: &Arc<Inner>, job: &Job, ch: &JobChannel) -> Option<JobEnd> {
+/// The job as its record reads after `end` is written.
+fn ended(job: &Job, end: &JobEnd) -> Job {
+    let mut j = job.clone();
+    j.status = end.status;
+    j.output = end.output.clone();
+    j.error = end.error.clone();
+    j.logs = end.logs.clone();
+    j.metrics = end.metrics.clone();
+    j.completed_at = Some(end.completed_at);
+    j
+}
+
+async fn execute(inner: &Arc<Inner>, job: &mut Job, ch: &JobChannel) -> Option<JobEnd> {
     let mut cancel = ch.cancel.subscribe();
     if *cancel.borrow() {
         return None;
@@ -147,11 +172,17 @@ async fn execute(inner: &Arc<Inner>, job: &Job, ch: &JobChannel) -> Option<JobEn
         },
         _ = cancel.changed() => return None,
     };
-    match inner.store.job_started(&job.id).await {
-        Ok(true) => {}
-        _ => {
-            inner.pool.release(lease, true).await;
-            return None;
+    if job.status != Status::Processing {
+        let at = Utc::now();
+        match inner.store.job_started(&job.id, at).await {
+            Ok(true) => {
+                job.status = Status::Processing;
+                job.started_at = Some(at);
+            }
+            _ => {
+                inner.pool.release(lease, true).await;
+                return None;
+            }
         }
     }
     inner.emit(ch, &job.id, Event::Started);
@@ -369,6 +400,7 @@ fn end_from(payload: &Value, elapsed: f64) -> JobEnd {
         logs: payload["logs"].as_str().unwrap_or_default().to_string(),
         metrics: json!({"predict_time": predict_time}),
         result_version_id: None,
+        completed_at: Utc::now(),
     }
 }
 

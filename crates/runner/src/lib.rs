@@ -70,6 +70,8 @@ pub struct JobChannel {
     cancel: watch::Sender<bool>,
     seen: Mutex<Seen>,
     result: Mutex<Option<tokio::sync::oneshot::Sender<Value>>>,
+    /// The finished job as recorded, for a request waiting on it.
+    final_job: Mutex<Option<modelyard_domain::Job>>,
 }
 
 #[derive(Default)]
@@ -164,8 +166,14 @@ impl Runner {
         self.inner.channel(id)
     }
 
-    /// Waits until the job ends or `limit` passes; the caller reads the record afterwards.
-    pub async fn wait(&self, kind: modelyard_domain::JobKind, id: &str, limit: Duration) {
+    /// Waits until the job ends or `limit` passes. Returns the ended job when this runner ended
+    /// it; otherwise the caller reads the record.
+    pub async fn wait(
+        &self,
+        kind: modelyard_domain::JobKind,
+        id: &str,
+        limit: Duration,
+    ) -> Option<modelyard_domain::Job> {
         let ch = self.inner.channel(id);
         let mut done = ch.done.subscribe();
         // Subscribed first, then the record: a job that ended before is seen there, one that
@@ -174,7 +182,7 @@ impl Runner {
             matches!(self.inner.store.job(kind, id).await, Ok(Some(j)) if j.status.is_terminal());
         if ended_before {
             self.inner.forget_if_idle(id, &ch);
-            return;
+            return None;
         }
         let ended = async {
             loop {
@@ -187,6 +195,12 @@ impl Runner {
             }
         };
         let _ = tokio::time::timeout(limit, ended).await;
+        let done = ch
+            .final_job
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        done
     }
 
     /// The job was canceled in storage; stop it if it runs.
@@ -271,6 +285,7 @@ impl Inner {
                     cancel: watch::channel(false).0,
                     seen: Default::default(),
                     result: Mutex::new(None),
+                    final_job: Mutex::new(None),
                 })
             })
             .clone()

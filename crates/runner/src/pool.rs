@@ -213,6 +213,14 @@ impl Pool {
         self.changed.notify_waiters();
     }
 
+    /// Whether a server for this key is idle now.
+    pub fn has_idle(&self, key: &Key) -> bool {
+        self.lock()
+            .instances
+            .iter()
+            .any(|i| i.key == *key && !i.busy)
+    }
+
     /// Whether the server behind a lease is still running.
     pub fn alive(&self, lease: &Lease) -> bool {
         let mut st = self.lock();

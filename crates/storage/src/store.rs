@@ -14,6 +14,8 @@ pub struct JobEnd {
     pub metrics: serde_json::Value,
     /// For a training: the version it produced.
     pub result_version_id: Option<String>,
+    /// Given by the runner, so the answer it builds matches the record to the microsecond.
+    pub completed_at: DateTime<Utc>,
 }
 
 /// What a deletion (or its preview) came to. `deleted` is false when blockers stood in the way
@@ -110,10 +112,12 @@ pub trait Store: Send + Sync + 'static {
     async fn queued_jobs(&self, limit: i64) -> Result<Vec<Job>>;
     /// Takes a queued job; false when it was taken or canceled meanwhile.
     async fn claim_job(&self, id: &str) -> Result<bool>;
+    /// Takes a queued job and marks it `processing` at once (a warm server is free for it).
+    async fn claim_and_start_job(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
     /// Puts a taken job back in the queue.
     async fn release_job(&self, id: &str) -> Result<()>;
     /// starting -> processing; false when the job was canceled meanwhile.
-    async fn job_started(&self, id: &str) -> Result<bool>;
+    async fn job_started(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
     /// Logs and output so far, while the job runs.
     async fn job_progress(
         &self,

@@ -132,10 +132,12 @@ async fn created(s: &AppState, h: &HeaderMap, job: Job) -> ApiResult<Response> {
     let wait = prefer_wait(h);
     let job = match (wait, &s.runner) {
         (Some(secs), Some(runner)) => {
-            runner
-                .wait(job.kind, &job.id, Duration::from_secs(secs))
-                .await;
-            s.store.job(job.kind, &job.id).await?.unwrap_or(job)
+            let limit = Duration::from_secs(secs);
+            match runner.wait(job.kind, &job.id, limit).await {
+                // Ended here: the runner has it as recorded, no need to read it back.
+                Some(done) => done,
+                None => s.store.job(job.kind, &job.id).await?.unwrap_or(job),
+            }
         }
         _ => job,
     };

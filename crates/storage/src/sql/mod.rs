@@ -279,8 +279,11 @@ impl Store for SqlStore {
     async fn release_job(&self, id: &str) -> Result<()> {
         self.release_job_(id).await
     }
-    async fn job_started(&self, id: &str) -> Result<bool> {
-        self.job_started_(id).await
+    async fn job_started(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        self.job_started_(id, at).await
+    }
+    async fn claim_and_start_job(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        self.claim_and_start_job_(id, at).await
     }
     async fn job_progress(
         &self,

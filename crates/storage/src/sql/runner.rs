@@ -37,11 +37,23 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn job_started_(&self, id: &str) -> Result<bool> {
+    pub(super) async fn job_started_(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE jobs SET status = 'processing', started_at = $1 WHERE id = $2 AND status = 'starting'",
         )
-        .bind(now())
+        .bind(micros(at))
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub(super) async fn claim_and_start_job_(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET claimed = 1, status = 'processing', started_at = $1 \
+             WHERE id = $2 AND status = 'starting' AND claimed = 0",
+        )
+        .bind(micros(at))
         .bind(id)
         .execute(&self.writer)
         .await?;
@@ -77,7 +89,7 @@ impl SqlStore {
         .bind(end.logs)
         .bind(end.metrics.to_string())
         .bind(end.result_version_id)
-        .bind(now())
+        .bind(micros(end.completed_at))
         .bind(id)
         .execute(&self.writer)
         .await?;
