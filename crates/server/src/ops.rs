@@ -151,6 +151,9 @@ pub async fn delete_version(
     if let Some(artifact) = &d.unreferenced_artifact {
         crate::push::release_artifact(s, artifact).await;
     }
+    if let (true, Some(w)) = (d.deleted, &v.weights) {
+        crate::push::release_weights(s, w).await;
+    }
     outcome(
         d,
         dry_run,

@@ -306,6 +306,24 @@ async fn trainings_make_runnable_fine_tunes(b: Backend) {
     assert_eq!(del.status, StatusCode::CONFLICT);
     assert_eq!(del.kinds(), ["fine_tune_base"]);
     assert_eq!(del.body["blockers"][0]["version"], version);
+
+    // Deleting the fine-tune frees its weights, and then the base can go.
+    let weights_dir = s.state.config.data_dir.join("weights");
+    assert_eq!(std::fs::read_dir(&weights_dir).unwrap().count(), 1);
+    let (_, tuned_id) = version.split_once(':').unwrap();
+    let path = format!("/v1/models/alice/tuned/versions/{tuned_id}");
+    assert_eq!(
+        s.call("alice", Method::DELETE, &path, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        std::fs::read_dir(&weights_dir).unwrap().count(),
+        0,
+        "unused weights stay"
+    );
+    let path = format!("/v1/models/alice/base/versions/{base}");
+    let del = s.call("alice", Method::DELETE, &path, None).await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "{:?}", del.body);
 }
 
 async fn deployments_run_their_release_and_keep_servers_warm(b: Backend) {

@@ -67,6 +67,8 @@ pub trait Store: Send + Sync + 'static {
     /// Creates the version, or returns the existing one for the same content (`false`).
     async fn create_version(&self, v: NewVersion) -> Result<(Version, bool)>;
     async fn artifact_in_use(&self, artifact: &str) -> Result<bool>;
+    /// Whether any version is set up with these stored weights.
+    async fn weights_in_use(&self, weights: &str) -> Result<bool>;
     async fn delete_version(
         &self,
         model_id: i64,

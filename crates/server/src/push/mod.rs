@@ -187,6 +187,31 @@ async fn introspect(s: &AppState, tree: &Path, cog: &cogyaml::CogYaml) -> ApiRes
     })
 }
 
+/// Removes a fine-tune's stored weights once no version is set up with them.
+pub async fn release_weights(s: &AppState, weights: &str) {
+    let _guard = s.artifacts.lock().await;
+    // `weights` is "<sha256>/<name>", as the runner stored it: the digest's directory goes.
+    let Some(digest) = weights
+        .split('/')
+        .next()
+        .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+    else {
+        return;
+    };
+    match s.store.weights_in_use(weights).await {
+        Ok(false) => {
+            let dir = s.config.data_dir.join("weights").join(digest);
+            if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, dir = %dir.display(), "could not remove unused weights");
+                }
+            }
+        }
+        Ok(true) => {}
+        Err(e) => tracing::warn!(error = %e, "could not check whether weights are still used"),
+    }
+}
+
 /// Removes an artifact tree once no version references it.
 pub async fn release_artifact(s: &AppState, digest: &str) {
     let _guard = s.artifacts.lock().await;

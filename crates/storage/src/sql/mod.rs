@@ -213,6 +213,9 @@ impl Store for SqlStore {
     async fn artifact_in_use(&self, artifact: &str) -> Result<bool> {
         self.artifact_in_use_(artifact).await
     }
+    async fn weights_in_use(&self, weights: &str) -> Result<bool> {
+        self.weights_in_use_(weights).await
+    }
     async fn delete_version(
         &self,
         model_id: i64,

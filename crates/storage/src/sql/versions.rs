@@ -102,6 +102,14 @@ impl SqlStore {
         Ok(n > 0)
     }
 
+    pub(super) async fn weights_in_use_(&self, weights: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE weights = $1")
+            .bind(weights)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
     pub(super) async fn delete_version_(
         &self,
         model_id: i64,
