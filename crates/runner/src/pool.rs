@@ -373,6 +373,8 @@ impl Pool {
             .env("PORT", port.to_string())
             .env("PYTHONUNBUFFERED", "1")
             .stdin(std::process::Stdio::piped())
+            // Its own process group, which the wrapper stops as a whole.
+            .process_group(0)
             .stdout(log.try_clone().map_err(|e| err(e.to_string()))?)
             .stderr(log)
             .kill_on_drop(true);
@@ -456,6 +458,14 @@ async fn stop(mut inst: Instance) {
         .await
         .is_err()
     {
+        // The wrapper leads the server's process group: kill all of it, never the wrapper
+        // alone, which would leave the server behind.
+        if let Some(pid) = inst.child.id() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status()
+                .await;
+        }
         let _ = inst.child.kill().await;
     }
     let (dir, log) = (inst.workdir.clone(), inst.log.clone());
