@@ -55,9 +55,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(body_rejection)?;
+        let _ = state;
+        let bytes = read_body(req.into_body(), crate::JSON_LIMIT, "This endpoint accepts").await?;
         // Syntax first, so malformed JSON is told apart from JSON of the wrong shape.
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::BadRequest(format!("The request body is not valid JSON: {e}"))
@@ -74,6 +73,41 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
                 ApiError::invalid(&field, e.into_inner().to_string())
             })
     }
+}
+
+/// Past this much, an oversized body is no longer read through: the connection is cut instead.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads a body of at most `limit` bytes. A larger one is still read (and thrown away) up to a
+/// bound, so the client, which is still sending, gets the 413 answer rather than a reset
+/// connection.
+pub async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::BadRequest(format!("The request body could not be read: {e}"))
+        })?;
+        total = total.saturating_add(chunk.len());
+        if total <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if total > limit.max(DRAIN_LIMIT) {
+            break;
+        }
+    }
+    if total > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "The request body is larger than the {limit} bytes {} at most.",
+            what.to_lowercase()
+        )));
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// `?cursor=` on list endpoints: the position after which the next page starts.

@@ -27,7 +27,7 @@ pub use state::AppState;
 pub use web::hash_password;
 
 /// The largest JSON body the API reads; pushes have their own, configurable limit.
-const JSON_LIMIT: usize = 1024 * 1024;
+pub(crate) const JSON_LIMIT: usize = 1024 * 1024;
 
 /// Opens (and migrates) the configured database, creating the data dir when needed.
 pub async fn open_store(config: &Config) -> Result<SqlStore, String> {

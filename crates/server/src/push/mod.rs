@@ -59,13 +59,15 @@ pub async fn push(
         ));
     }
     let limit = s.config.max_upload_bytes;
-    let body = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| {
-            ApiError::PayloadTooLarge(format!(
-                "The upload is larger than this server's limit of {limit} bytes."
-            ))
-        })?;
+    let body =
+        crate::extract::read_body(req.into_body(), limit, "this server's upload limit allows")
+            .await
+            .map_err(|e| match e {
+                ApiError::PayloadTooLarge(_) => ApiError::PayloadTooLarge(format!(
+                    "The upload is larger than this server's limit of {limit} bytes."
+                )),
+                e => e,
+            })?;
     let tmp_root = s.config.data_dir.join("tmp");
     tokio::fs::create_dir_all(&tmp_root)
         .await
