@@ -166,12 +166,7 @@ impl SqlStore {
         now: DateTime<Utc>,
         idle: Duration,
     ) -> Result<Deletion> {
-        let mut tx = if dry_run {
-            self.pool.begin().await?
-        } else {
-            self.begin_write().await?
-        };
-        let lock = if dry_run { "" } else { self.lock() };
+        let (mut tx, lock) = self.begin_deletion(dry_run).await?;
         let d = sqlx::query(&format!(
             "SELECT owner_id, name, release_number, last_used_at FROM deployments WHERE id = $1{lock}"
         ))
@@ -180,10 +175,7 @@ impl SqlStore {
         .await?
         .ok_or(StoreError::NotFound("deployment"))?;
         let owner_id: i64 = d.try_get("owner_id")?;
-        let owner: String = sqlx::query_scalar("SELECT username FROM accounts WHERE id = $1")
-            .bind(owner_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let owner = super::username(&mut tx, owner_id).await?;
         let r = sqlx::query(
             "SELECT min_instances, max_instances FROM deployment_releases \
              WHERE deployment_id = $1 AND number = $2",

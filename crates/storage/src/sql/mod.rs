@@ -133,6 +133,29 @@ impl SqlStore {
     fn lock(&self) -> &'static str {
         self.dialect.lock_rows()
     }
+
+    /// A deletion's transaction and the suffix that locks rows in it: a plain read transaction
+    /// for a preview, a write transaction with row locks for the real thing.
+    async fn begin_deletion(
+        &self,
+        dry_run: bool,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Any>, &'static str)> {
+        if dry_run {
+            Ok((self.pool.begin().await?, ""))
+        } else {
+            Ok((self.begin_write().await?, self.lock()))
+        }
+    }
+}
+
+/// An account's username, inside a transaction.
+async fn username(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: i64) -> Result<String> {
+    Ok(
+        sqlx::query_scalar("SELECT username FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?,
+    )
 }
 
 fn now() -> i64 {

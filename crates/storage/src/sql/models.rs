@@ -144,12 +144,7 @@ impl SqlStore {
         caller: &Caller,
         dry_run: bool,
     ) -> Result<Deletion> {
-        let mut tx = if dry_run {
-            self.pool.begin().await?
-        } else {
-            self.begin_write().await?
-        };
-        let lock = if dry_run { "" } else { self.lock() };
+        let (mut tx, lock) = self.begin_deletion(dry_run).await?;
         let row = sqlx::query(&format!(
             "SELECT owner_id, visibility, name FROM models WHERE id = $1{lock}"
         ))
@@ -158,10 +153,7 @@ impl SqlStore {
         .await?
         .ok_or(StoreError::NotFound("model"))?;
         let owner_id: i64 = row.try_get("owner_id")?;
-        let owner: String = sqlx::query_scalar("SELECT username FROM accounts WHERE id = $1")
-            .bind(owner_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let owner = super::username(&mut tx, owner_id).await?;
         let full_name = format!("{owner}/{}", row.try_get::<String, _>("name")?);
         let version_count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE model_id = $1")

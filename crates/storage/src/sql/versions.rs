@@ -117,12 +117,7 @@ impl SqlStore {
         caller: &Caller,
         dry_run: bool,
     ) -> Result<Deletion> {
-        let mut tx = if dry_run {
-            self.pool.begin().await?
-        } else {
-            self.begin_write().await?
-        };
-        let lock = if dry_run { "" } else { self.lock() };
+        let (mut tx, lock) = self.begin_deletion(dry_run).await?;
         // Lock the model, then the version: a visibility change, a new prediction, training,
         // deployment release or fine-tuned version all wait for (or fail after) this.
         let m = sqlx::query(&format!(
@@ -142,10 +137,7 @@ impl SqlStore {
         .ok_or(StoreError::NotFound("version"))?;
         let artifact: String = v.try_get("artifact")?;
         let owner_id: i64 = m.try_get("owner_id")?;
-        let owner: String = sqlx::query_scalar("SELECT username FROM accounts WHERE id = $1")
-            .bind(owner_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let owner = super::username(&mut tx, owner_id).await?;
         let model = format!("{owner}/{}", m.try_get::<String, _>("name")?);
 
         // Counts per account, kept beside the predictions: no prediction row is scanned.
