@@ -26,6 +26,18 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A model's links (GitHub, paper, license, cover image): absolute http(s) addresses only, so a
+/// page that shows them can never be handed a `javascript:` link.
+pub fn validate_link(what: &str, link: &str) -> Result<(), String> {
+    let lower = link.to_ascii_lowercase();
+    let scheme_ok = lower.starts_with("https://") || lower.starts_with("http://");
+    let host = link.split_once("://").map(|(_, r)| r).unwrap_or("");
+    if !scheme_ok || host.is_empty() || link.chars().any(char::is_whitespace) || link.len() > 2000 {
+        return Err(format!("{what} must be an http:// or https:// address"));
+    }
+    Ok(())
+}
+
 /// Top-level paths of the web UI and the API: an account by one of these names would have its
 /// model pages hidden behind them.
 pub const RESERVED_ACCOUNT_NAMES: &[&str] = &[
@@ -55,7 +67,7 @@ pub fn validate_account_name(what: &str, name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{validate_account_name, validate_name};
+    use super::{validate_account_name, validate_link, validate_name};
 
     #[test]
     fn accepts_and_refuses() {
@@ -66,5 +78,15 @@ mod tests {
         assert!(validate_name("model", "login").is_ok());
         assert!(validate_account_name("user", "login").is_err());
         assert!(validate_account_name("user", "alice").is_ok());
+        assert!(validate_link("link", "https://github.com/x").is_ok());
+        for bad in [
+            "javascript:alert(1)",
+            "github.com/x",
+            "https://",
+            "http://a b",
+            "ftp://x",
+        ] {
+            assert!(validate_link("link", bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -131,6 +131,12 @@ async fn bad_json_is_refused_and_changes_nothing(b: Backend) {
             Some("hardware"),
         ),
         (
+            "javascript link",
+            r#"{"owner":"alice","name":"x","visibility":"public","hardware":"cpu","github_url":"javascript:alert(1)"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("github_url"),
+        ),
+        (
             "unknown owner",
             r#"{"owner":"nobody","name":"x","visibility":"public","hardware":"cpu"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -2,7 +2,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use modelyard_domain::names::validate_name;
+use modelyard_domain::names::{validate_link, validate_name};
 use modelyard_domain::rules::can_manage;
 use modelyard_domain::*;
 use serde::Deserialize;
@@ -115,6 +115,10 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
     validate_name("model", &b.name).map_err(|e| ApiError::invalid("name", e))?;
+    check_link("github_url", &b.github_url)?;
+    check_link("paper_url", &b.paper_url)?;
+    check_link("license_url", &b.license_url)?;
+    check_link("cover_image_url", &b.cover_image_url)?;
     if !HARDWARE.contains(&b.hardware.as_str()) {
         return Err(ApiError::invalid(
             "hardware",
@@ -159,6 +163,20 @@ pub async fn get_model(
     Ok(axum::Json(views::model(&s, &m)))
 }
 
+/// A link field: a string (an http(s) address) or null.
+fn opt_link(field: &str, v: &Value) -> ApiResult<Option<String>> {
+    let link = opt_string(field, v)?;
+    check_link(field, &link)?;
+    Ok(link)
+}
+
+fn check_link(field: &str, link: &Option<String>) -> ApiResult<()> {
+    match link {
+        Some(l) => validate_link(field, l).map_err(|e| ApiError::invalid(field, e)),
+        None => Ok(()),
+    }
+}
+
 fn opt_string(field: &str, v: &Value) -> ApiResult<Option<String>> {
     match v {
         Value::Null => Ok(None),
@@ -173,10 +191,10 @@ fn parse_patch(body: &Map<String, Value>) -> ApiResult<ModelPatch> {
     for (k, v) in body {
         match k.as_str() {
             "description" => p.description = Some(opt_string(k, v)?),
-            "github_url" => p.github_url = Some(opt_string(k, v)?),
-            "paper_url" => p.paper_url = Some(opt_string(k, v)?),
-            "license_url" => p.license_url = Some(opt_string(k, v)?),
-            "cover_image_url" => p.cover_image_url = Some(opt_string(k, v)?),
+            "github_url" => p.github_url = Some(opt_link(k, v)?),
+            "paper_url" => p.paper_url = Some(opt_link(k, v)?),
+            "license_url" => p.license_url = Some(opt_link(k, v)?),
+            "cover_image_url" => p.cover_image_url = Some(opt_link(k, v)?),
             "visibility" => {
                 p.visibility = Some(v.as_str().and_then(Visibility::parse).ok_or_else(|| {
                     ApiError::invalid("visibility", "must be \"public\" or \"private\"")

@@ -280,12 +280,10 @@ pub async fn settings(
 fn url_field(form: &super::form::Form, key: &str, label: &str) -> Result<Option<String>, String> {
     match form.text(key) {
         None => Ok(None),
-        Some(u) if url::Url::parse(&u).is_ok_and(|p| matches!(p.scheme(), "http" | "https")) => {
-            Ok(Some(u))
-        }
-        Some(_) => Err(format!(
-            "The {label} must be an http:// or https:// address."
-        )),
+        Some(u) => match modelyard_domain::names::validate_link(&format!("The {label}"), &u) {
+            Ok(()) => Ok(Some(u)),
+            Err(e) => Err(format!("{e}.")),
+        },
     }
 }
 
