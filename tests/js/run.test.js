@@ -6,43 +6,14 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFile } from "node:child_process";
 import { createServer as createHttpServer } from "node:http";
-import { createServer } from "node:net";
 import { promisify } from "node:util";
 import { mkdtempSync, existsSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import Replicate, { validateWebhook } from "replicate";
+import { FIXTURES, binary, cleanEnv, freePort, sleep } from "./support.js";
 
 const run = promisify(execFile);
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-const FIXTURES = path.join(ROOT, "fixtures", "cog");
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function binary() {
-  if (process.env.MODELYARD_BIN) return path.resolve(process.env.MODELYARD_BIN);
-  return path.resolve(ROOT, process.env.CARGO_TARGET_DIR || "target", "debug", "modelyard");
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.unref();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function cleanEnv(extra) {
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith("MODELYARD_")) env[k] = v;
-  }
-  return { ...env, ...extra };
-}
 
 const srv = { versions: {} };
 
