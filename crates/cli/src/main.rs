@@ -149,6 +149,36 @@ pub struct ServeArgs {
     /// (a self-hosted network often needs them); without it such targets are refused.
     #[arg(long, env = "MODELYARD_ALLOW_PRIVATE_WEBHOOKS")]
     pub allow_private_webhooks: bool,
+    /// Run pushed model code UNCONFINED, as this server's user, with the whole host in view.
+    /// Only for hosts that cannot sandbox, and only when every account is fully trusted.
+    #[arg(long, env = "MODELYARD_UNSAFE_NO_SANDBOX")]
+    pub unsafe_no_sandbox: bool,
+    /// Whether model code may reach the internet (to fetch weights at setup, and for
+    /// `pip install`): on or off. Never this host or its private networks either way.
+    #[arg(long, env = "MODELYARD_MODEL_EGRESS", default_value = "on", value_parser = on_off)]
+    pub model_egress: bool,
+    /// Memory each model server may use, everything it starts included, in MiB (0: no cap).
+    #[arg(long, env = "MODELYARD_MODEL_MEMORY_MB", default_value_t = 16384)]
+    pub model_memory_mb: u64,
+    /// Processes and threads each model server may have at once.
+    #[arg(long, env = "MODELYARD_MODEL_MAX_PROCESSES", default_value_t = 1024)]
+    pub model_max_processes: u64,
+    /// Size of each model server's private /tmp and scratch directory, in MiB.
+    #[arg(long, env = "MODELYARD_MODEL_SCRATCH_MB", default_value_t = 10240)]
+    pub model_scratch_mb: u64,
+    /// GPUs model servers get: none, all, a list such as 0,1, or auto (all when this host has
+    /// an NVIDIA driver).
+    #[arg(long, env = "MODELYARD_GPUS", default_value = "auto")]
+    pub gpus: String,
+}
+
+/// `on`/`off` and the other usual spellings of a switch.
+fn on_off(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        other => Err(format!("'{other}' is not on or off")),
+    }
 }
 
 #[derive(Args, Debug)]

@@ -16,6 +16,7 @@ pub async fn run(args: ServeArgs) -> Outcome {
         .init();
     // Made here too, so a fresh data directory just works.
     admin::database_url(&args.db)?;
+    let sandbox = sandbox_config(&args)?;
     let config = modelyard_server::Config {
         addr: args.addr,
         data_dir: args.db.data_dir,
@@ -31,11 +32,31 @@ pub async fn run(args: ServeArgs) -> Outcome {
         setup_timeout: Duration::from_secs(args.setup_timeout_secs),
         api_retention: Duration::from_secs(args.api_retention_secs),
         allow_private_webhooks: args.allow_private_webhooks,
+        sandbox,
     };
     modelyard_server::serve(config, shutdown())
         .await
         .map_err(Failure::Message)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn sandbox_config(args: &ServeArgs) -> Result<modelyard_server::SandboxConfig, Failure> {
+    let mib = |m: u64| m.saturating_mul(1024 * 1024);
+    let gpus = match args.gpus.trim() {
+        "auto" if std::path::Path::new("/dev/nvidiactl").exists() => modelyard_server::Gpus::All,
+        "auto" => modelyard_server::Gpus::None,
+        other => modelyard_server::Gpus::parse(other)
+            .map_err(|e| Failure::Message(format!("--gpus: {e}")))?,
+    };
+    Ok(modelyard_server::SandboxConfig {
+        confine: !args.unsafe_no_sandbox,
+        egress: args.model_egress,
+        memory_limit: (args.model_memory_mb > 0).then(|| mib(args.model_memory_mb)),
+        max_processes: args.model_max_processes.max(16),
+        scratch_limit: mib(args.model_scratch_mb.max(1)),
+        gpus,
+        ..Default::default()
+    })
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -27,9 +27,10 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Processes of Cog servers that call back to this port.
-fn cog_servers(port: u16) -> Vec<String> {
-    let needle = format!("127.0.0.1:{port}/internal/");
+/// Processes of Cog servers started by the `modelyard serve` with this process id.
+fn cog_servers(pid: u32) -> Vec<String> {
+    // Their upload URLs name the runner: `/uploads/<pid>-<random>-<n>-<secret>/`.
+    let needle = format!("/uploads/{pid}-");
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
@@ -85,14 +86,15 @@ fn with_running_prediction(kill: impl FnOnce(&mut Child)) {
         &["predictions", "create", "alice/slow", "-i", "seconds=120"],
         &env,
     );
+    let pid = server.id();
     wait_for("a Cog server", Duration::from_secs(60), || {
-        !cog_servers(port).is_empty()
+        !cog_servers(pid).is_empty()
     });
 
     kill(&mut server);
     let _ = server.wait();
     wait_for("the Cog servers to stop", Duration::from_secs(20), || {
-        cog_servers(port).is_empty()
+        cog_servers(pid).is_empty()
     });
 }
 

@@ -5,19 +5,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
-use tokio::process::Command;
+
+use crate::bridge;
+use crate::sandbox::{self, Sandbox};
 
 /// Where a version's Python is.
 #[derive(Clone, Debug)]
 pub struct PyEnv {
-    pub python: PathBuf,
-    /// Put first on PATH: Cog starts its worker with whatever `python` is there.
-    pub bin: Option<PathBuf>,
+    /// The environment's directory on this host; `None` is the server's own interpreter.
+    pub dir: Option<PathBuf>,
 }
 
 pub struct Envs {
     dir: PathBuf,
-    python: String,
+    sandbox: Arc<Sandbox>,
     building: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -27,10 +28,10 @@ pub fn tail(text: &str, lines: usize) -> String {
 }
 
 impl Envs {
-    pub fn new(dir: PathBuf, python: String) -> Self {
+    pub fn new(dir: PathBuf, sandbox: Arc<Sandbox>) -> Self {
         Envs {
             dir,
-            python,
+            sandbox,
             building: Default::default(),
         }
     }
@@ -39,7 +40,14 @@ impl Envs {
         let mut sorted = packages.to_vec();
         sorted.sort();
         let mut h = Sha256::new();
-        h.update(self.python.as_bytes());
+        h.update(self.sandbox.python().as_os_str().as_encoded_bytes());
+        // A confined environment lives at a fixed path inside the sandbox, an unconfined one
+        // where it is: they are not interchangeable.
+        h.update(if self.sandbox.confined() {
+            &b"\0confined"[..]
+        } else {
+            &b"\0host"[..]
+        });
         for p in sorted {
             h.update(b"\0");
             h.update(p.as_bytes());
@@ -56,10 +64,7 @@ impl Envs {
     pub async fn ensure(&self, packages: &[String]) -> Result<PyEnv, String> {
         if packages.is_empty() {
             // Cog itself comes from the interpreter the server was given.
-            return Ok(PyEnv {
-                python: PathBuf::from(&self.python),
-                bin: None,
-            });
+            return Ok(PyEnv { dir: None });
         }
         let key = self.key(packages);
         let dir = self.dir.join(&key);
@@ -72,8 +77,7 @@ impl Envs {
             .clone();
         let _guard = lock.lock().await;
         let env = PyEnv {
-            python: dir.join("bin/python"),
-            bin: Some(dir.join("bin")),
+            dir: Some(dir.join("venv")),
         };
         if dir.join("ready").exists() {
             return Ok(env);
@@ -83,8 +87,10 @@ impl Envs {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             return Err(failure(&log, &text));
         }
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let result = build(&self.python, &dir, packages, &log).await;
+        // A build cut short leaves a partial environment: start again from nothing.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("venv")).map_err(|e| e.to_string())?;
+        let result = self.build(&dir, packages, &log).await;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         match result {
             Ok(()) => {
@@ -97,6 +103,114 @@ impl Envs {
             }
         }
     }
+
+    /// `python -m venv`, then `pip install -- PACKAGES`, in the sandbox: the packages' own
+    /// build code is pushed code too. Only the environment's directory is writable, and the
+    /// network is the egress proxy's (for the package index).
+    async fn build(&self, dir: &Path, packages: &[String], log: &Path) -> Result<(), String> {
+        let sb = &self.sandbox;
+        let cfg = sb.config();
+        let venv = dir.join("venv");
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).map_err(|e| e.to_string())?;
+        if sb.confined() {
+            for d in [&venv, &run] {
+                let _ = std::os::unix::fs::chown(d, Some(cfg.uid), Some(cfg.gid));
+            }
+        }
+        let mut proxy = None;
+        if sb.confined() && cfg.egress {
+            let l = bridge::bind_unix(&run.join("egress.sock"), cfg.uid, cfg.gid)
+                .map_err(|e| format!("could not open the egress socket: {e}"))?;
+            proxy = Some(bridge::egress(l));
+        }
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_err(|e| e.to_string())
+        };
+        let result = async {
+            for step in 0..2 {
+                let mut jail = sb.jail(&run);
+                let inside = jail.rw(&venv, sandbox::ENV);
+                let scratch = jail.scratch(sandbox::SCRATCH);
+                jail.env("HOME", &scratch)
+                    .env("PIP_NO_INPUT", "1")
+                    .limits(&format!("env-{}", &dir.file_name().unwrap_or_default().to_string_lossy()[..12]))
+                    .watch();
+                if proxy.is_some() {
+                    let r = jail.rw(&run, sandbox::RUN);
+                    jail.forward(
+                        "tcp:127.0.0.1:3128".into(),
+                        format!("unix:{}", r.join("egress.sock").display()),
+                    );
+                    for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                        jail.env(k, "http://127.0.0.1:3128");
+                    }
+                }
+                let (program, args): (PathBuf, Vec<std::ffi::OsString>) = if step == 0 {
+                    (
+                        sb.python().to_path_buf(),
+                        vec![
+                            "-m".into(),
+                            "venv".into(),
+                            "--system-site-packages".into(),
+                            inside.clone().into(),
+                        ],
+                    )
+                } else {
+                    let mut a: Vec<std::ffi::OsString> = [
+                        "-m",
+                        "pip",
+                        "install",
+                        "--disable-pip-version-check",
+                        "--no-input",
+                        // Everything after this is a requirement, never an option.
+                        "--",
+                    ]
+                    .iter()
+                    .map(Into::into)
+                    .collect();
+                    a.extend(packages.iter().map(Into::into));
+                    (inside.join("bin/python"), a)
+                };
+                let started = jail.command(&program, &args)?;
+                let mut cmd = started.cmd;
+                let mut child = cmd
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(open()?)
+                    .stderr(open()?)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| format!("could not run the build: {e}"))?;
+                // Held open while it runs: the wrapper stops the build when it closes.
+                let stdin = child.stdin.take();
+                let status = child.wait().await.map_err(|e| e.to_string())?;
+                drop(stdin);
+                let oom = started.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+                drop(started.cgroup);
+                if oom {
+                    return Err(format!(
+                        "the build ran out of memory (its limit is {})",
+                        crate::pool::limit_text(cfg.memory_limit)
+                    ));
+                }
+                if !status.success() {
+                    let what = if step == 0 { "venv" } else { "pip install" };
+                    return Err(format!("{what} exited with {status}"));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Some(p) = proxy {
+            p.abort();
+        }
+        let _ = std::fs::remove_dir_all(&run);
+        result
+    }
 }
 
 fn failure(log: &Path, text: &str) -> String {
@@ -105,54 +219,4 @@ fn failure(log: &Path, text: &str) -> String {
         log.display(),
         tail(text, 15)
     )
-}
-
-async fn build(python: &str, dir: &Path, packages: &[String], log: &Path) -> Result<(), String> {
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| e.to_string())
-    };
-    let steps: Vec<(String, Vec<String>)> = vec![
-        (
-            python.to_string(),
-            vec![
-                "-m".into(),
-                "venv".into(),
-                "--system-site-packages".into(),
-                dir.display().to_string(),
-            ],
-        ),
-        (dir.join("bin/python").display().to_string(), {
-            let mut a: Vec<String> = [
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            a.extend(packages.iter().cloned());
-            a
-        }),
-    ];
-    for (program, args) in steps {
-        let status = Command::new(&program)
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .stdout(open()?)
-            .stderr(open()?)
-            .kill_on_drop(true)
-            .status()
-            .await
-            .map_err(|e| format!("could not run {program}: {e}"))?;
-        if !status.success() {
-            return Err(format!("{program} {} exited with {status}", args.join(" ")));
-        }
-    }
-    Ok(())
 }

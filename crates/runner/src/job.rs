@@ -76,10 +76,6 @@ async fn make_spec(inner: &Inner, version_id: &str, kind: JobKind) -> Result<Spe
             .weights
             .as_ref()
             .map(|w| inner.cfg.data_dir.join("weights").join(w)),
-        upload_url: format!(
-            "{}/internal/{}/uploads/",
-            inner.cfg.callback_base, inner.cfg.secret
-        ),
         streams: !train
             && version.openapi_schema["components"]["schemas"]["Output"]["x-cog-array-type"]
                 == "iterator",
@@ -166,7 +162,7 @@ async fn execute(inner: &Arc<Inner>, job: &mut Job, ch: &JobChannel) -> Option<J
         Err(e) => return Some(failed(e)),
     };
     let lease = tokio::select! {
-        l = inner.pool.acquire(&spec, deployment_cap(inner, job).await) => match l {
+        l = inner.pool.acquire(&spec, deployment_cap(inner, job).await, &job.id) => match l {
             Ok(l) => l,
             Err(e) => return Some(failed(e.0)),
         },
@@ -199,7 +195,12 @@ async fn execute(inner: &Arc<Inner>, job: &mut Job, ch: &JobChannel) -> Option<J
         let body = json!({
             "id": job.id,
             "input": job.input,
-            "webhook": format!("{}/internal/{}/jobs/{}", inner.cfg.callback_base, inner.cfg.secret, job.id),
+            "webhook": format!(
+                "{}/jobs/{}/{}",
+                lease.callback_base,
+                job.id,
+                crate::callbacks::job_token(&inner.callback_key, &job.id)
+            ),
             "webhook_events_filter": ALL_EVENTS,
         });
         if let Err(e) = submit(inner, &base, &body).await {
@@ -262,7 +263,16 @@ async fn execute(inner: &Arc<Inner>, job: &mut Job, ch: &JobChannel) -> Option<J
         }
         payload
     });
-    let healthy = inner.pool.alive(&lease) && result.is_ok();
+    let oom = inner.pool.out_of_memory(&lease);
+    let result = match result {
+        // Cog reports a worker the kernel killed in its own words; say what happened.
+        _ if oom => Err(format!(
+            "The model ran out of memory (its limit is {}) and was stopped.",
+            crate::pool::limit_text(inner.cfg.sandbox.config().memory_limit)
+        )),
+        r => r,
+    };
+    let healthy = inner.pool.alive(&lease) && result.is_ok() && !oom;
     inner.pool.release(lease, healthy).await;
     let total = (Utc::now() - job.created_at).num_milliseconds() as f64 / 1000.0;
     let mut end = match result {

@@ -2,14 +2,18 @@
 //! Cog servers on this machine, without Docker.
 //!
 //! The queue is the jobs table; a job is taken with a conditional UPDATE, so nothing is lost
-//! across restarts. Cog servers report progress through webhooks to the HTTP server, which
-//! hands them to [`Runner::cog_update`].
+//! across restarts. Every model's code runs in a sandbox (`sandbox.rs`); each Cog server
+//! reports progress through webhooks to an endpoint of its own (`callbacks.rs`).
 #![forbid(unsafe_code)]
 
+mod bridge;
+mod callbacks;
+mod cgroup;
 mod dispatch;
 mod env;
 mod job;
 mod pool;
+pub mod sandbox;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,12 +39,10 @@ pub struct RunnerConfig {
     pub idle: Duration,
     /// How long a server may take to become ready.
     pub setup_timeout: Duration,
-    /// This server's own address, for Cog's webhooks and uploads (loopback).
-    pub callback_base: String,
     /// The base of public URLs (files).
     pub public_url: String,
-    /// Guards the callback and upload endpoints: only the Cog servers we start know it.
-    pub secret: String,
+    /// Where model code runs.
+    pub sandbox: Arc<sandbox::Sandbox>,
     /// API predictions lose input, output, files and logs after this long.
     pub api_retention: Duration,
 }
@@ -87,6 +89,10 @@ struct Seen {
 }
 
 struct Inner {
+    /// Makes each job's callback token.
+    callback_key: [u8; 32],
+    /// Names this runner's servers: `<pid>-<random>`.
+    label: String,
     store: Arc<dyn Store>,
     cfg: RunnerConfig,
     pool: pool::Pool,
@@ -124,14 +130,39 @@ impl Runner {
         for d in ["work", "envs", "outputs", "weights"] {
             std::fs::create_dir_all(cfg.data_dir.join(d)).map_err(|e| e.to_string())?;
         }
-        let inner = Arc::new(Inner {
+        // Servers of an earlier run of this data directory are gone: so are their directories.
+        if let Ok(entries) = std::fs::read_dir(cfg.data_dir.join("work")) {
+            for e in entries.flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+        let mut callback_key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut callback_key);
+        let label = format!(
+            "{}-{:08x}",
+            std::process::id(),
+            rand::Rng::gen::<u32>(&mut rand::thread_rng())
+        );
+        let inner = Arc::new_cyclic(|weak| Inner {
+            callback_key,
+            label: label.clone(),
             pool: pool::Pool::new(
-                cfg.data_dir.join("work"),
-                cfg.max_servers,
-                cfg.idle,
-                cfg.setup_timeout,
+                pool::PoolConfig {
+                    work_dir: cfg.data_dir.join("work"),
+                    max: cfg.max_servers,
+                    idle: cfg.idle,
+                    setup_timeout: cfg.setup_timeout,
+                    sandbox: cfg.sandbox.clone(),
+                    label,
+                },
+                weak.clone(),
             ),
-            envs: Envs::new(cfg.data_dir.join("envs"), cfg.python.clone()),
+            envs: Envs::new(cfg.data_dir.join("envs"), cfg.sandbox.clone()),
             store,
             cfg,
             channels: Default::default(),
@@ -217,21 +248,6 @@ impl Runner {
         self.wake();
     }
 
-    /// A webhook from a Cog server about a job.
-    pub async fn cog_update(&self, id: &str, payload: Value) {
-        job::cog_update(&self.inner, id, payload).await;
-    }
-
-    /// A file a Cog server uploads as output; returns its public URL.
-    pub async fn store_output(
-        &self,
-        job_id: &str,
-        name: &str,
-        body: &[u8],
-    ) -> Result<String, String> {
-        job::store_output(&self.inner, job_id, name, body).await
-    }
-
     /// Where an output file is stored, if the capability path names one.
     pub fn output_path(&self, job_id: &str, token: &str, name: &str) -> Option<PathBuf> {
         job::output_path(&self.inner, job_id, token, name)
@@ -243,8 +259,9 @@ impl Runner {
         self.inner.all.subscribe()
     }
 
-    pub fn secret(&self) -> &str {
-        &self.inner.cfg.secret
+    /// Names this runner's model servers: their upload URLs start `/uploads/<label>-`.
+    pub fn label(&self) -> &str {
+        &self.inner.label
     }
 
     pub fn servers(&self) -> usize {

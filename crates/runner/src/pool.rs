@@ -2,15 +2,24 @@
 //! while, capped in number, health-checked, and stopped with modelyard.
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use rand::RngCore;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
+use crate::callbacks::{self, Current};
+use crate::cgroup::Cgroup;
 use crate::env::{tail, PyEnv};
+use crate::sandbox::{self, Sandbox};
+use crate::{bridge, Inner};
 
-const WRAPPER: &str = include_str!("wrapper.py");
+/// Inside a sandbox (its own network namespace) these ports are always free.
+const COG_PORT: u16 = 5000;
+const CALLBACK_PORT: u16 = 5001;
+const PROXY_PORT: u16 = 3128;
 
 /// Which server can run a job: same version, mode and weights.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -29,7 +38,6 @@ pub struct Spec {
     /// e.g. "predict.py:Predictor"
     pub stub: String,
     pub weights: Option<PathBuf>,
-    pub upload_url: String,
     /// Whether output comes item by item (an iterator): then progress is followed through Cog's
     /// webhooks; otherwise one synchronous request is quicker.
     pub streams: bool,
@@ -38,13 +46,33 @@ pub struct Spec {
 struct Instance {
     id: u64,
     key: Key,
+    /// Where this host reaches the Cog server.
     port: u16,
     child: Child,
     stdin: Option<ChildStdin>,
+    /// The server's own directory: its sockets, and (unconfined) its working copy.
     workdir: PathBuf,
     log: PathBuf,
     busy: bool,
     last_used: Instant,
+    /// The job it runs now: the only one its callbacks may speak of.
+    current: Current,
+    /// Where the Cog server sends webhooks, as it sees it.
+    callback_base: String,
+    cgroup: Option<Cgroup>,
+    /// Its callback endpoint and bridges, stopped with it.
+    _tasks: Tasks,
+}
+
+/// Tasks that end when their owner is dropped.
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -67,27 +95,47 @@ pub struct Pool {
     setup_timeout: Duration,
     next_id: AtomicU64,
     http: reqwest::Client,
+    sandbox: Arc<Sandbox>,
+    /// Names this runner's servers (their directories, cgroups and upload paths).
+    label: String,
+    inner: Weak<Inner>,
 }
 
 /// A server lent to one job.
 pub struct Lease {
     pub port: u16,
     id: u64,
+    /// Where the server sends webhooks, as it sees it.
+    pub callback_base: String,
+    /// Processes killed for memory in its cgroup when it was lent.
+    oom_before: u64,
 }
 
 pub struct StartError(pub String);
 
+pub struct PoolConfig {
+    pub work_dir: PathBuf,
+    pub max: usize,
+    pub idle: Duration,
+    pub setup_timeout: Duration,
+    pub sandbox: Arc<Sandbox>,
+    pub label: String,
+}
+
 impl Pool {
-    pub fn new(work_dir: PathBuf, max: usize, idle: Duration, setup_timeout: Duration) -> Self {
+    pub fn new(c: PoolConfig, inner: Weak<Inner>) -> Self {
         Pool {
             state: Mutex::new(State::default()),
             changed: Notify::new(),
-            work_dir,
-            max: max.max(1),
-            idle,
-            setup_timeout,
+            work_dir: c.work_dir,
+            max: c.max.max(1),
+            idle: c.idle,
+            setup_timeout: c.setup_timeout,
             next_id: AtomicU64::new(1),
             http: reqwest::Client::new(),
+            sandbox: c.sandbox,
+            label: c.label,
+            inner,
         }
     }
 
@@ -98,7 +146,13 @@ impl Pool {
     /// A server for `spec.key`: an idle one, a new one while under the cap, or one freed by
     /// stopping the longest-idle server of another key. Waits while every server is busy.
     /// `cap` limits how many servers this key may have (a deployment's `max_instances`).
-    pub async fn acquire(&self, spec: &Spec, cap: Option<usize>) -> Result<Lease, StartError> {
+    /// The server's callbacks are accepted for `job` only, until the lease is given back.
+    pub async fn acquire(
+        &self,
+        spec: &Spec,
+        cap: Option<usize>,
+        job: &str,
+    ) -> Result<Lease, StartError> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -119,10 +173,7 @@ impl Pool {
                     .find(|i| i.key == spec.key && !i.busy)
                 {
                     i.busy = true;
-                    return Ok(Lease {
-                        port: i.port,
-                        id: i.id,
-                    });
+                    return Ok(i.lend(job));
                 }
                 let of_key = st.instances.iter().filter(|i| i.key == spec.key).count()
                     + st.starting_keys.iter().filter(|k| **k == spec.key).count();
@@ -168,10 +219,7 @@ impl Pool {
                 match started {
                     Ok(mut inst) if !st.closed => {
                         inst.busy = true;
-                        let lease = Lease {
-                            port: inst.port,
-                            id: inst.id,
-                        };
+                        let lease = inst.lend(job);
                         st.instances.push(inst);
                         Ok(lease)
                     }
@@ -197,6 +245,9 @@ impl Pool {
         let stopped = {
             let mut st = self.lock();
             let pos = st.instances.iter().position(|i| i.id == lease.id);
+            if let Some(p) = pos {
+                st.instances[p].current.set(None);
+            }
             match pos {
                 Some(p) if healthy && !st.closed => {
                     st.instances[p].busy = false;
@@ -228,6 +279,16 @@ impl Pool {
             .iter_mut()
             .find(|i| i.id == lease.id)
             .is_some_and(|i| matches!(i.child.try_wait(), Ok(None)))
+    }
+
+    /// Whether the kernel killed a process of the server for memory since it was lent.
+    pub fn out_of_memory(&self, lease: &Lease) -> bool {
+        self.lock()
+            .instances
+            .iter()
+            .find(|i| i.id == lease.id)
+            .and_then(|i| i.cgroup.as_ref())
+            .is_some_and(|c| c.oom_kills() > lease.oom_before)
     }
 
     /// The server's own log (Cog writes structured lines there).
@@ -335,58 +396,126 @@ impl Pool {
 
     async fn start(&self, spec: &Spec) -> Result<Instance, StartError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let workdir = self.work_dir.join(format!("{}-{id}", std::process::id()));
+        let name = format!("{}-{id}", self.label);
+        let workdir = self.work_dir.join(&name);
         let err = |m: String| StartError(m);
-        let (src, dst) = (spec.project.clone(), workdir.clone());
-        tokio::task::spawn_blocking(move || link_tree(&src, &dst))
-            .await
-            .map_err(|e| err(e.to_string()))?
-            .map_err(|e| err(format!("could not prepare the working directory: {e}")))?;
-        let port = free_port().map_err(|e| err(format!("no free port: {e}")))?;
-        let log_path = self
-            .work_dir
-            .join(format!("{}-{id}.log", std::process::id()));
-        let log = std::fs::File::create(&log_path).map_err(|e| err(e.to_string()))?;
-        let mut path = std::env::var_os("PATH").unwrap_or_default();
-        if let Some(bin) = &spec.env.bin {
-            let mut joined = std::env::join_paths([bin.clone()]).unwrap_or_default();
-            joined.push(":");
-            joined.push(&path);
-            path = joined;
+        let sb = &self.sandbox;
+        let cfg = sb.config();
+        std::fs::create_dir_all(&workdir)
+            .map_err(|e| err(format!("could not prepare the server's directory: {e}")))?;
+        if sb.confined() {
+            // Its sockets are made there by the sandbox user.
+            let _ = std::os::unix::fs::chown(&workdir, Some(cfg.uid), Some(cfg.gid));
         }
-        let mut cmd = Command::new(&spec.env.python);
-        cmd.arg("-c")
-            .arg(WRAPPER)
-            .arg(&spec.env.python)
-            .args([
-                "-m",
-                "cog.server.http",
-                "--host",
-                "127.0.0.1",
-                "--upload-url",
-                &spec.upload_url,
-            ])
-            .current_dir(&workdir)
-            .env_clear()
-            .env("PATH", path)
-            .env("HOME", &workdir)
-            .env("PORT", port.to_string())
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(std::process::Stdio::piped())
-            // Its own process group, which the wrapper stops as a whole.
-            .process_group(0)
-            .stdout(log.try_clone().map_err(|e| err(e.to_string()))?)
-            .stderr(log)
-            .kill_on_drop(true);
-        if spec.key.train {
-            cmd.args(["--x-mode", "train"])
-                .env("COG_TRAIN_TYPE_STUB", &spec.stub);
+        let log_path = self.work_dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).map_err(|e| err(e.to_string()))?;
+
+        let current = Current::default();
+        let mut secret = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut secret);
+        // The upload path names this server: another server's files never land in its jobs.
+        let upload_label = format!("{name}-{}", hex::encode(secret));
+        let router = callbacks::router(self.inner.clone(), current.clone(), upload_label.clone());
+        let mut tasks = Vec::new();
+        let mut jail = sb.jail(&workdir);
+        let (port, cog_port, callback_base, project) = if sb.confined() {
+            let cb = bridge::bind_unix(&workdir.join("cb.sock"), cfg.uid, cfg.gid)
+                .map_err(|e| err(format!("could not open the callback socket: {e}")))?;
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(cb, router).await;
+            }));
+            if cfg.egress {
+                let eg = bridge::bind_unix(&workdir.join("egress.sock"), cfg.uid, cfg.gid)
+                    .map_err(|e| err(format!("could not open the egress socket: {e}")))?;
+                tasks.push(bridge::egress(eg));
+            }
+            let (port, t) = bridge::tcp_to_unix(workdir.join("cog.sock"))
+                .await
+                .map_err(|e| err(format!("no free port: {e}")))?;
+            tasks.push(t);
+            let run = jail.rw(&workdir, sandbox::RUN);
+            let sock = |f: &str| format!("unix:{}", run.join(f).display());
+            let tcp = |p: u16| format!("tcp:127.0.0.1:{p}");
+            jail.forward(sock("cog.sock"), tcp(COG_PORT));
+            jail.forward(tcp(CALLBACK_PORT), sock("cb.sock"));
+            if cfg.egress {
+                jail.forward(tcp(PROXY_PORT), sock("egress.sock"));
+                let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
+                for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                    jail.env(k, &proxy);
+                }
+                jail.env("NO_PROXY", "localhost,127.0.0.1");
+            }
+            let callback_base = format!("http://127.0.0.1:{CALLBACK_PORT}");
+            (port, COG_PORT, callback_base, spec.project.clone())
         } else {
-            cmd.env("COG_PREDICT_TYPE_STUB", &spec.stub);
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| err(format!("no free port: {e}")))?;
+            let cb_port = l.local_addr().map_err(|e| err(e.to_string()))?.port();
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(l, router).await;
+            }));
+            let port = free_port().map_err(|e| err(format!("no free port: {e}")))?;
+            // A working copy, since nothing stops unconfined code writing to its project.
+            let (src, dst) = (spec.project.clone(), workdir.join("src"));
+            tokio::task::spawn_blocking(move || link_tree(&src, &dst))
+                .await
+                .map_err(|e| err(e.to_string()))?
+                .map_err(|e| err(format!("could not prepare the working directory: {e}")))?;
+            jail.watch();
+            let base = format!("http://127.0.0.1:{cb_port}");
+            (port, port, base, workdir.join("src"))
+        };
+        let tasks = Tasks(tasks);
+        let src = jail.ro(&project, sandbox::SRC);
+        let python = match &spec.env.dir {
+            Some(dir) => {
+                let env = jail.ro(dir, sandbox::ENV);
+                let mut path = std::ffi::OsString::from(env.join("bin"));
+                path.push(":");
+                path.push(sb.default_path());
+                jail.env("PATH", path);
+                env.join("bin/python")
+            }
+            None => sb.python().to_path_buf(),
+        };
+        let scratch = jail.scratch(sandbox::SCRATCH);
+        jail.env("HOME", &scratch)
+            .env("PORT", cog_port.to_string())
+            .cwd(src)
+            .limits(&name)
+            .gpus();
+        if spec.key.train {
+            jail.env("COG_TRAIN_TYPE_STUB", &spec.stub);
+        } else {
+            jail.env("COG_PREDICT_TYPE_STUB", &spec.stub);
         }
         if let Some(w) = &spec.weights {
-            cmd.env("COG_WEIGHTS", w);
+            let file = w.file_name().and_then(|n| n.to_str()).unwrap_or("weights");
+            let inside = jail.ro(w, &format!("{}/{file}", sandbox::WEIGHTS));
+            jail.env("COG_WEIGHTS", inside);
         }
+        let upload_url = format!("{callback_base}/uploads/{upload_label}/");
+        let mut args = vec![
+            "-m",
+            "cog.server.http",
+            "--host",
+            "127.0.0.1",
+            "--upload-url",
+            &upload_url,
+        ];
+        if spec.key.train {
+            args.extend(["--x-mode", "train"]);
+        }
+        let started = jail.command(&python, args).map_err(err)?;
+        let mut cmd = started.cmd;
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(log.try_clone().map_err(|e| err(e.to_string()))?)
+            .stderr(log)
+            // Confined, killing bubblewrap ends the whole sandbox. Unconfined, closing the
+            // wrapper's standard input stops its process group; killing it would not.
+            .kill_on_drop(sb.confined());
         let mut child = cmd
             .spawn()
             .map_err(|e| err(format!("could not start Cog: {e}")))?;
@@ -401,12 +530,25 @@ impl Pool {
             log: log_path.clone(),
             busy: false,
             last_used: Instant::now(),
+            current,
+            callback_base,
+            cgroup: started.cgroup,
+            _tasks: tasks,
         };
         match self.wait_ready(&mut inst).await {
             Ok(()) => Ok(inst),
             Err(m) => {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let oom = inst.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
                 stop(inst).await;
+                let m = if oom {
+                    format!(
+                        "the model ran out of memory during setup (its limit is {})\n{m}",
+                        limit_text(cfg.memory_limit)
+                    )
+                } else {
+                    m
+                };
                 Err(StartError(
                     format!("{m}\n{}", tail(&log, 20)).trim_end().to_string(),
                 ))
@@ -470,8 +612,32 @@ async fn stop(mut inst: Instance) {
     }
     let (dir, log) = (inst.workdir.clone(), inst.log.clone());
     let _ = std::fs::remove_file(log);
+    // Its cgroup (anything left in it is killed) and bridges go with it.
+    let _ = tokio::task::spawn_blocking(move || {
+        drop(inst);
+        std::fs::remove_dir_all(dir)
+    })
+    .await;
+}
 
-    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+/// A memory limit in words.
+pub fn limit_text(limit: Option<u64>) -> String {
+    match limit {
+        Some(b) => format!("{} MiB", b / (1024 * 1024)),
+        None => "unlimited".into(),
+    }
+}
+
+impl Instance {
+    fn lend(&self, job: &str) -> Lease {
+        self.current.set(Some(job));
+        Lease {
+            port: self.port,
+            id: self.id,
+            callback_base: self.callback_base.clone(),
+            oom_before: self.cgroup.as_ref().map_or(0, |c| c.oom_kills()),
+        }
+    }
 }
 
 fn free_port() -> std::io::Result<u16> {

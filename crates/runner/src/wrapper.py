@@ -1,19 +1,99 @@
-"""Runs a Cog server as a child that cannot outlive modelyard.
+"""Runs a program that cannot outlive modelyard, and the bridges between it and the platform.
 
-modelyard starts this process as the leader of a new process group and holds its stdin open.
-However modelyard ends, even by SIGKILL, the kernel closes that pipe; this process then stops
-its whole process group (the server and its worker) and exits. If even this process is stuck,
-modelyard kills the group itself.
+    wrapper.py [--forward LISTEN=CONNECT]... -- PROGRAM ARGS...
+
+modelyard holds this process's standard input open. However modelyard ends, even by SIGKILL,
+the kernel closes that pipe; this process then stops its whole process group and exits. In the
+sandbox it is the main process of a PID namespace, so its exit also ends everything the program
+started, even what left the process group.
+
+Each --forward listens on LISTEN and connects every accepted connection to CONNECT; each side is
+tcp:HOST:PORT or unix:PATH. In the sandbox, which has no network, they carry the platform's
+requests to the Cog server (unix -> its loopback port), the Cog server's webhooks and uploads
+back (loopback -> unix), and, when egress is on, the proxy for the internet.
 """
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 
-child = subprocess.Popen(sys.argv[1:])
+
+def parse_end(spec):
+    kind, _, rest = spec.partition(":")
+    if kind == "unix":
+        return socket.AF_UNIX, rest
+    host, _, port = rest.rpartition(":")
+    return socket.AF_INET, (host, int(port))
 
 
+def pump(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+            try:
+                s.shutdown(how)
+            except OSError:
+                pass
+
+
+def serve_forward(listen, connect):
+    family, address = parse_end(listen)
+    server = socket.socket(family, socket.SOCK_STREAM)
+    if family == socket.AF_INET:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    else:
+        try:
+            os.unlink(address)
+        except FileNotFoundError:
+            pass
+    server.bind(address)
+    server.listen(128)
+    to_family, to_address = parse_end(connect)
+
+    def handle(client):
+        upstream = socket.socket(to_family, socket.SOCK_STREAM)
+        try:
+            upstream.connect(to_address)
+        except OSError:
+            client.close()
+            upstream.close()
+            return
+        for s in (client, upstream):
+            if s.family == socket.AF_INET:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+        back.start()
+        pump(client, upstream)
+        back.join()
+        client.close()
+        upstream.close()
+
+    def accept():
+        while True:
+            client, _ = server.accept()
+            threading.Thread(target=handle, args=(client,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
+args = sys.argv[1:]
+while args and args[0] == "--forward":
+    listen, _, connect = args[1].partition("=")
+    serve_forward(listen, connect)
+    args = args[2:]
+if args and args[0] == "--":
+    args = args[1:]
+
+child = subprocess.Popen(args)
 stopping = threading.Event()
 
 

@@ -2,6 +2,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use modelyard_runner::sandbox::{Gpus, SandboxConfig};
+
 /// Everything `modelyard serve` can be told.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -29,6 +31,8 @@ pub struct Config {
     pub api_retention: Duration,
     /// Whether webhooks may go to http URLs and private, loopback or link-local addresses.
     pub allow_private_webhooks: bool,
+    /// How pushed model code is confined.
+    pub sandbox: SandboxConfig,
 }
 
 impl Config {
@@ -56,6 +60,7 @@ impl Default for Config {
             setup_timeout: Duration::from_secs(300),
             api_retention: Duration::from_secs(3600),
             allow_private_webhooks: false,
+            sandbox: SandboxConfig::default(),
         }
     }
 }

@@ -18,10 +18,11 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use modelyard_runner::sandbox::Sandbox;
 use modelyard_storage::{SqlStore, Store};
 use tower_http::trace::TraceLayer;
 
-pub use config::Config;
+pub use config::{Config, Gpus, SandboxConfig};
 pub use error::ApiError;
 pub use state::AppState;
 pub use web::hash_password;
@@ -68,8 +69,9 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     let key = state::server_key(&config.data_dir)?;
+    let sandbox = start_sandbox(&config).await?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let mut state = AppState::new(store.clone(), config, public, key);
+    let mut state = AppState::new(store.clone(), config, public, key, sandbox.clone());
     if state.config.run_jobs {
         let c = &state.config;
         let runner = modelyard_runner::Runner::start(
@@ -80,10 +82,8 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
                 max_servers: c.max_servers,
                 idle: c.server_idle,
                 setup_timeout: c.setup_timeout,
-                // Cog servers run on this machine: they call back over loopback.
-                callback_base: format!("http://127.0.0.1:{}", addr.port()),
                 public_url: state.public_url.to_string(),
-                secret: state.capability("callbacks", "runner"),
+                sandbox,
                 api_retention: c.api_retention,
             },
         )
@@ -98,6 +98,29 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
         state,
         listener,
     })
+}
+
+/// The sandbox pushed code runs in, checked now: a host that cannot confine model code refuses
+/// to start (naming the fix) rather than run it unconfined by surprise.
+async fn start_sandbox(config: &Config) -> Result<Arc<Sandbox>, String> {
+    let sandbox = Sandbox::new(
+        config.sandbox.clone(),
+        &config.python,
+        &config.data_dir.join("sandbox"),
+    )?;
+    if sandbox.confined() {
+        sandbox
+            .check()
+            .await
+            .map_err(|e| format!("cannot run model code safely: {e}"))?;
+    } else {
+        tracing::warn!(
+            "--unsafe-no-sandbox: pushed model code runs UNCONFINED as this server's user. \
+             Anyone who can push a model can read and change every model, account and token \
+             on this server. Only use this when every account is fully trusted."
+        );
+    }
+    Ok(Arc::new(sandbox))
 }
 
 impl Bound {

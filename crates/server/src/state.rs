@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use modelyard_domain::Caller;
+use modelyard_runner::sandbox::Sandbox;
 use modelyard_runner::Runner;
 use modelyard_storage::{Store, StoreError};
 use sha2::{Digest, Sha256};
@@ -28,6 +29,8 @@ pub struct AppState {
     pub validators: Arc<Mutex<Validators>>,
     /// Runs queued jobs; absent on an API-only node.
     pub runner: Option<Runner>,
+    /// Where pushed code runs (the schema reader here, model servers in the runner).
+    pub sandbox: Arc<Sandbox>,
     /// The server's persistent key: capability URLs (streams) are derived from it.
     pub key: Arc<str>,
     /// Callers by token hash, for a moment: a token lookup is two queries on every request.
@@ -39,8 +42,15 @@ pub struct AppState {
 const CALLER_TTL: Duration = Duration::from_secs(1);
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, config: Config, public_url: String, key: String) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Config,
+        public_url: String,
+        key: String,
+        sandbox: Arc<Sandbox>,
+    ) -> Self {
         AppState {
+            sandbox,
             store,
             public_url: public_url.trim_end_matches('/').into(),
             config: Arc::new(config),

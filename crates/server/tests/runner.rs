@@ -521,7 +521,7 @@ async fn a_restart_loses_nothing(b: Backend) {
     runner.shutdown().await;
     drop(first);
     assert_eq!(
-        cog_servers_calling(runner.secret()),
+        cog_servers_of(runner.label()),
         0,
         "a Cog server outlived its runner"
     );
@@ -563,10 +563,10 @@ async fn a_restart_loses_nothing(b: Backend) {
     }
 }
 
-/// Cog servers started by the server whose callback secret this is.
-fn cog_servers_calling(secret: &str) -> usize {
-    // The secret in the upload URL is this server's own: ports are reused by other tests.
-    let needle = format!("/internal/{secret}/");
+/// Cog servers started by the runner with this label.
+fn cog_servers_of(label: &str) -> usize {
+    // The label in the upload URL is this runner's own: ports are reused by other tests.
+    let needle = format!("/uploads/{label}-");
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())

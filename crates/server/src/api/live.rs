@@ -3,9 +3,8 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::header;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
@@ -178,45 +177,4 @@ pub fn content_type(name: &str) -> &'static str {
         "mp4" => "video/mp4",
         _ => "application/octet-stream",
     }
-}
-
-fn runner_for(s: &AppState, secret: &str) -> ApiResult<modelyard_runner::Runner> {
-    match &s.runner {
-        Some(r) if r.secret() == secret => Ok(r.clone()),
-        _ => Err(ApiError::NotFound(
-            "There is nothing at this address.".into(),
-        )),
-    }
-}
-
-/// Webhooks from the Cog servers we started.
-pub async fn cog_webhook(
-    State(s): State<AppState>,
-    Path((secret, id)): Path<(String, String)>,
-    body: Bytes,
-) -> ApiResult<StatusCode> {
-    let runner = runner_for(&s, &secret)?;
-    let payload: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("not JSON: {e}")))?;
-    runner.cog_update(&id, payload).await;
-    Ok(StatusCode::OK)
-}
-
-/// Output files the Cog servers upload; the answer's Location becomes the output URL.
-pub async fn cog_upload(
-    State(s): State<AppState>,
-    Path((secret, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    let runner = runner_for(&s, &secret)?;
-    let job = headers
-        .get("x-prediction-id")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::BadRequest("X-Prediction-ID is required".into()))?;
-    let url = runner
-        .store_output(job, &name, &body)
-        .await
-        .map_err(ApiError::BadRequest)?;
-    Ok((StatusCode::CREATED, [(header::LOCATION, url)]).into_response())
 }

@@ -71,12 +71,6 @@ api_routes! {
 pub fn router(state: AppState) -> Router {
     routes()
         .route("/openapi.json", get(openapi))
-        // Loopback endpoints for the Cog servers we start; the secret in the path guards them.
-        .route("/internal/{secret}/jobs/{id}", post(live::cog_webhook))
-        .route(
-            "/internal/{secret}/uploads/{name}",
-            axum::routing::put(live::cog_upload),
-        )
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // problem+json under /v1, the web UI's HTML page elsewhere.
         .fallback(crate::web::not_found)

@@ -80,8 +80,12 @@ def add_schemas(ref, mode, doc):
 
 
 def main():
-    # A predictor that prints while it is imported must not corrupt the answer.
-    out, sys.stdout = sys.stdout, sys.stderr
+    # The answer goes to the standard output this process started with; from here on, file
+    # descriptor 1 is standard error, so a predictor that prints while it is imported (from
+    # Python or from native code) cannot corrupt the answer.
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     doc = {
         "openapi": "3.0.2",
         "info": {"title": "Cog", "version": "0.1.0"},
@@ -94,6 +98,7 @@ def main():
     import cog
 
     json.dump({"cog_version": cog.__version__, "schema": doc}, out)
+    out.flush()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use modelyard_domain::NewVersion;
 use serde::Deserialize;
-use tokio::process::Command;
+use modelyard_runner::sandbox;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Auth;
@@ -143,49 +143,74 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(format!("push: {e}"))
 }
 
-/// Runs Cog's inspector on the predictor, in a minimal environment: the model's code runs on
-/// this host, so it gets no server secrets.
+/// Runs Cog's inspector on the predictor in the sandbox: importing it runs the pusher's code.
+/// The schema comes back on the inspector's own standard output, which it takes for itself
+/// before the predictor is imported (whatever the predictor prints goes to standard error).
 async fn introspect(s: &AppState, tree: &Path, cog: &cogyaml::CogYaml) -> ApiResult<Introspection> {
-    let mut cmd = Command::new(&s.config.python);
-    cmd.arg("-W")
-        .arg("ignore")
-        .arg("-c")
-        .arg(INTROSPECT)
-        .arg(&cog.predict)
-        .arg(cog.train.as_deref().unwrap_or(""))
-        .current_dir(tree)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", tree)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
+    let sb = &s.sandbox;
+    let scratch_host = tree.with_file_name("scratch");
+    let mut jail = sb.jail(&scratch_host);
+    let src = jail.ro(tree, sandbox::SRC);
+    let home = jail.scratch(sandbox::SCRATCH);
+    jail.env("HOME", home)
+        .cwd(src)
+        .limits(&format!(
+            "push-{}",
+            tree.parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        ))
+        .isolate_from_network();
+    let started = jail
+        .command(
+            sb.python(),
+            [
+                "-W",
+                "ignore",
+                "-c",
+                INTROSPECT,
+                &cog.predict,
+                cog.train.as_deref().unwrap_or(""),
+            ],
+        )
+        .map_err(|e| ApiError::Internal(format!("push: cannot sandbox the schema reader: {e}")))?;
+    let mut cmd = started.cmd;
+    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
     let out = tokio::time::timeout(INTROSPECT_TIMEOUT, cmd.output())
         .await
         .map_err(|_| ApiError::invalid("predict", "the predictor did not load within 120 seconds"))?
-        .map_err(|e| {
-            ApiError::Internal(format!(
-                "could not run {} to read the schema: {e}",
-                s.config.python
-            ))
-        })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        .map_err(|e| ApiError::Internal(format!("push: could not run the schema reader: {e}")))?;
+    let oom = started.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+    drop(started.cgroup);
+    let printed = String::from_utf8_lossy(&out.stderr);
+    let tail = |n: usize| {
+        let lines: Vec<&str> = printed.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    };
+    if oom {
         return Err(ApiError::invalid(
             "predict",
-            format!(
-                "the predictor {} does not load: {}",
-                cog.predict,
-                tail.join("\n")
-            ),
+            "the predictor ran out of memory while it was imported",
         ));
     }
+    if !out.status.success() {
+        return Err(ApiError::invalid(
+            "predict",
+            format!("the predictor {} does not load: {}", cog.predict, tail(5)),
+        ));
+    }
+    // The predictor could still write to the inspector's channel: anything but a schema is its
+    // own doing, so the pusher hears of it, with what it printed.
     serde_json::from_slice(&out.stdout).map_err(|e| {
-        ApiError::Internal(format!(
-            "the schema reader printed something unexpected: {e}"
-        ))
+        ApiError::invalid(
+            "predict",
+            format!(
+                "the predictor {} wrote over its schema while it loaded ({e}); what it printed:\n{}",
+                cog.predict,
+                tail(10)
+            ),
+        )
     })
 }
 

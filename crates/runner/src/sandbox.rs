@@ -1,0 +1,687 @@
+//! The one place pushed code is started: every path that runs a model's Python (reading its
+//! schema at push, environment builds, Cog servers for predictions and trainings) builds its
+//! command here.
+//!
+//! Confined (the default), the command runs under bubblewrap in its own mount, PID, IPC, UTS,
+//! cgroup and network namespaces: it sees the system's `/usr`, the Python installation, and only
+//! the paths its caller binds (its project and environment read-only), a private `/tmp` and
+//! scratch directory (size-capped tmpfs, gone when it stops), a fresh `/proc` that shows only its
+//! own processes, and a minimal `/dev`. Started by root, it drops to an unprivileged user with no
+//! capabilities and `no_new_privs` (setpriv); started by anyone else, bubblewrap maps it to an
+//! unprivileged id in a user namespace. It has no network but its own loopback: the platform
+//! reaches it, and it reaches the platform and (when egress is on) the internet, only through
+//! Unix sockets bridged by `wrapper.py` (see `bridge.rs`). Memory and processes are capped by a
+//! cgroup where this host lets us make one, and everything it starts dies with it.
+//!
+//! `--unsafe-no-sandbox` runs the same commands as the server's own user, on the host.
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+use crate::cgroup::{Cgroup, Cgroups};
+
+pub const WRAPPER: &str = include_str!("wrapper.py");
+
+/// Which GPUs model servers get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gpus {
+    None,
+    All,
+    Some(Vec<u32>),
+}
+
+impl Gpus {
+    /// `none`, `all` or a list of indices such as `0,1`.
+    pub fn parse(s: &str) -> Result<Gpus, String> {
+        match s.trim() {
+            "" | "none" => Ok(Gpus::None),
+            "all" => Ok(Gpus::All),
+            list => list
+                .split(',')
+                .map(|p| {
+                    p.trim()
+                        .parse::<u32>()
+                        .map_err(|_| format!("'{p}' is not a GPU index (use none, all or 0,1,...)"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Gpus::Some),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// False only with `--unsafe-no-sandbox`.
+    pub confine: bool,
+    /// Whether model code may reach the internet (through the egress proxy; never the host).
+    pub egress: bool,
+    /// Memory a model server may use, with everything it starts; `None` is unlimited.
+    pub memory_limit: Option<u64>,
+    /// Processes (and threads) a model server may have at once.
+    pub max_processes: u64,
+    /// Size of each private tmpfs (`/tmp` and the scratch directory).
+    pub scratch_limit: u64,
+    pub gpus: Gpus,
+    /// Where GPU device files are looked for (`/dev`; tests use stand-in nodes elsewhere).
+    pub device_root: PathBuf,
+    /// The unprivileged user and group model code runs as when the server runs as root.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            confine: true,
+            egress: true,
+            memory_limit: Some(16 * 1024 * 1024 * 1024),
+            max_processes: 1024,
+            scratch_limit: 10 * 1024 * 1024 * 1024,
+            gpus: Gpus::None,
+            device_root: PathBuf::from("/dev"),
+            uid: 65534,
+            gid: 65534,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Sandbox {
+    cfg: SandboxConfig,
+    /// The interpreter that has Cog, as an absolute path.
+    python: PathBuf,
+    /// Its installation, bound read-only when it lives outside `/usr`.
+    python_root: Option<PathBuf>,
+    /// Whether this server runs as root (then model code drops to `cfg.uid`).
+    root: bool,
+    cgroups: Option<Cgroups>,
+    /// `passwd` and `group` naming the sandbox user, for code that looks itself up.
+    etc: PathBuf,
+    /// `wrapper.py`, written out once.
+    wrapper: PathBuf,
+}
+
+/// Where the things a sandboxed program is given appear to it.
+pub const SRC: &str = "/src";
+pub const ENV: &str = "/env";
+pub const RUN: &str = "/run/modelyard";
+pub const SCRATCH: &str = "/scratch";
+pub const WEIGHTS: &str = "/weights";
+const WRAPPER_INSIDE: &str = "/opt/modelyard/wrapper.py";
+
+impl Sandbox {
+    /// Resolves the interpreter and prepares what every sandbox shares. `state` is a directory
+    /// of the server's own (the data directory's `sandbox/`).
+    pub fn new(cfg: SandboxConfig, python: &str, state: &Path) -> Result<Sandbox, String> {
+        let out = std::process::Command::new(python)
+            .args([
+                "-c",
+                "import sys; print(sys.executable); print(sys.base_prefix)",
+            ])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .output()
+            .map_err(|e| format!("cannot run {python}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{python} does not run: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let exe = PathBuf::from(lines.next().unwrap_or_default());
+        let prefix = PathBuf::from(lines.next().unwrap_or_default());
+        let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+        let prefix = std::fs::canonicalize(&prefix).unwrap_or(prefix);
+        let python_root = (!prefix.starts_with("/usr")).then_some(prefix);
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false);
+        let etc = state.join("etc");
+        std::fs::create_dir_all(&etc).map_err(|e| format!("{}: {e}", etc.display()))?;
+        let (uid, gid) = (cfg.uid, cfg.gid);
+        std::fs::write(
+            etc.join("passwd"),
+            format!("model:x:{uid}:{gid}:model:{SCRATCH}:/bin/sh\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::write(etc.join("group"), format!("model:x:{gid}:\n")).map_err(|e| e.to_string())?;
+        let wrapper = state.join("wrapper.py");
+        std::fs::write(&wrapper, WRAPPER).map_err(|e| format!("{}: {e}", wrapper.display()))?;
+        let cgroups = if cfg.confine {
+            match Cgroups::detect() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(
+                        reason = %e,
+                        "no cgroup for model servers: their memory is not capped and their \
+                         process count is capped per user only"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Sandbox {
+            cfg,
+            python: exe,
+            python_root,
+            root,
+            cgroups,
+            etc,
+            wrapper,
+        })
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.cfg
+    }
+
+    pub fn confined(&self) -> bool {
+        self.cfg.confine
+    }
+
+    /// The interpreter, as sandboxed code sees it (the same path: it is bound where it is).
+    pub fn python(&self) -> &Path {
+        &self.python
+    }
+
+    /// Whether memory and processes are capped by a cgroup.
+    pub fn has_cgroups(&self) -> bool {
+        self.cgroups.is_some()
+    }
+
+    /// Runs a trivial confined program, so a host that cannot sandbox is found at start, with
+    /// the fix named, rather than at the first push.
+    pub async fn check(&self) -> Result<(), String> {
+        if !self.cfg.confine {
+            return Ok(());
+        }
+        let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut jail = self.jail(scratch.path());
+        jail.isolate_from_network();
+        let probe = "import os, sys; sys.stdout.write(str(os.getuid()))";
+        let mut started = jail.command(self.python(), ["-c", probe])?;
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), {
+            started.cmd.stdin(std::process::Stdio::null());
+            started.cmd.output()
+        })
+        .await
+        .map_err(|_| "the sandbox check did not finish within 60 seconds".to_string())?
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                "bubblewrap (bwrap) is not installed: install it (Debian/Ubuntu: apt-get install \
+                 bubblewrap; scripts/setup.sh does this), or pass --unsafe-no-sandbox to run \
+                 pushed model code unconfined"
+                    .to_string()
+            } else {
+                format!("cannot start bubblewrap: {e}")
+            }
+        })?;
+        let uid = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "the sandbox does not work on this host ({}): {}. Model code needs Linux \
+                 namespaces: run as root, or enable unprivileged user namespaces \
+                 (sysctl kernel.unprivileged_userns_clone=1, and on Ubuntu \
+                 kernel.apparmor_restrict_unprivileged_userns=0); or pass --unsafe-no-sandbox \
+                 to run pushed model code unconfined",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        if uid.trim() == "0" || uid.trim().is_empty() {
+            return Err(format!(
+                "the sandbox ran model code as user '{}', not an unprivileged user",
+                uid.trim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// A sandbox to fill in. `host_dir` is a private directory of the caller's: with
+    /// `--unsafe-no-sandbox`, scratch space is made there.
+    pub fn jail(&self, host_dir: &Path) -> Jail<'_> {
+        Jail {
+            sb: self,
+            mounts: Vec::new(),
+            env: vec![
+                ("PATH".into(), self.default_path()),
+                ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+                ("PYTHONUNBUFFERED".into(), "1".into()),
+                ("LANG".into(), "C.UTF-8".into()),
+            ],
+            cwd: None,
+            forwards: Vec::new(),
+            host_dir: host_dir.to_path_buf(),
+            limits: None,
+            watch: false,
+            gpus: false,
+        }
+    }
+
+    /// The `PATH` sandboxed programs get: the interpreter's directory, then the system's.
+    pub fn default_path(&self) -> OsString {
+        let mut p = OsString::new();
+        if let Some(bin) = self.python.parent() {
+            p.push(bin);
+            p.push(":");
+        }
+        p.push("/usr/local/bin:/usr/bin:/bin");
+        p
+    }
+
+    /// GPU device files to pass, from the device root: the ones every CUDA program opens and
+    /// the assigned `nvidiaN`.
+    fn gpu_devices(&self) -> Vec<(PathBuf, String)> {
+        let root = &self.cfg.device_root;
+        let wanted = |n: u32| match &self.cfg.gpus {
+            Gpus::None => false,
+            Gpus::All => true,
+            Gpus::Some(list) => list.contains(&n),
+        };
+        if self.cfg.gpus == Gpus::None {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let pass = match name.strip_prefix("nvidia") {
+                Some(rest) if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) => {
+                    rest.parse().is_ok_and(wanted)
+                }
+                Some(_) => true, // nvidiactl, nvidia-uvm, nvidia-uvm-tools, nvidia-modeset, nvidia-caps
+                None => name == "dri",
+            };
+            if pass {
+                out.push((e.path(), format!("/dev/{name}")));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// bubblewrap makes the missing parents of a mount point private (0700) to root: a sandbox
+/// user could not pass through `/etc` or `/run`. Each parent is made first, open to pass.
+fn with_open_parents(args: Vec<OsString>) -> Vec<OsString> {
+    // Options followed by (source, destination) and by a destination alone.
+    const TWO: [&str; 6] = [
+        "--ro-bind",
+        "--ro-bind-try",
+        "--bind",
+        "--dev-bind",
+        "--symlink",
+        "--bind-try",
+    ];
+    let mut out = Vec::with_capacity(args.len() * 2);
+    let mut made: std::collections::HashSet<PathBuf> = Default::default();
+    let mut i = 0;
+    // The options before the first mount (namespaces, ids) pass through unchanged.
+    while i < args.len() {
+        let a = args[i].to_string_lossy().to_string();
+        if a == "--" {
+            out.extend(args[i..].iter().cloned());
+            break;
+        }
+        let dest = if TWO.contains(&a.as_str()) {
+            args.get(i + 2)
+        } else if a == "--tmpfs" || a == "--proc" || a == "--dev" || a == "--dir" {
+            args.get(i + 1)
+        } else {
+            None
+        };
+        if let Some(d) = dest {
+            let mut parents: Vec<PathBuf> = Path::new(d)
+                .ancestors()
+                .skip(1)
+                .filter(|p| p.parent().is_some())
+                .map(Path::to_path_buf)
+                .collect();
+            parents.reverse();
+            // `--perms`/`--size` already pushed for this mount stay attached to it: insert
+            // the parents before them.
+            let mut attached = Vec::new();
+            while out
+                .len()
+                .checked_sub(2)
+                .and_then(|k| out.get(k))
+                .is_some_and(|o: &OsString| o == "--perms" || o == "--size")
+            {
+                let v = out.pop().unwrap_or_default();
+                let k = out.pop().unwrap_or_default();
+                attached.insert(0, v);
+                attached.insert(0, k);
+            }
+            for p in parents {
+                if made.insert(p.clone()) && p != Path::new("/dev") && !p.starts_with("/dev/") {
+                    out.extend(["--perms".into(), "0755".into(), "--dir".into(), p.into()]);
+                }
+            }
+            out.extend(attached);
+            made.insert(PathBuf::from(d));
+        }
+        out.push(args[i].clone());
+        i += 1;
+    }
+    out
+}
+
+enum Mount {
+    Ro(PathBuf, String),
+    Rw(PathBuf, String),
+    Tmpfs(String),
+}
+
+/// One sandboxed program being put together.
+pub struct Jail<'a> {
+    sb: &'a Sandbox,
+    mounts: Vec<Mount>,
+    env: Vec<(OsString, OsString)>,
+    cwd: Option<PathBuf>,
+    /// Bridges `wrapper.py` runs inside: `LISTEN=CONNECT`, each `tcp:HOST:PORT` or `unix:PATH`.
+    forwards: Vec<String>,
+    host_dir: PathBuf,
+    limits: Option<String>,
+    /// Run under `wrapper.py`, which stops everything when its standard input closes.
+    watch: bool,
+    gpus: bool,
+}
+
+/// A command ready to spawn, and the cgroup it joins (removed when this is dropped).
+pub struct Started {
+    pub cmd: Command,
+    pub cgroup: Option<Cgroup>,
+}
+
+impl Jail<'_> {
+    /// Binds a host path read-only; returns the path the program uses for it.
+    pub fn ro(&mut self, host: &Path, inside: &str) -> PathBuf {
+        if !self.sb.cfg.confine {
+            return host.to_path_buf();
+        }
+        self.mounts.push(Mount::Ro(host.to_path_buf(), inside.into()));
+        PathBuf::from(inside)
+    }
+
+    /// Binds a host path writable; returns the path the program uses for it.
+    pub fn rw(&mut self, host: &Path, inside: &str) -> PathBuf {
+        if !self.sb.cfg.confine {
+            return host.to_path_buf();
+        }
+        self.mounts.push(Mount::Rw(host.to_path_buf(), inside.into()));
+        PathBuf::from(inside)
+    }
+
+    /// A private, size-capped, writable directory that disappears with the program.
+    pub fn scratch(&mut self, inside: &str) -> PathBuf {
+        if !self.sb.cfg.confine {
+            let dir = self.host_dir.join(inside.trim_start_matches('/'));
+            let _ = std::fs::create_dir_all(&dir);
+            return dir;
+        }
+        self.mounts.push(Mount::Tmpfs(inside.into()));
+        PathBuf::from(inside)
+    }
+
+    pub fn env(&mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> &mut Self {
+        let key = key.into();
+        self.env.retain(|(k, _)| *k != key);
+        self.env.push((key, value.into()));
+        self
+    }
+
+    pub fn cwd(&mut self, dir: PathBuf) -> &mut Self {
+        self.cwd = Some(dir);
+        self
+    }
+
+    /// Runs a bridge inside (see `wrapper.py`); implies [`Jail::watch`].
+    pub fn forward(&mut self, listen: String, connect: String) -> &mut Self {
+        self.forwards.push(format!("{listen}={connect}"));
+        self.watch = true;
+        self
+    }
+
+    /// Runs the program under `wrapper.py`: closing its standard input (or the server dying)
+    /// stops the program and everything it started.
+    pub fn watch(&mut self) -> &mut Self {
+        self.watch = true;
+        self
+    }
+
+    /// Caps memory and processes with a cgroup named `name` (where cgroups are available).
+    pub fn limits(&mut self, name: &str) -> &mut Self {
+        self.limits = Some(name.to_string());
+        self
+    }
+
+    /// Passes the assigned GPUs' device files.
+    pub fn gpus(&mut self) -> &mut Self {
+        self.gpus = true;
+        self
+    }
+
+    /// No network at all: nothing to do, since the sandbox never shares the host's; named so
+    /// that callers say what they mean.
+    pub fn isolate_from_network(&mut self) -> &mut Self {
+        self
+    }
+
+    /// The command for `program args`, sandboxed. The environment is exactly what was set.
+    pub fn command<I, S>(self, program: &Path, args: I) -> Result<Started, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let sb = self.sb;
+        let mut inner: Vec<OsString> = Vec::new();
+        if self.watch {
+            inner.push(sb.python.clone().into());
+            inner.push(if sb.cfg.confine {
+                WRAPPER_INSIDE.into()
+            } else {
+                sb.wrapper.clone().into()
+            });
+            for f in &self.forwards {
+                inner.push("--forward".into());
+                inner.push(f.into());
+            }
+            inner.push("--".into());
+        }
+        inner.push(program.into());
+        inner.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+
+        if !sb.cfg.confine {
+            let mut cmd = Command::new(&inner[0]);
+            cmd.args(&inner[1..]).env_clear();
+            for (k, v) in &self.env {
+                cmd.env(k, v);
+            }
+            if let Some(d) = &self.cwd {
+                cmd.current_dir(d);
+            }
+            // Its own process group, which the wrapper stops as a whole.
+            cmd.process_group(0);
+            return Ok(Started { cmd, cgroup: None });
+        }
+
+        let mut a: Vec<OsString> = Vec::new();
+        let mut arg = |s: &dyn AsRef<OsStr>| a.push(s.as_ref().to_os_string());
+        for flag in [
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-uts",
+            "--unshare-net",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--new-session",
+            "--hostname",
+            "model",
+        ] {
+            arg(&flag);
+        }
+        if !sb.root {
+            for flag in ["--unshare-user", "--disable-userns", "--uid"] {
+                arg(&flag);
+            }
+            arg(&sb.cfg.uid.to_string());
+            arg(&"--gid");
+            arg(&sb.cfg.gid.to_string());
+        }
+        // The system, read-only; merged-/usr links are recreated as links.
+        arg(&"--ro-bind");
+        arg(&"/usr");
+        arg(&"/usr");
+        for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+            match std::fs::read_link(top) {
+                Ok(target) => {
+                    arg(&"--symlink");
+                    arg(&target);
+                    arg(&top);
+                }
+                Err(_) if Path::new(top).is_dir() => {
+                    arg(&"--ro-bind");
+                    arg(&top);
+                    arg(&top);
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(root) = &sb.python_root {
+            arg(&"--ro-bind");
+            arg(root);
+            arg(root);
+        }
+        for f in [
+            "/etc/hosts",
+            "/etc/nsswitch.conf",
+            "/etc/ld.so.cache",
+            "/etc/ld.so.conf",
+            "/etc/ld.so.conf.d",
+            "/etc/ssl",
+            "/etc/ca-certificates",
+            "/etc/pki",
+            "/etc/pip.conf",
+            "/etc/localtime",
+            "/etc/mime.types",
+            "/etc/alternatives",
+        ] {
+            arg(&"--ro-bind-try");
+            arg(&f);
+            arg(&f);
+        }
+        arg(&"--ro-bind");
+        arg(&sb.wrapper);
+        arg(&WRAPPER_INSIDE);
+        for f in ["passwd", "group"] {
+            arg(&"--ro-bind");
+            arg(&sb.etc.join(f));
+            arg(&format!("/etc/{f}"));
+        }
+        arg(&"--proc");
+        arg(&"/proc");
+        arg(&"--dev");
+        arg(&"/dev");
+        let size = sb.cfg.scratch_limit.to_string();
+        for t in ["/tmp", "/dev/shm"] {
+            for x in ["--perms", "1777", "--size", &size, "--tmpfs", t] {
+                arg(&x);
+            }
+        }
+        if self.gpus {
+            for (host, inside) in sb.gpu_devices() {
+                arg(&"--dev-bind");
+                arg(&host);
+                arg(&inside);
+            }
+        }
+        for m in &self.mounts {
+            match m {
+                Mount::Ro(h, i) => {
+                    arg(&"--ro-bind");
+                    arg(h);
+                    arg(i);
+                }
+                Mount::Rw(h, i) => {
+                    arg(&"--bind");
+                    arg(h);
+                    arg(i);
+                }
+                Mount::Tmpfs(i) => {
+                    for x in ["--perms", "1777", "--size", &size, "--tmpfs", i] {
+                        arg(&x);
+                    }
+                }
+            }
+        }
+        arg(&"--clearenv");
+        for (k, v) in &self.env {
+            arg(&"--setenv");
+            arg(k);
+            arg(v);
+        }
+        arg(&"--chdir");
+        arg(&self.cwd.clone().unwrap_or_else(|| PathBuf::from("/")));
+        arg(&"--");
+        if sb.root {
+            // Root inside the namespaces still holds every capability: give them all up and
+            // become the unprivileged sandbox user for good.
+            for x in [
+                "setpriv".to_string(),
+                format!("--reuid={}", sb.cfg.uid),
+                format!("--regid={}", sb.cfg.gid),
+                "--clear-groups".into(),
+                "--inh-caps=-all".into(),
+                "--ambient-caps=-all".into(),
+                "--bounding-set=-all".into(),
+                "--no-new-privs".into(),
+                "--".into(),
+            ] {
+                arg(&x);
+            }
+        }
+        if sb.cgroups.is_none() {
+            // No cgroup: processes are capped per user, which still stops a fork bomb.
+            arg(&"prlimit");
+            arg(&format!("--nproc={}", sb.cfg.max_processes));
+            arg(&"--");
+        }
+        let a = with_open_parents(a);
+        let mut a = a;
+        a.extend(inner);
+
+        let cgroup = match (&sb.cgroups, &self.limits) {
+            (Some(c), Some(name)) => Some(c.create(
+                name,
+                sb.cfg.memory_limit,
+                sb.cfg.max_processes,
+            )?),
+            _ => None,
+        };
+        let mut cmd = match &cgroup {
+            // Join the cgroup before bubblewrap starts, so nothing it forks escapes the cap.
+            Some(cg) => {
+                let mut script = String::new();
+                for f in cg.procs_files() {
+                    script.push_str(&format!("echo $$ > '{}' && ", f.display()));
+                }
+                script.push_str("exec \"$@\"");
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c").arg(script).arg("sh").arg("bwrap");
+                c
+            }
+            None => Command::new("bwrap"),
+        };
+        cmd.args(a).env_clear();
+        cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        Ok(Started { cmd, cgroup })
+    }
+}
