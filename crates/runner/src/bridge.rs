@@ -107,8 +107,10 @@ async fn proxy(mut client: UnixStream) -> std::io::Result<()> {
             let mut out = format!("{method} {path} {version}\r\n");
             for l in lines.filter(|l| !l.is_empty()) {
                 let name = l.split(':').next().unwrap_or_default().to_ascii_lowercase();
-                if !matches!(name.as_str(), "proxy-connection" | "connection" | "keep-alive")
-                    && !name.starts_with("proxy-")
+                if !matches!(
+                    name.as_str(),
+                    "proxy-connection" | "connection" | "keep-alive"
+                ) && !name.starts_with("proxy-")
                 {
                     out.push_str(l);
                     out.push_str("\r\n");
@@ -322,7 +324,10 @@ mod tests {
 
     #[test]
     fn authorities_split_into_host_and_port() {
-        assert_eq!(split_authority("pypi.org:443", 80), ("pypi.org".into(), 443));
+        assert_eq!(
+            split_authority("pypi.org:443", 80),
+            ("pypi.org".into(), 443)
+        );
         assert_eq!(split_authority("pypi.org", 80), ("pypi.org".into(), 80));
         assert_eq!(split_authority("[::1]:8080", 80), ("::1".into(), 8080));
     }

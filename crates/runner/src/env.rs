@@ -138,7 +138,10 @@ impl Envs {
                 let scratch = jail.scratch(sandbox::SCRATCH);
                 jail.env("HOME", &scratch)
                     .env("PIP_NO_INPUT", "1")
-                    .limits(&format!("env-{}", &dir.file_name().unwrap_or_default().to_string_lossy()[..12]))
+                    .limits(&format!(
+                        "env-{}",
+                        &dir.file_name().unwrap_or_default().to_string_lossy()[..12]
+                    ))
                     .watch();
                 if proxy.is_some() {
                     let r = jail.rw(&run, sandbox::RUN);

@@ -468,7 +468,7 @@ impl Pool {
             (port, port, base, workdir.join("src"))
         };
         let tasks = Tasks(tasks);
-        let src = jail.ro(&project, sandbox::SRC);
+        let src = jail.project(&project, sandbox::SRC);
         let python = match &spec.env.dir {
             Some(dir) => {
                 let env = jail.ro(dir, sandbox::ENV);

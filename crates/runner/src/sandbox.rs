@@ -110,6 +110,8 @@ pub const RUN: &str = "/run/modelyard";
 pub const SCRATCH: &str = "/scratch";
 pub const WEIGHTS: &str = "/weights";
 const WRAPPER_INSIDE: &str = "/opt/modelyard/wrapper.py";
+/// Where [`Jail::project`] mounts the stored project read-only.
+const PROJECT: &str = "/opt/modelyard/project";
 
 impl Sandbox {
     /// Resolves the interpreter and prepares what every sandbox shares. `state` is a directory
@@ -148,7 +150,8 @@ impl Sandbox {
             format!("model:x:{uid}:{gid}:model:{SCRATCH}:/bin/sh\n"),
         )
         .map_err(|e| e.to_string())?;
-        std::fs::write(etc.join("group"), format!("model:x:{gid}:\n")).map_err(|e| e.to_string())?;
+        std::fs::write(etc.join("group"), format!("model:x:{gid}:\n"))
+            .map_err(|e| e.to_string())?;
         let wrapper = state.join("wrapper.py");
         std::fs::write(&wrapper, WRAPPER).map_err(|e| format!("{}: {e}", wrapper.display()))?;
         let cgroups = if cfg.confine {
@@ -259,6 +262,7 @@ impl Sandbox {
             forwards: Vec::new(),
             host_dir: host_dir.to_path_buf(),
             limits: None,
+            farm: None,
             watch: false,
             gpus: false,
         }
@@ -390,6 +394,8 @@ pub struct Jail<'a> {
     forwards: Vec<String>,
     host_dir: PathBuf,
     limits: Option<String>,
+    /// A link farm the wrapper makes before the program starts: (from, to).
+    farm: Option<(PathBuf, PathBuf)>,
     /// Run under `wrapper.py`, which stops everything when its standard input closes.
     watch: bool,
     gpus: bool,
@@ -407,7 +413,8 @@ impl Jail<'_> {
         if !self.sb.cfg.confine {
             return host.to_path_buf();
         }
-        self.mounts.push(Mount::Ro(host.to_path_buf(), inside.into()));
+        self.mounts
+            .push(Mount::Ro(host.to_path_buf(), inside.into()));
         PathBuf::from(inside)
     }
 
@@ -416,7 +423,8 @@ impl Jail<'_> {
         if !self.sb.cfg.confine {
             return host.to_path_buf();
         }
-        self.mounts.push(Mount::Rw(host.to_path_buf(), inside.into()));
+        self.mounts
+            .push(Mount::Rw(host.to_path_buf(), inside.into()));
         PathBuf::from(inside)
     }
 
@@ -441,6 +449,20 @@ impl Jail<'_> {
     pub fn cwd(&mut self, dir: PathBuf) -> &mut Self {
         self.cwd = Some(dir);
         self
+    }
+
+    /// A private, writable copy of a read-only project at `inside`, made of links (see
+    /// `wrapper.py`), so a model can write beside its files but never change them. Returns the
+    /// path the program uses.
+    pub fn project(&mut self, host: &Path, inside: &str) -> PathBuf {
+        if !self.sb.cfg.confine {
+            return host.to_path_buf();
+        }
+        let ro = self.ro(host, PROJECT);
+        let dir = self.scratch(inside);
+        self.farm = Some((ro, dir.clone()));
+        self.watch = true;
+        dir
     }
 
     /// Runs a bridge inside (see `wrapper.py`); implies [`Jail::watch`].
@@ -490,6 +512,11 @@ impl Jail<'_> {
             } else {
                 sb.wrapper.clone().into()
             });
+            if let Some((from, to)) = &self.farm {
+                inner.push("--farm".into());
+                inner.push(from.into());
+                inner.push(to.into());
+            }
             for f in &self.forwards {
                 inner.push("--forward".into());
                 inner.push(f.into());
@@ -659,11 +686,9 @@ impl Jail<'_> {
         a.extend(inner);
 
         let cgroup = match (&sb.cgroups, &self.limits) {
-            (Some(c), Some(name)) => Some(c.create(
-                name,
-                sb.cfg.memory_limit,
-                sb.cfg.max_processes,
-            )?),
+            (Some(c), Some(name)) => {
+                Some(c.create(name, sb.cfg.memory_limit, sb.cfg.max_processes)?)
+            }
             _ => None,
         };
         let mut cmd = match &cgroup {

@@ -1,6 +1,6 @@
 """Runs a program that cannot outlive modelyard, and the bridges between it and the platform.
 
-    wrapper.py [--forward LISTEN=CONNECT]... -- PROGRAM ARGS...
+    wrapper.py [--farm SRC DST] [--forward LISTEN=CONNECT]... -- PROGRAM ARGS...
 
 modelyard holds this process's standard input open. However modelyard ends, even by SIGKILL,
 the kernel closes that pipe; this process then stops its whole process group and exits. In the
@@ -85,8 +85,25 @@ def serve_forward(listen, connect):
     threading.Thread(target=accept, daemon=True).start()
 
 
+def farm(src, dst):
+    """Fills dst with links to src's files: the project reads as before and new files can be
+    written beside them, but its own files stay read-only (src is a read-only mount)."""
+    for root, dirs, files in os.walk(src):
+        rel = os.path.relpath(root, src)
+        target = os.path.normpath(os.path.join(dst, rel))
+        os.makedirs(target, exist_ok=True)
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            path = os.path.join(root, name)
+            link = os.readlink(path) if os.path.islink(path) else path
+            os.symlink(link, os.path.join(target, name))
+
+
 args = sys.argv[1:]
-while args and args[0] == "--forward":
+while args and args[0] in ("--forward", "--farm"):
+    if args[0] == "--farm":
+        farm(args[1], args[2])
+        args = args[3:]
+        continue
     listen, _, connect = args[1].partition("=")
     serve_forward(listen, connect)
     args = args[2:]

@@ -11,8 +11,8 @@ use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use modelyard_domain::NewVersion;
-use serde::Deserialize;
 use modelyard_runner::sandbox;
+use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Auth;
