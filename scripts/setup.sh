@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up what the tests need on a fresh machine (run as root, as CI and the dev machines do):
-# PostgreSQL running, Cog and the official Python client, the JavaScript packages, Chromium.
+# PostgreSQL running, bubblewrap (the model sandbox), Cog and the official Python client, the
+# JavaScript packages, Chromium.
 # Idempotent: each step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,12 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 pg_isready -h 127.0.0.1
+
+# The sandbox model code runs in: bubblewrap, with setpriv and prlimit (util-linux).
+if ! command -v bwrap >/dev/null || ! command -v setpriv >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap util-linux >/dev/null
+fi
 
 if ! python3 -c 'import cog, replicate, pytest, httpx' 2>/dev/null \
   || [ "$(python3 -c 'import replicate.__about__ as a; print(a.__version__)' 2>/dev/null)" != "1.0.7" ]; then

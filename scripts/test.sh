@@ -19,8 +19,26 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# Model servers are found by their Cog command line; any still running after a suite is a leak.
+left_behind() {
+  local found
+  # Servers stop within seconds of their owner's end: give them that long.
+  for _ in $(seq 1 30); do
+    found=$(grep -las 'cog[.]server[.]http' /proc/[0-9]*/cmdline || true)
+    [ -z "$found" ] && return 0
+    sleep 0.5
+  done
+  if [ -n "$found" ]; then
+    echo "model server processes outlived the $1:" >&2
+    for f in $found; do tr '\0' ' ' <"$f" | cut -c1-200 >&2; echo >&2; done
+    return 1
+  fi
+}
+
 step "cargo test"
+left_behind "start" || { echo "(already running before the tests: not ours)" >&2; }
 cargo test --workspace
+left_behind "Rust tests"
 
 step "cargo build -p modelyard"
 cargo build -p modelyard
@@ -49,6 +67,7 @@ psql "$PG_ADMIN_URL" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db"
 start=$SECONDS
 MODELYARD_TEST_DATABASE_URL="${PG_ADMIN_URL%/*}/$db" run_pytest
 echo "Python suite on PostgreSQL took $((SECONDS - start)) s"
+left_behind "Python suites"
 
 step "JavaScript client suite"
 if [ ! -d tests/js/node_modules ]; then

@@ -453,3 +453,56 @@ async fn assigned_gpus_reach_the_model_with_their_devices() {
     let d: Value = serde_json::from_str(p["output"].as_str().unwrap()).unwrap();
     assert!(!d["dev"].to_string().contains("nvidia"), "{d}");
 }
+
+/// Cog servers whose upload URL names this runner.
+fn servers_of(label: &str) -> usize {
+    processes_named(&format!("/uploads/{label}-"))
+}
+
+/// However the runner's handles go (here: its runtime dropped mid-flight, then the state), every
+/// process of every model server goes with them, confined or not.
+#[test]
+fn model_servers_end_when_their_handles_are_dropped_without_a_stop() {
+    for confine in [true, false] {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (server, label) = rt.block_on(async {
+            let s = start_with(Backend::Sqlite, |c| {
+                c.run_jobs = true;
+                c.sandbox.confine = confine;
+            })
+            .await;
+            s.create_model("alice", "alice", "echo", "private").await;
+            let v = s.push("alice", "alice/echo", "echo").await;
+            let p = s
+                .call(
+                    "alice",
+                    reqwest::Method::POST,
+                    "/v1/predictions",
+                    Some(json!({"version": v, "input": {"prompt": "x"}})),
+                )
+                .await;
+            let id = p.body["id"].as_str().unwrap().to_string();
+            let done = s
+                .until_done(
+                    "alice",
+                    &format!("/v1/predictions/{id}"),
+                    Duration::from_secs(120),
+                )
+                .await;
+            assert_eq!(done["status"], "succeeded", "{done}");
+            let label = s.state.runner.as_ref().unwrap().label().to_string();
+            (s, label)
+        });
+        assert!(servers_of(&label) > 0, "no model server ran");
+        drop(rt);
+        drop(server);
+        assert!(
+            wait_until(Duration::from_secs(20), || servers_of(&label) == 0),
+            "confine={confine}: model servers outlived their dropped handles"
+        );
+    }
+}

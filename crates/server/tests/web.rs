@@ -312,3 +312,25 @@ async fn private_pages_are_404_to_outsiders_and_the_api_keeps_problem_json() {
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains(&pid));
 }
+
+#[tokio::test]
+async fn owners_are_warned_on_model_pages_when_model_code_runs_unconfined() {
+    const WARNING: &str = "runs model code unconfined";
+    for confine in [false, true] {
+        let server = start_with(Backend::Sqlite, |c| c.sandbox.confine = confine).await;
+        server.create_model("alice", "alice", "m", "public").await;
+        set_password(&server, "alice", "correct horse battery").await;
+        set_password(&server, "bob", "another horse battery").await;
+        let mut alice = Browser::new(&server);
+        alice.sign_in("alice", "correct horse battery").await;
+        let page = alice.get("/alice/m").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(page.body.contains(WARNING), !confine, "confine={confine}");
+        // Only owners are told.
+        let mut bob = Browser::new(&server);
+        bob.sign_in("bob", "another horse battery").await;
+        let page = bob.get("/alice/m").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(!page.body.contains(WARNING));
+    }
+}

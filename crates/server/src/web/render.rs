@@ -116,6 +116,8 @@ pub fn page(s: &AppState, viewer: &Viewer, name: &str, title: &str, mut ctx: Val
         })),
         "csrf": viewer.session.as_ref().map(|v| v.csrf.clone()),
         "flash": viewer.flash,
+        // Owners are told on every model page that its code runs unconfined.
+        "models_unconfined": !s.sandbox.confined(),
     });
     if let (Value::Object(c), Value::Object(b)) = (&mut ctx, base) {
         for (k, v) in b {
