@@ -131,6 +131,11 @@ impl Envs {
                 .open(log)
                 .map_err(|e| e.to_string())
         };
+        // Unique: two servers of one process may build the same environment at once.
+        let cgroup_name = format!(
+            "env-{:016x}",
+            rand::Rng::gen::<u64>(&mut rand::thread_rng())
+        );
         let result = async {
             for step in 0..2 {
                 let mut jail = sb.jail(&run);
@@ -138,10 +143,7 @@ impl Envs {
                 let scratch = jail.scratch(sandbox::SCRATCH);
                 jail.env("HOME", &scratch)
                     .env("PIP_NO_INPUT", "1")
-                    .limits(&format!(
-                        "env-{}",
-                        &dir.file_name().unwrap_or_default().to_string_lossy()[..12]
-                    ))
+                    .limits(&cgroup_name)
                     .watch();
                 if proxy.is_some() {
                     let r = jail.rw(&run, sandbox::RUN);
