@@ -506,3 +506,70 @@ fn model_servers_end_when_their_handles_are_dropped_without_a_stop() {
         );
     }
 }
+
+/// Pushes a project made of these files; returns the status and body.
+async fn push_files(s: &Server, model: &str, files: &[(&str, &str)]) -> (StatusCode, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let resp = s
+        .http
+        .post(format!("{}/v1/models/{model}/versions", s.url))
+        .bearer_auth(&s.tokens["alice"])
+        .header("content-type", "application/gzip")
+        .body(pack_dir(dir.path()))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The schema comes back on a channel the predictor's prints cannot reach, and a predictor that
+/// scribbles over it anyway is the pusher's 422, with what it printed, never a 500.
+#[tokio::test]
+async fn a_predictor_that_prints_or_scribbles_at_import_is_the_pushers_problem() {
+    let s = start_with(Backend::Sqlite, |_| {}).await;
+    s.create_model("alice", "alice", "loud", "private").await;
+    let yaml = "build:\n  python_version: \"3.11\"\npredict: \"predict.py:Predictor\"\n";
+    let predictor = |top: &str| {
+        format!(
+            "import os, sys\n{top}\nfrom cog import BasePredictor\n\n\
+             class Predictor(BasePredictor):\n    def predict(self, x: str) -> str:\n        return x\n"
+        )
+    };
+    let loud = predictor(
+        "print('hello from import')\nos.write(1, b'raw bytes on fd 1\\n')\nsys.stdout.flush()",
+    );
+    let (status, v) = push_files(
+        &s,
+        "alice/loud",
+        &[("cog.yaml", yaml), ("predict.py", &loud)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert!(v["openapi_schema"]["components"]["schemas"]["Input"]["properties"]["x"].is_object());
+
+    // Writing to every descriptor it can find reaches the answer's channel too.
+    let scribbler = predictor(
+        "print('about to scribble')\nfor fd in range(1, 64):\n    try:\n        os.write(fd, b'{not json')\n    except OSError:\n        pass",
+    );
+    let (status, v) = push_files(
+        &s,
+        "alice/loud",
+        &[("cog.yaml", yaml), ("predict.py", &scribbler)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let detail = v.to_string();
+    assert!(detail.contains("about to scribble"), "{detail}");
+    // Nothing was stored.
+    let versions = s.get("alice", "/v1/models/alice/loud/versions").await;
+    assert_eq!(
+        versions.body["results"].as_array().unwrap().len(),
+        1,
+        "{:?}",
+        versions.body
+    );
+}
