@@ -8,8 +8,9 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
+use axum::routing::{get, post, put};
 use axum::Router;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::Inner;
@@ -17,17 +18,55 @@ use crate::Inner;
 /// The largest output file a model server may upload.
 const MAX_UPLOAD: usize = 1024 * 1024 * 1024;
 
-/// The job a server runs now, shared by the pool (which sets it) and the server's endpoint.
+/// The job a server runs now, shared by the pool (which sets it) and the server's endpoint,
+/// with the URLs of this platform among its inputs, which the server fetches through its
+/// endpoint (it cannot reach the platform itself).
 #[derive(Clone, Default)]
-pub struct Current(Arc<Mutex<Option<String>>>);
+pub struct Current(Arc<Mutex<Option<(String, Vec<String>)>>>);
 
 impl Current {
     pub fn set(&self, job: Option<&str>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = job.map(str::to_string);
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = job.map(|j| (j.to_string(), vec![]));
     }
 
     fn is(&self, job: &str) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).as_deref() == Some(job)
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|(j, _)| j == job)
+    }
+
+    /// Replaces each input string that is a URL of this platform (`public`) with one of the
+    /// server's endpoint (`base`), remembered for this job.
+    pub fn route_inputs(&self, key: &[u8], public: &str, base: &str, input: &mut Value) {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((job, urls)) = guard.as_mut() else {
+            return;
+        };
+        let token = job_token(key, job);
+        let prefix = format!("{}/", public.trim_end_matches('/'));
+        let mut visit = |v: &mut Value| {
+            if let Value::String(s) = v {
+                if s.starts_with(&prefix) {
+                    urls.push(std::mem::take(s));
+                    *s = format!("{base}/inputs/{job}/{token}/{}", urls.len() - 1);
+                }
+            }
+        };
+        match input {
+            Value::Object(m) => m.values_mut().for_each(|v| match v {
+                Value::Array(items) => items.iter_mut().for_each(&mut visit),
+                other => visit(other),
+            }),
+            other => visit(other),
+        }
+    }
+
+    fn input(&self, job: &str, n: usize) -> Option<String> {
+        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (j, urls) = guard.as_ref()?;
+        (j == job).then(|| urls.get(n).cloned()).flatten()
     }
 }
 
@@ -54,6 +93,7 @@ pub fn router(inner: Weak<Inner>, current: Current, label: String) -> Router {
     Router::new()
         .route("/jobs/{id}/{token}", post(webhook))
         .route("/uploads/{label}/{name}", put(upload))
+        .route("/inputs/{id}/{token}/{n}", get(input))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(Ctx {
             inner,
@@ -99,5 +139,41 @@ async fn upload(
     match crate::job::store_output(&inner, job, &name, &body).await {
         Ok(url) => (StatusCode::CREATED, [(header::LOCATION, url)]).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+/// An input file of the job the server runs, fetched from the platform on its behalf.
+async fn input(
+    State(c): State<Ctx>,
+    Path((id, token, n)): Path<(String, String, usize)>,
+) -> Response {
+    let Some(inner) = c.inner.upgrade() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    if token != job_token(&inner.callback_key, &id) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let Some(url) = c.current.input(&id, n) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let resp = match inner.http.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let status = resp.status();
+    let ctype = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let disposition = resp.headers().get(header::CONTENT_DISPOSITION).cloned();
+    match resp.bytes().await {
+        Ok(body) => {
+            let mut out = (status, body).into_response();
+            if let Some(t) = ctype {
+                out.headers_mut().insert(header::CONTENT_TYPE, t);
+            }
+            if let Some(d) = disposition {
+                out.headers_mut().insert(header::CONTENT_DISPOSITION, d);
+            }
+            out
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
 }

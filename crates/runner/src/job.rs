@@ -191,10 +191,18 @@ async fn execute(inner: &Arc<Inner>, job: &mut Job, ch: &JobChannel) -> Option<J
         "predictions"
     };
     let base = format!("http://127.0.0.1:{}/{route}/{}", lease.port, job.id);
+    // The model server cannot reach this platform: its files come through its own endpoint.
+    let mut input = job.input.clone();
+    lease.current.route_inputs(
+        &inner.callback_key,
+        &inner.cfg.public_url,
+        &lease.callback_base,
+        &mut input,
+    );
     if spec.streams {
         let body = json!({
             "id": job.id,
-            "input": job.input,
+            "input": input,
             "webhook": format!(
                 "{}/jobs/{}/{}",
                 lease.callback_base,
@@ -215,7 +223,7 @@ async fn execute(inner: &Arc<Inner>, job: &mut Job, ch: &JobChannel) -> Option<J
         let url = format!("http://127.0.0.1:{}/{route}", lease.port);
         // No webhook: asking Cog for one costs ~4 ms a prediction. A failed answer comes with
         // empty logs; they are read back from the server's own log below.
-        let body = json!({"id": job.id, "input": job.input});
+        let body = json!({"id": job.id, "input": input});
         tokio::spawn(async move {
             let payload = match run_sync(&inner2, &url, &body).await {
                 Ok(p) => p,

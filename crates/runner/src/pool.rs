@@ -109,6 +109,8 @@ pub struct Lease {
     pub callback_base: String,
     /// Processes killed for memory in its cgroup when it was lent.
     oom_before: u64,
+    /// The job it runs, as its callback endpoint knows it.
+    pub current: Current,
 }
 
 pub struct StartError(pub String);
@@ -636,6 +638,7 @@ impl Instance {
             id: self.id,
             callback_base: self.callback_base.clone(),
             oom_before: self.cgroup.as_ref().map_or(0, |c| c.oom_kills()),
+            current: self.current.clone(),
         }
     }
 }
