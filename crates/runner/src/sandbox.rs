@@ -205,8 +205,7 @@ impl Sandbox {
             return Ok(());
         }
         let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mut jail = self.jail(scratch.path());
-        jail.isolate_from_network();
+        let jail = self.jail(scratch.path());
         let probe = "import os, sys; sys.stdout.write(str(os.getuid()))";
         let mut started = jail.command(self.python(), ["-c", probe])?;
         let out = tokio::time::timeout(std::time::Duration::from_secs(60), {
@@ -488,12 +487,6 @@ impl Jail<'_> {
     /// Passes the assigned GPUs' device files.
     pub fn gpus(&mut self) -> &mut Self {
         self.gpus = true;
-        self
-    }
-
-    /// No network at all: nothing to do, since the sandbox never shares the host's; named so
-    /// that callers say what they mean.
-    pub fn isolate_from_network(&mut self) -> &mut Self {
         self
     }
 

@@ -143,7 +143,8 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(format!("push: {e}"))
 }
 
-/// Runs Cog's inspector on the predictor in the sandbox: importing it runs the pusher's code.
+/// Runs Cog's inspector on the predictor in the sandbox (no network: it needs none): importing
+/// it runs the pusher's code.
 /// The schema comes back on the inspector's own standard output, which it takes for itself
 /// before the predictor is imported (whatever the predictor prints goes to standard error).
 async fn introspect(s: &AppState, tree: &Path, cog: &cogyaml::CogYaml) -> ApiResult<Introspection> {
@@ -152,16 +153,13 @@ async fn introspect(s: &AppState, tree: &Path, cog: &cogyaml::CogYaml) -> ApiRes
     let mut jail = sb.jail(&scratch_host);
     let src = jail.ro(tree, sandbox::SRC);
     let home = jail.scratch(sandbox::SCRATCH);
-    jail.env("HOME", home)
-        .cwd(src)
-        .limits(&format!(
-            "push-{}",
-            tree.parent()
-                .and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default()
-        ))
-        .isolate_from_network();
+    jail.env("HOME", home).cwd(src).limits(&format!(
+        "push-{}",
+        tree.parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    ));
     let started = jail
         .command(
             sb.python(),
