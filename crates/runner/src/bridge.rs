@@ -4,11 +4,15 @@
 //! networks.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use axum::serve::Listener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 /// A loopback port whose every connection is carried to the Unix socket at `path`.
@@ -32,10 +36,18 @@ pub async fn tcp_to_unix(path: PathBuf) -> std::io::Result<(u16, JoinHandle<()>)
     Ok((port, task))
 }
 
+/// How many connections one model server may hold open to each of its host-side endpoints:
+/// beyond this it waits, so a model cannot exhaust the server's descriptors.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// Serves the egress proxy on `listener` until the task is aborted.
 pub fn egress(listener: UnixListener) -> JoinHandle<()> {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let Ok((conn, _)) = listener.accept().await else {
                 continue;
             };
@@ -43,9 +55,84 @@ pub fn egress(listener: UnixListener) -> JoinHandle<()> {
                 if let Err(e) = proxy(conn).await {
                     tracing::debug!(error = %e, "egress proxy connection ended");
                 }
+                drop(permit);
             });
         }
     })
+}
+
+/// A listener that holds at most [`MAX_CONNECTIONS`] connections open at once.
+pub struct Capped<L> {
+    inner: L,
+    slots: Arc<Semaphore>,
+}
+
+impl<L> Capped<L> {
+    pub fn new(inner: L) -> Self {
+        Capped {
+            inner,
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        }
+    }
+}
+
+impl<L: Listener> Listener for Capped<L> {
+    type Io = CappedIo<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let permit = loop {
+            if let Ok(p) = self.slots.clone().acquire_owned().await {
+                break p;
+            }
+        };
+        let (io, addr) = self.inner.accept().await;
+        (
+            CappedIo {
+                io,
+                _permit: permit,
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that gives its slot back when it closes.
+pub struct CappedIo<T> {
+    io: T,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for CappedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for CappedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 const MAX_HEAD: usize = 16 * 1024;

@@ -424,7 +424,7 @@ impl Pool {
             let cb = bridge::bind_unix(&workdir.join("cb.sock"), cfg.uid, cfg.gid)
                 .map_err(|e| err(format!("could not open the callback socket: {e}")))?;
             tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(cb, router).await;
+                let _ = axum::serve(bridge::Capped::new(cb), router).await;
             }));
             if cfg.egress {
                 let eg = bridge::bind_unix(&workdir.join("egress.sock"), cfg.uid, cfg.gid)
@@ -456,7 +456,7 @@ impl Pool {
                 .map_err(|e| err(format!("no free port: {e}")))?;
             let cb_port = l.local_addr().map_err(|e| err(e.to_string()))?.port();
             tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(l, router).await;
+                let _ = axum::serve(bridge::Capped::new(l), router).await;
             }));
             let port = free_port().map_err(|e| err(format!("no free port: {e}")))?;
             // A working copy, since nothing stops unconfined code writing to its project.

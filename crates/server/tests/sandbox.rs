@@ -403,6 +403,26 @@ async fn memory_processes_and_scratch_are_capped() {
     assert_eq!(p["status"], "succeeded", "{p}");
     let out = p["output"].as_str().unwrap();
     assert!(out.starts_with("stopped after"), "{out}");
+    // Connections to its endpoint cost the server at most a bounded number of descriptors.
+    let before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let (p, peak) = tokio::join!(
+        h.predict(json!({"mode": "connections", "size_mb": 800})),
+        async {
+            let mut peak = 0;
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                peak = peak.max(std::fs::read_dir("/proc/self/fd").unwrap().count());
+            }
+            peak
+        }
+    );
+    assert_eq!(p["status"], "succeeded", "{p}");
+    assert!(p["output"].as_str().unwrap().starts_with("held"), "{p}");
+    assert!(
+        peak.saturating_sub(before) < 256 + 64,
+        "the server took {} descriptors for one model's connections",
+        peak - before
+    );
     // The platform lives on, and so does the model.
     let r = h.probe("").await;
     assert_eq!(reached(&r["predict"]), Vec::<String>::new());
