@@ -36,18 +36,7 @@ pub async fn run(c: &Client, json: bool, command: Command) -> Outcome {
         Command::Versions(cmd) => return versions(c, json, cmd).await,
         Command::Push { model, dir } => {
             let (owner, name) = arg(input::model(&model))?;
-            let shown = dir.display().to_string();
-            let archive = tokio::task::spawn_blocking(move || modelyard_client::pack_dir(&dir))
-                .await
-                .map_err(|e| Failure::Message(format!("packing {shown} failed: {e}")))?
-                .map_err(|e| Failure::Message(format!("could not pack {shown}: {e}")))?;
-            if !json {
-                println!(
-                    "Pushing {shown} to {owner}/{name} ({})...",
-                    size(archive.len())
-                );
-            }
-            let (v, created) = c.push_archive(owner, name, archive).await?;
+            let (v, created) = crate::push::push(c, owner, name, &dir, json).await?;
             if json {
                 output::json(&v);
             } else {
@@ -72,16 +61,6 @@ pub async fn run(c: &Client, json: bool, command: Command) -> Outcome {
         Command::Serve(_) | Command::Admin(_) => unreachable!("handled before"),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn size(bytes: usize) -> String {
-    if bytes < 10 * 1024 {
-        format!("{bytes} bytes")
-    } else if bytes < 10 * 1024 * 1024 {
-        format!("{} KiB", bytes / 1024)
-    } else {
-        format!("{} MiB", bytes / (1024 * 1024))
-    }
 }
 
 fn show<T: Serialize + ?Sized>(json: bool, v: &T, readable: impl FnOnce(&T)) {

@@ -16,6 +16,7 @@ mod admin;
 mod commands;
 mod input;
 mod output;
+mod push;
 mod serve;
 
 use std::net::SocketAddr;

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 pub use error::{ApiError, Error, Result};
-pub use pack::{pack_dir, SKIPPED};
+pub use pack::{pack_dir, pack_into, packed_size, SKIPPED};
 pub use types::*;
 
 /// A client for one server, with or without a token. Cheap to clone.
@@ -362,9 +362,70 @@ impl Versions<'_> {
 
     /// Packs `dir` and pushes it: see [`Client::push`].
     pub async fn push(&self, owner: &str, name: &str, dir: &Path) -> Result<Version> {
-        let owned = dir.to_path_buf();
-        let archive = pack_blocking(owned).await?;
-        Ok(self.push_archive(owner, name, archive).await?.0)
+        Ok(self.push_streaming(owner, name, dir, None).await?.0)
+    }
+
+    /// Packs `dir` while it is sent: nothing the size of the project is held in memory or on
+    /// disk. `progress`, if given, hears (bytes of the tar stream packed so far, about how many
+    /// there are in all) as the upload goes. Answers the version and whether it is new.
+    pub async fn push_streaming(
+        &self,
+        owner: &str,
+        name: &str,
+        dir: &Path,
+        progress: Option<Progress>,
+    ) -> Result<(Version, bool)> {
+        let shown = dir.display().to_string();
+        let pack_err = |source: std::io::Error| Error::Pack {
+            path: shown.clone(),
+            source,
+        };
+        let total = {
+            let d = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || packed_size(&d))
+                .await
+                .map_err(|e| pack_err(std::io::Error::other(e)))?
+                .map_err(pack_err)?
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+        let d = dir.to_path_buf();
+        let packer = tokio::task::spawn_blocking(move || {
+            let out = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let packed = pack_into(&d, out, |n| {
+                if let Some(p) = &progress {
+                    p(n, total);
+                }
+            })
+            .and_then(ChannelWriter::finish);
+            if let Err(e) = &packed {
+                let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+            }
+            packed
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        let url = self.c.url(&["models", owner, name, "versions"])?;
+        let req = self
+            .c
+            .request(Method::POST, url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/gzip"))
+            .body(reqwest::Body::wrap_stream(stream));
+        let sent = self.c.send(req).await;
+        // A packing failure is the reason the upload broke off: say that, not the broken body.
+        match packer.await {
+            Ok(Err(e)) if sent.is_err() || e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(pack_err(e))
+            }
+            Err(e) => return Err(pack_err(std::io::Error::other(e))),
+            _ => {}
+        }
+        let resp = sent?;
+        let created = resp.status() == StatusCode::CREATED;
+        Ok((Client::read(resp).await?, created))
     }
 
     /// `POST /v1/models/{owner}/{name}/versions` with a gzip'd tar.
@@ -386,23 +447,50 @@ impl Versions<'_> {
     }
 }
 
-/// Packing reads the whole directory: keep it off the async workers.
-async fn pack_blocking(dir: std::path::PathBuf) -> Result<Vec<u8>> {
-    let shown = dir.display().to_string();
-    let packed = match tokio::runtime::Handle::try_current() {
-        Ok(h) => h
-            .spawn_blocking(move || pack_dir(&dir))
-            .await
-            .map_err(|e| Error::Pack {
-                path: shown.clone(),
-                source: std::io::Error::other(e),
-            })?,
-        Err(_) => pack_dir(&dir),
-    };
-    packed.map_err(|source| Error::Pack {
-        path: shown,
-        source,
-    })
+/// Hears (bytes packed so far, about how many in all) while a push goes.
+pub type Progress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// The size of the pieces a push is sent in: a few of them are in flight at most.
+const CHUNK: usize = 256 * 1024;
+
+/// Hands the packed stream to the request, a chunk at a time, waiting while it is sent.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the upload stopped before the project was sent",
+            )
+        })
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        }
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn with_version(version: &str, body: &impl Serialize) -> Result<Value> {

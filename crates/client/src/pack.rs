@@ -14,6 +14,13 @@ pub const SKIPPED: &[&str] = &[".git", "__pycache__", ".cog"];
 /// the same content packs the same way. Symlinks stay symlinks (the server judges where they
 /// point); `.git`, `__pycache__` and `.cog` are left out; sockets and devices are skipped.
 pub fn pack_dir(dir: &Path) -> io::Result<Vec<u8>> {
+    pack_into(dir, Vec::new(), |_| {})
+}
+
+/// Packs `dir` into `out` as it goes (nothing the size of the project is held), calling
+/// `progress` with the number of bytes of the tar stream made so far. Compression is gzip's
+/// fastest level: weights hardly compress, and the version's identity is its unpacked content.
+pub fn pack_into<W: io::Write>(dir: &Path, out: W, progress: impl FnMut(u64)) -> io::Result<W> {
     let meta = fs::metadata(dir)?;
     if !meta.is_dir() {
         return Err(io::Error::new(
@@ -21,11 +28,58 @@ pub fn pack_dir(dir: &Path) -> io::Result<Vec<u8>> {
             "it is not a directory",
         ));
     }
-    let mut builder = Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+    let counted = Counting {
+        inner: GzEncoder::new(out, Compression::fast()),
+        n: 0,
+        progress,
+    };
+    let mut builder = Builder::new(counted);
     builder.mode(HeaderMode::Deterministic);
     builder.follow_symlinks(false);
     add_dir(&mut builder, dir, Path::new(""))?;
-    builder.into_inner()?.finish()
+    builder.into_inner()?.inner.finish()
+}
+
+/// About how many bytes the tar stream of `dir` has: the files' sizes and a header each.
+pub fn packed_size(dir: &Path) -> io::Result<u64> {
+    let mut total = 1024;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d)? {
+            let e = e?;
+            if SKIPPED.iter().any(|s| e.file_name() == *s) {
+                continue;
+            }
+            let t = e.file_type()?;
+            total += 512;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                total += e.metadata()?.len().div_ceil(512) * 512;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Counts what passes through, for progress.
+struct Counting<W, F> {
+    inner: W,
+    n: u64,
+    progress: F,
+}
+
+impl<W: io::Write, F: FnMut(u64)> io::Write for Counting<W, F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        (self.progress)(self.n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn add_dir<W: io::Write>(b: &mut Builder<W>, root: &Path, rel: &Path) -> io::Result<()> {
