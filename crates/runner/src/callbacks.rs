@@ -22,7 +22,10 @@ const MAX_UPLOAD: usize = 1024 * 1024 * 1024;
 /// with the URLs of this platform among its inputs, which the server fetches through its
 /// endpoint (it cannot reach the platform itself).
 #[derive(Clone, Default)]
-pub struct Current(Arc<Mutex<Option<(String, Vec<String>)>>>);
+pub struct Current(Arc<Mutex<Option<Job>>>);
+
+/// A job id and the platform URLs among its inputs.
+type Job = (String, Vec<String>);
 
 impl Current {
     pub fn set(&self, job: Option<&str>) {
