@@ -464,8 +464,8 @@ mod tests {
         assert_eq!(clearable(Some(String::new())), Some(None));
         assert_eq!(clearable(Some("x".into())), Some(Some("x".into())));
         assert_eq!(clearable(None), None);
-        assert_eq!(size(100), "100 bytes");
-        assert_eq!(size(20 * 1024), "20 KiB");
+        assert_eq!(crate::push::size(100), "100 bytes");
+        assert_eq!(crate::push::size(20 * 1024), "20 KiB");
         assert_eq!(capitalized("the x"), "The x");
     }
 }

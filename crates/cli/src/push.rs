@@ -126,7 +126,7 @@ impl Shower {
     }
 }
 
-fn size(bytes: u64) -> String {
+pub fn size(bytes: u64) -> String {
     if bytes < 10 * 1024 {
         format!("{bytes} bytes")
     } else if bytes < 10 * 1024 * 1024 {
