@@ -149,3 +149,53 @@ impl DryRun {
         }
     }
 }
+
+/// Path parameters. A segment that cannot be one (invalid UTF-8 after percent-decoding, a
+/// number that is not one) names nothing here: a problem+json 404, not axum's plain text.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => Err(ApiError::NotFound(
+                "There is nothing at this address.".into(),
+            )),
+            Err(e) => Err(ApiError::Internal(format!("path parameters: {e}"))),
+        }
+    }
+}
+
+/// A query string. One that does not fit (a parameter given twice, a value of the wrong type)
+/// is a problem+json 422 naming the parameter, not axum's plain-text 400.
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e| {
+                let msg = e.body_text();
+                // serde names the parameter in backticks ("duplicate field `cursor`").
+                let field = msg
+                    .split('`')
+                    .nth(1)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| "query".into());
+                ApiError::invalid(&field, format!("the query string is not accepted: {msg}"))
+            })
+    }
+}

@@ -96,7 +96,26 @@ async fn query_method(
         }
         return ApiError::MethodNotAllowed.into_response();
     }
-    next.run(req).await
+    let search_path = req.uri().path() == "/v1/models";
+    let mut resp = next.run(req).await;
+    if search_path && resp.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        // The router lists the methods it routes; QUERY is routed here, above it.
+        let h = resp.headers_mut();
+        let allow = h
+            .get(axum::http::header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let allow = if allow.is_empty() {
+            "QUERY".to_string()
+        } else {
+            format!("{allow},QUERY")
+        };
+        if let Ok(v) = axum::http::HeaderValue::from_str(&allow) {
+            h.insert(axum::http::header::ALLOW, v);
+        }
+    }
+    resp
 }
 
 pub const OPENAPI: &str = include_str!("../openapi.json");
