@@ -120,13 +120,14 @@ pub const PAGE_SIZE: i64 = 100;
 
 impl PageQuery {
     pub fn page(&self) -> Result<modelyard_domain::PageReq, ApiError> {
-        let after = match self.cursor.as_deref() {
-            None | Some("") => None,
-            Some(c) => Some(
-                c.parse::<i64>()
-                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this server gave"))?,
-            ),
-        };
+        let after =
+            match self.cursor.as_deref() {
+                None | Some("") => None,
+                // Cursors are positions this server gave: non-negative integers.
+                Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    ApiError::invalid("cursor", "is not a cursor this server gave")
+                })?),
+            };
         Ok(modelyard_domain::PageReq {
             after,
             limit: PAGE_SIZE,

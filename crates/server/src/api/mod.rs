@@ -99,20 +99,18 @@ async fn query_method(
     let search_path = req.uri().path() == "/v1/models";
     let mut resp = next.run(req).await;
     if search_path && resp.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
-        // The router lists the methods it routes; QUERY is routed here, above it.
-        let h = resp.headers_mut();
-        let allow = h
-            .get(axum::http::header::ALLOW)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let allow = if allow.is_empty() {
-            "QUERY".to_string()
-        } else {
-            format!("{allow},QUERY")
-        };
-        if let Ok(v) = axum::http::HeaderValue::from_str(&allow) {
-            h.insert(axum::http::header::ALLOW, v);
+        // This layer runs inside the route, before axum writes its Allow header (which could
+        // not name QUERY anyway): write it from the route table, which does.
+        let mut allow: Vec<String> = ROUTES
+            .iter()
+            .filter(|(_, p)| *p == "/v1/models")
+            .map(|(m, _)| m.to_uppercase())
+            .collect();
+        if allow.iter().any(|m| m == "GET") {
+            allow.push("HEAD".into());
+        }
+        if let Ok(v) = axum::http::HeaderValue::from_str(&allow.join(",")) {
+            resp.headers_mut().insert(axum::http::header::ALLOW, v);
         }
     }
     resp
