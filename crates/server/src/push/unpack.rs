@@ -307,9 +307,9 @@ pub fn unpack(archive: &[u8], dest: &Path, max_bytes: u64) -> Result<String, Unp
         }
         if kind.is_dir() {
             layout.claim(&rel, true)?;
-            if !layout.nodes.contains_key(&rel) {
-                std::fs::create_dir(dest.join(&rel)).map_err(io_err)?;
-                layout.nodes.insert(rel, Node::Dir { explicit: true });
+            if let std::collections::btree_map::Entry::Vacant(slot) = layout.nodes.entry(rel) {
+                std::fs::create_dir(dest.join(slot.key())).map_err(io_err)?;
+                slot.insert(Node::Dir { explicit: true });
             }
         } else if kind.is_file() {
             written = written.saturating_add(size);

@@ -183,7 +183,8 @@ fn chains_of_links_are_resolved_against_the_tree() {
 
 #[test]
 fn nothing_is_written_through_or_over_a_link() {
-    let cases: &[&dyn Fn(&mut tar::Builder<Vec<u8>>)] = &[
+    type Case = dyn Fn(&mut tar::Builder<Vec<u8>>);
+    let cases: &[&Case] = &[
         // The same name twice: a link, then a file.
         &|b| {
             link(b, "l", "x");
