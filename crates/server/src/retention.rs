@@ -10,13 +10,14 @@ use modelyard_domain::{Job, JobKind};
 use crate::error::ApiResult;
 use crate::state::AppState;
 
-/// Whether a finished job's retention time has passed (or its data is already gone).
+/// Whether a finished job's retention time has passed since it ended (or its data is already
+/// gone). Counted from the end, so a long job's links still work for the whole time after it.
 pub fn job_expired(s: &AppState, job: &Job) -> bool {
     let keep = chrono::Duration::from_std(s.config.api_retention).unwrap_or(chrono::Duration::MAX);
+    let ended = job.completed_at.unwrap_or(job.created_at);
     job.data_removed
         || (job.status.is_terminal()
-            && job
-                .created_at
+            && ended
                 .checked_add_signed(keep)
                 .is_some_and(|until| until < Utc::now()))
 }
