@@ -334,6 +334,8 @@ async fn every_status_the_server_answers_is_documented() {
         "?cursor=1&cursor=2",
         "?dry_run=maybe",
         "?dry_run=true",
+        "?key=1&key=2",
+        "?owner=a&owner=b&expiry=1&signature=x",
     ];
     let mut seen: BTreeMap<(String, String), BTreeSet<u16>> = BTreeMap::new();
     // Deletions last, so everything else meets the things they may remove.
