@@ -104,6 +104,7 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
     let key = state::server_key(&config.data_dir)?;
     let store: Arc<dyn Store> = Arc::new(store);
     let mut state = AppState::new(store.clone(), config, public, key);
+    push::audit_artifacts(state.artifacts_dir());
     if state.config.run_jobs {
         let c = &state.config;
         let runner = modelyard_runner::Runner::start(

@@ -161,6 +161,28 @@ pub fn clean_staging(data_dir: &Path) {
     unpack::clean_staging(&staging_root(data_dir));
 }
 
+/// Checks the stored projects once, in the background, at start: a version stored before links
+/// were resolved against the tree may keep one that leads outside it. Each is logged for the
+/// operator, naming the artifact; nothing is changed.
+pub fn audit_artifacts(artifacts: std::path::PathBuf) {
+    tokio::task::spawn_blocking(move || {
+        let Ok(dir) = std::fs::read_dir(&artifacts) else {
+            return;
+        };
+        for e in dir.flatten() {
+            if let Err(UnpackError::Invalid(m) | UnpackError::TooLarge(m)) =
+                unpack::check_links_on_disk(&e.path())
+            {
+                tracing::error!(
+                    artifact = %e.file_name().to_string_lossy(),
+                    problem = %m,
+                    "a stored project fails the checks pushes now pass; delete the versions that use it"
+                );
+            }
+        }
+    });
+}
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(format!("push: {e}"))
 }
