@@ -10,17 +10,12 @@ use crate::{non_empty, AdminArgs, AdminCmd, DbArgs, Failure, OrgCmd, Outcome, To
 
 /// The database URL the server would use, with the data directory made if it is missing.
 pub fn database_url(db: &DbArgs) -> Result<String, Failure> {
-    std::fs::create_dir_all(&db.data_dir).map_err(|e| {
-        Failure::Message(format!(
-            "could not create the data directory {}: {e}",
-            db.data_dir.display()
-        ))
-    })?;
     let config = modelyard_server::Config {
         data_dir: db.data_dir.clone(),
         database_url: non_empty(db.database_url.clone()),
         ..Default::default()
     };
+    modelyard_server::prepare_data_dir(&config).map_err(Failure::Message)?;
     Ok(config.database_url())
 }
 

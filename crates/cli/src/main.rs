@@ -14,6 +14,7 @@ macro_rules! println {
 
 mod admin;
 mod commands;
+mod flags;
 mod input;
 mod output;
 mod push;
@@ -132,7 +133,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MODELYARD_DEPLOYMENT_IDLE_SECS", default_value_t = 900)]
     pub deployment_idle_secs: u64,
     /// Serve the API only: leave queued predictions and trainings to another server.
-    #[arg(long, env = "MODELYARD_NO_RUNNER")]
+    #[arg(long, env = "MODELYARD_NO_RUNNER", value_parser = flags::boolish())]
     pub no_runner: bool,
     /// How many Cog model servers may run at once.
     #[arg(long, env = "MODELYARD_MAX_SERVERS", default_value_t = 2)]
@@ -148,7 +149,7 @@ pub struct ServeArgs {
     pub api_retention_secs: u64,
     /// Also allow webhooks to http URLs and to private, loopback and link-local addresses
     /// (a self-hosted network often needs them); without it such targets are refused.
-    #[arg(long, env = "MODELYARD_ALLOW_PRIVATE_WEBHOOKS")]
+    #[arg(long, env = "MODELYARD_ALLOW_PRIVATE_WEBHOOKS", value_parser = flags::boolish())]
     pub allow_private_webhooks: bool,
     /// Run pushed model code UNCONFINED, as this server's user, with the whole host in view.
     /// Only for hosts that cannot sandbox, and only when every account is fully trusted.
@@ -472,7 +473,7 @@ pub fn non_empty(s: Option<String>) -> Option<String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = flags::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -509,7 +510,7 @@ async fn run(cli: Cli) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::{CommandFactory, FromArgMatches};
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -543,6 +544,70 @@ mod tests {
         .unwrap();
         match cli.command {
             Command::Admin(a) => assert_eq!(a.db.data_dir, PathBuf::from("/tmp/d")),
+            c => panic!("{c:?}"),
+        }
+    }
+
+    #[test]
+    fn boolean_env_vars_take_the_usual_spellings() {
+        // One test sets these variables, so no other test sees them change.
+        let parse = |v: &str| {
+            std::env::set_var("MODELYARD_ALLOW_PRIVATE_WEBHOOKS", v);
+            std::env::set_var("MODELYARD_NO_RUNNER", v);
+            let r = flags::command().try_get_matches_from(["modelyard", "serve"]);
+            std::env::remove_var("MODELYARD_ALLOW_PRIVATE_WEBHOOKS");
+            std::env::remove_var("MODELYARD_NO_RUNNER");
+            match Cli::from_arg_matches(&r.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?
+                .command
+            {
+                Command::Serve(a) => Ok::<_, String>((a.allow_private_webhooks, a.no_runner)),
+                c => panic!("{c:?}"),
+            }
+        };
+        for v in ["1", "true", "TRUE", "yes", "Yes", "on", "ON"] {
+            assert_eq!(parse(v), Ok((true, true)), "{v}");
+        }
+        for v in ["0", "false", "no", "off", "OFF"] {
+            assert_eq!(parse(v), Ok((false, false)), "{v}");
+        }
+        assert!(parse("maybe").is_err());
+        // On the command line a flag still takes no value.
+        let cli = Cli::try_parse_from(["modelyard", "serve", "--allow-private-webhooks"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Serve(a) if a.allow_private_webhooks && !a.no_runner)
+        );
+    }
+
+    #[test]
+    fn server_help_leaves_out_the_client_options() {
+        for path in [&["serve"][..], &["admin"], &["admin", "user", "create"]] {
+            let mut cmd = flags::command();
+            // Global options reach subcommands when the command is built, as when it parses.
+            cmd.build();
+            let mut sub = &mut cmd;
+            for p in path {
+                sub = sub.find_subcommand_mut(p).unwrap();
+            }
+            let help = sub.render_long_help().to_string();
+            for opt in ["--url", "--token", "--json"] {
+                assert!(!help.contains(opt), "{path:?} help lists {opt}:\n{help}");
+            }
+        }
+        let mut cmd = flags::command();
+        cmd.build();
+        let help = cmd
+            .find_subcommand_mut("models")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--url") && help.contains("--token") && help.contains("--json"));
+        // Still parsed (and ignored) where hidden, so existing scripts keep working.
+        let m = flags::command()
+            .try_get_matches_from(["modelyard", "serve", "--json", "--addr", "127.0.0.1:9"])
+            .unwrap();
+        match Cli::from_arg_matches(&m).unwrap().command {
+            Command::Serve(a) => assert_eq!(a.addr.port(), 9),
             c => panic!("{c:?}"),
         }
     }

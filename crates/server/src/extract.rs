@@ -120,13 +120,14 @@ pub const PAGE_SIZE: i64 = 100;
 
 impl PageQuery {
     pub fn page(&self) -> Result<modelyard_domain::PageReq, ApiError> {
-        let after = match self.cursor.as_deref() {
-            None | Some("") => None,
-            Some(c) => Some(
-                c.parse::<i64>()
-                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this server gave"))?,
-            ),
-        };
+        let after =
+            match self.cursor.as_deref() {
+                None | Some("") => None,
+                // Cursors are positions this server gave: non-negative integers.
+                Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    ApiError::invalid("cursor", "is not a cursor this server gave")
+                })?),
+            };
         Ok(modelyard_domain::PageReq {
             after,
             limit: PAGE_SIZE,
@@ -147,5 +148,55 @@ impl DryRun {
             Some("true") | Some("1") | Some("") => Ok(true),
             Some(_) => Err(ApiError::invalid("dry_run", "must be true or false")),
         }
+    }
+}
+
+/// Path parameters. A segment that cannot be one (invalid UTF-8 after percent-decoding, a
+/// number that is not one) names nothing here: a problem+json 404, not axum's plain text.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => Err(ApiError::NotFound(
+                "There is nothing at this address.".into(),
+            )),
+            Err(e) => Err(ApiError::Internal(format!("path parameters: {e}"))),
+        }
+    }
+}
+
+/// A query string. One that does not fit (a parameter given twice, a value of the wrong type)
+/// is a problem+json 422 naming the parameter, not axum's plain-text 400.
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e| {
+                let msg = e.body_text();
+                // serde names the parameter in backticks ("duplicate field `cursor`").
+                let field = msg
+                    .split('`')
+                    .nth(1)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| "query".into());
+                ApiError::invalid(&field, format!("the query string is not accepted: {msg}"))
+            })
     }
 }

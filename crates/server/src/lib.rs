@@ -7,7 +7,9 @@ mod error;
 mod extract;
 pub mod ops;
 mod push;
+mod retention;
 pub mod state;
+mod user_content;
 mod validate;
 mod views;
 mod web;
@@ -30,14 +32,45 @@ pub use web::hash_password;
 /// The largest JSON body the API reads; pushes have their own, configurable limit.
 pub(crate) const JSON_LIMIT: usize = 1024 * 1024;
 
-/// Opens (and migrates) the configured database, creating the data dir when needed.
-pub async fn open_store(config: &Config) -> Result<SqlStore, String> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+/// Creates `dir` and its missing parents, readable only by the server's user (0700).
+pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Creates the data directory and the SQLite file if missing, as the server user's alone: the
+/// directory 0700, the database 0600 (SQLite gives its `-wal` and `-shm` files the database's
+/// mode). `modelyard admin` calls this too, so whichever runs first, the result is the same.
+pub fn prepare_data_dir(config: &Config) -> Result<(), String> {
+    private_dir(&config.data_dir).map_err(|e| {
         format!(
             "cannot create the data directory {}: {e}",
             config.data_dir.display()
         )
     })?;
+    if config.database_url.is_none() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let db = config.data_dir.join("modelyard.db");
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&db)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create {}: {e}", db.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Opens (and migrates) the configured database, creating the data dir when needed.
+pub async fn open_store(config: &Config) -> Result<SqlStore, String> {
+    prepare_data_dir(config)?;
     SqlStore::connect(&config.database_url())
         .await
         .map_err(|e| format!("cannot open the database: {e}"))
@@ -60,6 +93,7 @@ pub struct Bound {
 
 pub async fn bind(config: Config) -> Result<Bound, String> {
     let store = open_store(&config).await?;
+    push::clean_staging(&config.data_dir);
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
@@ -72,6 +106,7 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
     let sandbox = start_sandbox(&config).await?;
     let store: Arc<dyn Store> = Arc::new(store);
     let mut state = AppState::new(store.clone(), config, public, key, sandbox.clone());
+    push::audit_artifacts(state.artifacts_dir());
     if state.config.run_jobs {
         let c = &state.config;
         let runner = modelyard_runner::Runner::start(
@@ -92,6 +127,7 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
         // Webhooks follow the runner's events; expired uploads go with its housekeeping.
         webhooks::start(state.clone(), &runner);
         api::files::sweep_expired(state.clone());
+        retention::start(state.clone());
     }
     Ok(Bound {
         addr,
@@ -130,7 +166,9 @@ impl Bound {
     ) -> Result<(), String> {
         tracing::info!(addr = %self.addr, url = %self.state.public_url, "modelyard is serving");
         let runner = self.state.runner.clone();
-        let served = axum::serve(self.listener, app(self.state))
+        // The peer address: sign-in attempts are limited per client address.
+        let app = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| format!("server error: {e}"));

@@ -186,6 +186,33 @@ pub async fn owned_deployment(
     }
 }
 
+/// The model and version a deployment runs, as the caller may see them *now*: checked at every
+/// use, with the same rule as a direct prediction, so a deployment never outlives its model's
+/// visibility. An invisible one is the same 404 as a deleted one.
+pub async fn deployment_version(
+    s: &AppState,
+    caller: &Caller,
+    d: &Deployment,
+) -> ApiResult<(Model, Version)> {
+    match s.store.version_by_id(&d.release.version_id).await? {
+        Some((m, v)) if can_view(Some(caller), m.owner_id, m.visibility) => Ok((m, v)),
+        _ => Err(ApiError::NotFound(format!(
+            "The version the deployment {} runs does not exist (it was deleted, or its model is \
+             no longer visible to you).",
+            d.full_name()
+        ))),
+    }
+}
+
+/// Whether the caller may still see the version a deployment runs.
+pub async fn release_visible(s: &AppState, caller: &Caller, d: &Deployment) -> ApiResult<bool> {
+    match deployment_version(s, caller, d).await {
+        Ok(_) => Ok(true),
+        Err(ApiError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub async fn delete_deployment(
     s: &AppState,
     caller: &Caller,

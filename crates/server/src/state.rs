@@ -35,6 +35,8 @@ pub struct AppState {
     pub key: Arc<str>,
     /// Callers by token hash, for a moment: a token lookup is two queries on every request.
     callers: Arc<Mutex<HashMap<String, (Caller, Instant)>>>,
+    /// Failed web sign-ins, per account and per address.
+    pub(crate) sign_in: Arc<crate::web::Throttle>,
 }
 
 /// How long a token lookup is reused. A token revoked, or a membership changed, through this
@@ -59,6 +61,7 @@ impl AppState {
             runner: None,
             key: key.into(),
             callers: Default::default(),
+            sign_in: Default::default(),
         }
     }
 

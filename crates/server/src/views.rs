@@ -92,7 +92,9 @@ pub fn job(s: &AppState, j: &Job) -> Value {
     v
 }
 
-pub fn deployment(d: &Deployment, created_by: Option<&Account>) -> Value {
+/// `visible`: whether the caller may still see the release's version; when not, its id is
+/// not shown (`null`), as if it did not exist.
+pub fn deployment(d: &Deployment, created_by: Option<&Account>, visible: bool) -> Value {
     let r = &d.release;
     let by = match created_by {
         Some(a) => account(a),
@@ -104,7 +106,7 @@ pub fn deployment(d: &Deployment, created_by: Option<&Account>) -> Value {
         "current_release": {
             "number": r.number,
             "model": r.model,
-            "version": r.version_id,
+            "version": visible.then_some(&r.version_id),
             "created_at": time(r.created_at),
             "created_by": by,
             "configuration": {

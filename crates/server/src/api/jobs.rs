@@ -1,7 +1,9 @@
 //! Predictions and trainings: recorded, validated against the version's schema, and queued.
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use crate::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
@@ -70,33 +72,41 @@ impl CreateJob {
     }
 }
 
-/// `Prefer: wait` or `wait=N`: how long to hold the request (1 to 60 seconds).
+/// The longest `Prefer: wait` honoured, in seconds; longer asks are held this long.
+pub const MAX_WAIT_SECS: u64 = 60;
+/// The longest `Cancel-After` accepted, in seconds (24 hours); longer is 422.
+pub const MAX_CANCEL_AFTER_SECS: u64 = 24 * 3600;
+/// The shortest `Cancel-After` accepted, in seconds.
+pub const MIN_CANCEL_AFTER_SECS: u64 = 5;
+
+/// `Prefer: wait` or `wait=N`: how long to hold the request, clamped to 1..=60 seconds (a number
+/// too large for any integer type is clamped too). Other preferences are ignored (RFC 7240).
 fn prefer_wait(h: &HeaderMap) -> Option<u64> {
     let v = h.get("prefer")?.to_str().ok()?;
     v.split(',')
         .map(str::trim)
         .find_map(|p| match p.strip_prefix("wait") {
-            Some("") => Some(60),
-            Some(rest) => rest
-                .strip_prefix('=')
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .map(|n| n.clamp(1, 60)),
+            Some("") => Some(MAX_WAIT_SECS),
+            Some(rest) => {
+                let n = rest.strip_prefix('=')?.trim();
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                // Only digits: the one way to fail is being too large.
+                let n = n.parse::<u64>().unwrap_or(u64::MAX);
+                Some(n.clamp(1, MAX_WAIT_SECS))
+            }
             None => None,
         })
 }
 
-/// `Cancel-After: 30s | 5m | 1h30m` (a bare number is seconds; at least 5 seconds).
-fn cancel_after(h: &HeaderMap) -> ApiResult<Option<chrono::DateTime<chrono::Utc>>> {
-    let Some(v) = h.get("cancel-after") else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::invalid(
-            "Cancel-After",
-            "must be a duration such as 30s, 5m or 1h30m",
-        )
-    };
-    let text = v.to_str().map_err(|_| bad())?.trim().to_ascii_lowercase();
+/// `30s | 5m | 1h30m | 90` (a bare number is seconds) in seconds, saturating rather than
+/// overflowing; `None` when it is not a duration.
+fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    if text.is_empty() {
+        return None;
+    }
     let mut total = 0u64;
     let mut num = String::new();
     for c in text.chars() {
@@ -104,26 +114,51 @@ fn cancel_after(h: &HeaderMap) -> ApiResult<Option<chrono::DateTime<chrono::Utc>
             num.push(c);
             continue;
         }
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        total += n * match c {
+        let unit = match c {
             'h' => 3600,
             'm' => 60,
             's' => 1,
-            _ => return Err(bad()),
+            _ => return None,
         };
+        if num.is_empty() {
+            return None;
+        }
+        let n = num.parse::<u64>().unwrap_or(u64::MAX);
+        total = total.saturating_add(n.saturating_mul(unit));
+        num.clear();
     }
     if !num.is_empty() {
-        total += num.parse::<u64>().map_err(|_| bad())?;
+        total = total.saturating_add(num.parse::<u64>().unwrap_or(u64::MAX));
     }
-    if total < 5 {
+    Some(total)
+}
+
+/// `Cancel-After`: the deadline it sets, between 5 seconds and 24 hours from now (422 outside).
+fn cancel_after(h: &HeaderMap) -> ApiResult<Option<chrono::DateTime<chrono::Utc>>> {
+    let Some(v) = h.get("cancel-after") else {
+        return Ok(None);
+    };
+    let secs = v.to_str().ok().and_then(parse_duration).ok_or_else(|| {
+        ApiError::invalid(
+            "Cancel-After",
+            "must be a duration such as 30s, 5m or 1h30m",
+        )
+    })?;
+    if secs < MIN_CANCEL_AFTER_SECS {
         return Err(ApiError::invalid(
             "Cancel-After",
             "must be at least 5 seconds",
         ));
     }
+    if secs > MAX_CANCEL_AFTER_SECS {
+        return Err(ApiError::invalid(
+            "Cancel-After",
+            "must be at most 24h (86400 seconds)",
+        ));
+    }
+    // At most a day: well inside chrono's range.
     Ok(Some(
-        chrono::Utc::now() + chrono::Duration::seconds(total as i64),
+        chrono::Utc::now() + chrono::Duration::seconds(secs as i64),
     ))
 }
 
@@ -287,11 +322,7 @@ pub async fn create_for_deployment(
             d.full_name()
         )));
     }
-    let (m, v) = s
-        .store
-        .version_by_id(&d.release.version_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("The deployment's version was deleted.".into()))?;
+    let (m, v) = ops::deployment_version(&s, &caller, &d).await?;
     create(&s, &headers, &caller, (&m, &v), b, Some(d.id)).await
 }
 
@@ -435,4 +466,58 @@ pub async fn cancel_training(
     let j = own_job(&s, &auth.required()?, JobKind::Training, &id).await?;
     let j = ops::cancel_job(&s, JobKind::Training, &j.id).await?;
     Ok(JsonOut(views::job(&s, &j)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: &'static str, v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn durations_saturate_instead_of_overflowing() {
+        assert_eq!(parse_duration("30s"), Some(30));
+        assert_eq!(parse_duration("1h30m"), Some(5400));
+        assert_eq!(parse_duration(" 90 "), Some(90));
+        assert_eq!(parse_duration("18446744073709551615h"), Some(u64::MAX));
+        assert_eq!(parse_duration("99999999999999999999999999"), Some(u64::MAX));
+        assert_eq!(parse_duration("5124095576030432h"), Some(u64::MAX));
+        for bad in ["", "h", "5x", "-5s", "1.5h", "5 s"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cancel_after_is_bounded_both_ways() {
+        let ok = |v: &str| cancel_after(&headers("cancel-after", v));
+        let d = ok("24h").unwrap().unwrap();
+        assert!(d > chrono::Utc::now() + chrono::Duration::hours(23));
+        for too_big in [
+            "24h1s",
+            "86401",
+            "18446744073709551615h",
+            "9223372036854775807s",
+        ] {
+            assert!(ok(too_big).is_err(), "{too_big}");
+        }
+        assert!(ok("4s").is_err());
+        assert!(ok("5").is_ok());
+    }
+
+    #[test]
+    fn prefer_wait_is_clamped() {
+        let w = |v: &str| prefer_wait(&headers("prefer", v));
+        assert_eq!(w("wait"), Some(60));
+        assert_eq!(w("wait=5"), Some(5));
+        assert_eq!(w("wait=0"), Some(1));
+        assert_eq!(w("wait=61"), Some(60));
+        assert_eq!(w("wait=99999999999999999999999"), Some(60));
+        assert_eq!(w("respond-async, wait=10"), Some(10));
+        assert_eq!(w("wait=-1"), None);
+        assert_eq!(w("waiting"), None);
+    }
 }

@@ -3,10 +3,11 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::extract::State;
+
+use crate::extract::{Path, Query};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::stream::{self, Stream, StreamExt};
 use modelyard_domain::{JobKind, Status};
 use modelyard_runner::Event;
@@ -66,9 +67,11 @@ pub async fn stream(
     Path(id): Path<String>,
     Query(k): Query<Key>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    if k.key.as_deref() != Some(s.capability("stream", &id).as_str()) {
+    if k.key.as_deref() != Some(s.capability("stream", &id).as_str())
+        || crate::retention::expired(&s, &id).await?
+    {
         return Err(ApiError::NotFound(format!(
-            "The prediction {id} does not exist."
+            "The prediction {id} does not exist (or its stream has expired)."
         )));
     }
     // Subscribe before reading the record, so nothing that happens in between is missed.
@@ -143,7 +146,7 @@ pub async fn stream(
     Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// An output file: the path is the capability.
+/// An output file: the path is the capability, until the prediction's retention time.
 pub async fn file(
     State(s): State<AppState>,
     Path((job, token, name)): Path<(String, String, String)>,
@@ -153,28 +156,13 @@ pub async fn file(
     let path = runner
         .output_path(&job, &token, &name)
         .ok_or_else(not_found)?;
-    let bytes = tokio::fs::read(&path).await.map_err(|_| not_found())?;
-    let ctype = content_type(&name);
-    Ok(([(header::CONTENT_TYPE, ctype)], bytes).into_response())
-}
-
-pub fn content_type(name: &str) -> &'static str {
-    match name
-        .rsplit('.')
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "txt" => "text/plain; charset=utf-8",
-        "json" => "application/json",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "wav" => "audio/wav",
-        "mp3" => "audio/mpeg",
-        "mp4" => "video/mp4",
-        _ => "application/octet-stream",
+    if crate::retention::expired(&s, &job).await? {
+        return Err(not_found());
     }
+    let bytes = tokio::fs::read(&path).await.map_err(|_| not_found())?;
+    Ok(crate::user_content::file_response(
+        bytes,
+        crate::user_content::type_of_name(&name),
+        &name,
+    ))
 }

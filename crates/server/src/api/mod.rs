@@ -90,7 +90,24 @@ async fn query_method(
         }
         return ApiError::MethodNotAllowed.into_response();
     }
-    next.run(req).await
+    let search_path = req.uri().path() == "/v1/models";
+    let mut resp = next.run(req).await;
+    if search_path && resp.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        // This layer runs inside the route, before axum writes its Allow header (which could
+        // not name QUERY anyway): write it from the route table, which does.
+        let mut allow: Vec<String> = ROUTES
+            .iter()
+            .filter(|(_, p)| *p == "/v1/models")
+            .map(|(m, _)| m.to_uppercase())
+            .collect();
+        if allow.iter().any(|m| m == "GET") {
+            allow.push("HEAD".into());
+        }
+        if let Ok(v) = axum::http::HeaderValue::from_str(&allow.join(",")) {
+            resp.headers_mut().insert(axum::http::header::ALLOW, v);
+        }
+    }
+    resp
 }
 
 pub const OPENAPI: &str = include_str!("../openapi.json");

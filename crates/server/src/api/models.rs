@@ -1,5 +1,7 @@
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Request, State};
+
+use crate::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use modelyard_domain::names::{validate_link, validate_name};
@@ -64,9 +66,7 @@ pub async fn search(s: AppState, req: Request) -> ApiResult<axum::Json<Value>> {
     use axum::extract::FromRequestParts;
     let (mut parts, body) = req.into_parts();
     let auth = Auth::from_request_parts(&mut parts, &s).await?;
-    let Query(q) = Query::<PageQuery>::from_request_parts(&mut parts, &s)
-        .await
-        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(q) = Query::<PageQuery>::from_request_parts(&mut parts, &s).await?;
     let bytes = Bytes::from_request(Request::from_parts(parts, body), &s)
         .await
         .map_err(body_rejection)?;

@@ -1,4 +1,6 @@
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use crate::extract::{Path, Query};
 use axum::response::Response;
 use axum::Json;
 use serde_json::Value;
@@ -68,14 +70,17 @@ pub async fn build_log(
         .as_ref()
         .and_then(|r| r.build_log(&cog.python_packages))
         .ok_or_else(none)?;
-    Ok((
+    // The log holds what the model's packages printed: served like any user-supplied text.
+    let mut resp = (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; charset=utf-8",
         )],
         log,
     )
-        .into_response())
+        .into_response();
+    crate::user_content::harden(&mut resp);
+    Ok(resp)
 }
 
 pub async fn delete_version(

@@ -7,7 +7,9 @@ mod unpack;
 use std::path::Path;
 use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{Request, State};
+
+use crate::extract::Path as UrlPath;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use modelyard_domain::NewVersion;
@@ -68,10 +70,8 @@ pub async fn push(
                 )),
                 e => e,
             })?;
-    let tmp_root = s.config.data_dir.join("tmp");
-    tokio::fs::create_dir_all(&tmp_root)
-        .await
-        .map_err(internal)?;
+    let tmp_root = staging_root(&s.config.data_dir);
+    crate::private_dir(&tmp_root).map_err(internal)?;
     // Dropped on every path out of here, so a refused upload leaves nothing behind.
     let tmp = tempfile::Builder::new()
         .prefix("push-")
@@ -81,18 +81,23 @@ pub async fn push(
     let digest = {
         let tree = tree.clone();
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&tree).map_err(|e| UnpackError::Invalid(e.to_string()))?;
+            std::fs::create_dir(&tree).map_err(|e| UnpackError::Invalid(e.to_string()))?;
             unpack::unpack(&body, &tree, limit as u64)
         })
         .await
         .map_err(internal)?
-        .map_err(|e| match e {
-            UnpackError::Invalid(m) => ApiError::invalid("upload", m),
-            UnpackError::TooLarge(m) => ApiError::PayloadTooLarge(format!("The {m}.")),
-        })?
+        .map_err(unpack_error)?
     };
     let cog = cogyaml::read(&tree).map_err(|m| ApiError::invalid("cog.yaml", m))?;
     let found = introspect(&s, &tree, &cog).await?;
+    // The predictor's code ran in the tree: what it left there is checked like the upload.
+    {
+        let tree = tree.clone();
+        tokio::task::spawn_blocking(move || unpack::check_links_on_disk(&tree))
+            .await
+            .map_err(internal)?
+            .map_err(unpack_error)?;
+    }
 
     // Place the tree and record the version under the artifacts lock, so a deletion freeing the
     // same content at this moment cannot remove the files from under the new version.
@@ -137,6 +142,45 @@ pub async fn push(
         StatusCode::OK
     };
     Ok((status, axum::Json(views::version(&version))).into_response())
+}
+
+fn unpack_error(e: UnpackError) -> ApiError {
+    match e {
+        UnpackError::Invalid(m) => ApiError::invalid("upload", m),
+        UnpackError::TooLarge(m) => ApiError::PayloadTooLarge(format!("The {m}.")),
+    }
+}
+
+/// Where pushes stage their uploads; private to the server's user.
+fn staging_root(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("tmp")
+}
+
+/// Removes the staging folders of pushes a crash interrupted; run at start, before serving.
+pub fn clean_staging(data_dir: &Path) {
+    unpack::clean_staging(&staging_root(data_dir));
+}
+
+/// Checks the stored projects once, in the background, at start: a version stored before links
+/// were resolved against the tree may keep one that leads outside it. Each is logged for the
+/// operator, naming the artifact; nothing is changed.
+pub fn audit_artifacts(artifacts: std::path::PathBuf) {
+    tokio::task::spawn_blocking(move || {
+        let Ok(dir) = std::fs::read_dir(&artifacts) else {
+            return;
+        };
+        for e in dir.flatten() {
+            if let Err(UnpackError::Invalid(m) | UnpackError::TooLarge(m)) =
+                unpack::check_links_on_disk(&e.path())
+            {
+                tracing::error!(
+                    artifact = %e.file_name().to_string_lossy(),
+                    problem = %m,
+                    "a stored project fails the checks pushes now pass; delete the versions that use it"
+                );
+            }
+        }
+    });
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

@@ -1,9 +1,34 @@
 //! Unpacking an uploaded Cog project safely, and the digest of its content.
+//!
+//! The archive is hostile input. The defences, each against a class of attack:
+//! - the tar stream is read *raw*: extension headers (GNU long names and links, PAX) are
+//!   interpreted here, after their size is checked, so no header is read whole into memory;
+//! - every name and link target is capped, and so is the number of entries;
+//! - nothing is ever written through a link: links are only recorded while the archive is laid
+//!   out, every directory is created here (never through an existing path), every file is
+//!   created new (`O_CREAT|O_EXCL`, which does not follow a link), and a path that appears twice
+//!   or lies under a file or a link is refused;
+//! - once the whole archive is laid out, each link is resolved against the tree being built,
+//!   following chains of links, and one whose target leaves the tree is refused; only then are
+//!   links created, and the tree on disk is checked again.
+//!
+//! `dest` must be a private, empty staging directory: nothing outside it is touched.
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+/// The longest path or link target accepted (Linux's `PATH_MAX`).
+pub const MAX_NAME: usize = 4096;
+/// The largest PAX extension header accepted; real ones hold a few names and times.
+pub const MAX_PAX: u64 = 64 * 1024;
+/// The most entries (files, directories, links) a project may have.
+pub const MAX_ENTRIES: usize = 20_000;
+/// How many links may be followed to resolve one link (Linux's limit).
+const MAX_HOPS: u32 = 40;
 
 /// Why an upload was refused; each says what to fix.
 #[derive(Debug)]
@@ -12,11 +37,30 @@ pub enum UnpackError {
     TooLarge(String),
 }
 
-/// What the tree holds, in a canonical order: the content digest is taken over this.
-enum Entry {
-    File { sha256: String, executable: bool },
-    Dir,
-    Link(String),
+fn invalid(m: impl Into<String>) -> UnpackError {
+    UnpackError::Invalid(m.into())
+}
+
+fn io_err(e: std::io::Error) -> UnpackError {
+    invalid(format!("the project could not be unpacked: {e}"))
+}
+
+/// What the tree holds; the content digest is taken over it in path order.
+enum Node {
+    /// `explicit`: named by an entry of its own (implied directories do not count in the
+    /// digest, so a project's digest does not depend on how its archive lists directories).
+    Dir {
+        explicit: bool,
+    },
+    File {
+        sha256: String,
+        executable: bool,
+    },
+    Link(PathBuf),
+}
+
+fn shown(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
 }
 
 /// Checks a path inside the archive: relative, no `..`, nothing odd.
@@ -27,10 +71,10 @@ fn safe_path(p: &Path) -> Result<PathBuf, UnpackError> {
             Component::Normal(part) => out.push(part),
             Component::CurDir => {}
             _ => {
-                return Err(UnpackError::Invalid(format!(
-                    "the upload contains the path {:?}, which leads outside the project; \
+                return Err(invalid(format!(
+                    "the upload contains the path {}, which leads outside the project; \
                      only relative paths inside the project are accepted",
-                    p.display().to_string()
+                    shown(p)
                 )))
             }
         }
@@ -38,203 +82,410 @@ fn safe_path(p: &Path) -> Result<PathBuf, UnpackError> {
     Ok(out)
 }
 
-/// A symlink may point only at something inside the tree.
-fn check_link(at: &Path, target: &Path) -> Result<(), UnpackError> {
-    let refuse = || {
-        UnpackError::Invalid(format!(
-            "the link {:?} points to {:?}, outside the project; links must stay inside it",
-            at.display().to_string(),
-            target.display().to_string()
-        ))
-    };
-    if target.is_absolute() {
-        return Err(refuse());
-    }
-    let mut depth: i64 = at.components().count() as i64 - 1;
+/// Where a link at `at` leads, resolved against `nodes` and following every link on the way,
+/// as the kernel would. `Err` when it leaves the tree (or loops).
+fn resolve(
+    nodes: &BTreeMap<PathBuf, Node>,
+    base: PathBuf,
+    target: &Path,
+    hops: &mut u32,
+) -> Result<PathBuf, ()> {
+    let mut cur = base;
     for c in target.components() {
         match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
             Component::CurDir => {}
-            _ => return Err(refuse()),
-        }
-        if depth < 0 {
-            return Err(refuse());
+            Component::ParentDir => {
+                if !cur.pop() {
+                    return Err(());
+                }
+            }
+            Component::Normal(part) => {
+                cur.push(part);
+                if let Some(Node::Link(next)) = nodes.get(&cur) {
+                    *hops += 1;
+                    if *hops > MAX_HOPS {
+                        return Err(());
+                    }
+                    let mut parent = cur.clone();
+                    parent.pop();
+                    cur = resolve(nodes, parent, next, hops)?;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Err(()),
         }
     }
-    Ok(())
+    Ok(cur)
 }
 
-/// Unpacks a gzip'd tar into `dest`, refusing anything that could escape it, and returns the
-/// content digest. At most `max_bytes` are written.
+/// What an entry is called, once extension headers have had their say.
+#[derive(Default)]
+struct Pending {
+    path: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+    /// An extension header was seen: a real entry must follow.
+    any: bool,
+}
+
+/// Reads an extension header's body, refusing one larger than `cap` before reading it.
+fn read_capped(
+    entry: &mut impl Read,
+    size: u64,
+    cap: u64,
+    what: &str,
+) -> Result<Vec<u8>, UnpackError> {
+    if size > cap {
+        return Err(UnpackError::TooLarge(format!(
+            "upload has a {what} of {size} bytes; at most {cap} are accepted"
+        )));
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    entry
+        .by_ref()
+        .take(cap)
+        .read_to_end(&mut buf)
+        .map_err(io_err)?;
+    Ok(buf)
+}
+
+fn strip_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+fn checked_name(bytes: &[u8], what: &str) -> Result<PathBuf, UnpackError> {
+    if bytes.len() > MAX_NAME {
+        return Err(invalid(format!(
+            "the upload has a {what} of {} bytes; at most {MAX_NAME} are accepted",
+            bytes.len()
+        )));
+    }
+    if bytes.is_empty() || bytes.contains(&0) {
+        return Err(invalid(format!(
+            "the upload has an empty or malformed {what}"
+        )));
+    }
+    Ok(PathBuf::from(OsStr::from_bytes(bytes)))
+}
+
+/// The tree being laid out under `dest`.
+struct Layout<'a> {
+    dest: &'a Path,
+    nodes: BTreeMap<PathBuf, Node>,
+}
+
+impl Layout<'_> {
+    /// Creates the directories above `rel` (never through a file or a link) and refuses a path
+    /// that is already taken.
+    fn claim(&mut self, rel: &Path, dir: bool) -> Result<(), UnpackError> {
+        let ancestors: Vec<PathBuf> = rel
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .collect();
+        for anc in ancestors.into_iter().rev() {
+            match self.nodes.get(&anc) {
+                Some(Node::Dir { .. }) => {}
+                Some(_) => {
+                    return Err(invalid(format!(
+                        "{} lies under {}, which is a file or a link; links to directories are \
+                         not followed",
+                        shown(rel),
+                        shown(&anc)
+                    )))
+                }
+                None => {
+                    std::fs::create_dir(self.dest.join(&anc)).map_err(io_err)?;
+                    self.nodes.insert(anc, Node::Dir { explicit: false });
+                }
+            }
+        }
+        match self.nodes.get_mut(rel) {
+            None => Ok(()),
+            // A directory named again (often after its contents) is the same directory.
+            Some(Node::Dir { explicit }) if dir => {
+                *explicit = true;
+                Ok(())
+            }
+            Some(_) => Err(invalid(format!(
+                "{} appears twice in the upload; every path must appear once",
+                shown(rel)
+            ))),
+        }
+    }
+}
+
+/// Unpacks a gzip'd tar into `dest` (a private, empty staging directory), refusing anything
+/// that could escape it, and returns the content digest. At most `max_bytes` of file content
+/// are written.
 pub fn unpack(archive: &[u8], dest: &Path, max_bytes: u64) -> Result<String, UnpackError> {
     let gz = flate2::read::GzDecoder::new(archive);
     let mut tar = tar::Archive::new(gz);
     let bad = |e: std::io::Error| {
-        UnpackError::Invalid(format!(
+        invalid(format!(
             "the upload is not a gzip-compressed tar archive: {e}"
         ))
     };
-    let mut entries: BTreeMap<PathBuf, Entry> = BTreeMap::new();
+    let mut layout = Layout {
+        dest,
+        nodes: BTreeMap::new(),
+    };
     let mut written: u64 = 0;
-    for entry in tar.entries().map_err(bad)? {
+    let mut count = 0usize;
+    let mut pending = Pending::default();
+    for entry in tar.entries().map_err(bad)?.raw(true) {
         let mut entry = entry.map_err(bad)?;
-        let raw = entry.path().map_err(bad)?.into_owned();
-        let rel = safe_path(&raw)?;
-        if rel.as_os_str().is_empty() {
+        let kind = entry.header().entry_type();
+        let size = entry.header().entry_size().map_err(bad)?;
+        let twice = || invalid("the upload names one entry twice with extension headers");
+        if kind.is_gnu_longname() {
+            if pending.path.is_some() {
+                return Err(twice());
+            }
+            let v = read_capped(&mut entry, size, MAX_NAME as u64 + 1, "long name")?;
+            pending.path = Some(strip_nul(v));
+            pending.any = true;
             continue;
         }
-        let out = dest.join(&rel);
-        let kind = entry.header().entry_type();
-        if let Some(parent) = out.parent() {
-            // A parent that is a link would let a later file land outside the tree.
-            for anc in rel.ancestors().skip(1) {
-                if matches!(entries.get(anc), Some(Entry::Link(_))) {
-                    return Err(UnpackError::Invalid(format!(
-                        "{:?} lies under a link; links to directories are not accepted",
-                        rel.display().to_string()
-                    )));
-                }
+        if kind.is_gnu_longlink() {
+            if pending.link.is_some() {
+                return Err(twice());
             }
-            std::fs::create_dir_all(parent).map_err(|e| UnpackError::Invalid(e.to_string()))?;
+            let v = read_capped(&mut entry, size, MAX_NAME as u64 + 1, "long link name")?;
+            pending.link = Some(strip_nul(v));
+            pending.any = true;
+            continue;
+        }
+        if kind.is_pax_local_extensions() || kind.is_pax_global_extensions() {
+            let v = read_capped(&mut entry, size, MAX_PAX, "PAX extension header")?;
+            // Global headers (`git archive` writes one with the commit) change nothing here.
+            if kind.is_pax_local_extensions() {
+                for ext in tar::PaxExtensions::new(&v) {
+                    let ext = ext.map_err(bad)?;
+                    match ext.key_bytes() {
+                        b"path" => pending.path = Some(ext.value_bytes().to_vec()),
+                        b"linkpath" => pending.link = Some(ext.value_bytes().to_vec()),
+                        // Other readers would take the entry's size from here, and see a
+                        // different archive than this one does.
+                        b"size" => return Err(invalid("the upload sets an entry's size in a PAX header, which is not accepted")),
+                        _ => {}
+                    }
+                }
+                pending.any = true;
+            }
+            continue;
+        }
+        let names = std::mem::take(&mut pending);
+        count += 1;
+        if count > MAX_ENTRIES {
+            return Err(UnpackError::TooLarge(format!(
+                "upload has more than {MAX_ENTRIES} entries, the limit of this server"
+            )));
+        }
+        let raw = match names.path {
+            Some(p) => p,
+            None => entry.header().path_bytes().into_owned(),
+        };
+        let raw = checked_name(&raw, "path")?;
+        let rel = safe_path(&raw)?;
+        if !kind.is_file() && size != 0 {
+            // Only files have content; anything else with a size is data read for nothing.
+            return Err(invalid(format!(
+                "{} is not a file but carries {size} bytes",
+                shown(&raw)
+            )));
+        }
+        if rel.as_os_str().is_empty() {
+            if kind.is_dir() {
+                continue;
+            }
+            return Err(invalid(
+                "the upload has an entry that is the project itself",
+            ));
         }
         if kind.is_dir() {
-            std::fs::create_dir_all(&out).map_err(|e| UnpackError::Invalid(e.to_string()))?;
-            entries.insert(rel, Entry::Dir);
+            layout.claim(&rel, true)?;
+            if let std::collections::btree_map::Entry::Vacant(slot) = layout.nodes.entry(rel) {
+                std::fs::create_dir(dest.join(slot.key())).map_err(io_err)?;
+                slot.insert(Node::Dir { explicit: true });
+            }
         } else if kind.is_file() {
-            let size = entry.header().size().map_err(bad)?;
             written = written.saturating_add(size);
             if written > max_bytes {
                 return Err(UnpackError::TooLarge(format!(
-                    "the project unpacks to more than {max_bytes} bytes, the limit of this server"
+                    "project unpacks to more than {max_bytes} bytes, the limit of this server"
                 )));
             }
-            let mut content = Vec::with_capacity(size as usize);
-            entry
-                .by_ref()
-                .take(size)
-                .read_to_end(&mut content)
-                .map_err(bad)?;
+            layout.claim(&rel, false)?;
             let executable = entry
                 .header()
                 .mode()
                 .map(|m| m & 0o111 != 0)
                 .unwrap_or(false);
-            std::fs::write(&out, &content).map_err(|e| UnpackError::Invalid(e.to_string()))?;
-            let sha256 = hex::encode(Sha256::digest(&content));
-            entries.insert(rel, Entry::File { sha256, executable });
+            // create_new: O_CREAT|O_EXCL, which never follows a link at the last component.
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(dest.join(&rel))
+                .map_err(io_err)?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut body = (&mut entry).take(size);
+            loop {
+                let n = body.read(&mut buf).map_err(bad)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                out.write_all(&buf[..n]).map_err(io_err)?;
+            }
+            let sha256 = hex::encode(h.finalize());
+            layout.nodes.insert(rel, Node::File { sha256, executable });
         } else if kind.is_symlink() {
-            let target = entry
-                .link_name()
-                .map_err(bad)?
-                .ok_or_else(|| UnpackError::Invalid("a link without a target".into()))?
-                .into_owned();
-            check_link(&rel, &target)?;
-            #[cfg(unix)]
-            std::os::unix::fs::symlink(&target, &out)
-                .map_err(|e| UnpackError::Invalid(e.to_string()))?;
-            entries.insert(rel, Entry::Link(target.to_string_lossy().into_owned()));
+            let target = match names.link {
+                Some(l) => l,
+                None => entry
+                    .header()
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default(),
+            };
+            let target = checked_name(&target, "link target")?;
+            layout.claim(&rel, false)?;
+            // Recorded only: links are created once the whole tree is checked.
+            layout.nodes.insert(rel, Node::Link(target));
         } else {
-            return Err(UnpackError::Invalid(format!(
-                "{:?} is neither a file, a directory nor a link (hard links and devices are not accepted)",
-                rel.display().to_string()
+            return Err(invalid(format!(
+                "{} is neither a file, a directory nor a link (hard links, devices and sparse \
+                 files are not accepted)",
+                shown(&rel)
             )));
         }
     }
+    if pending.any {
+        return Err(invalid(
+            "the upload ends with an extension header that describes no entry",
+        ));
+    }
+    create_links(&layout)?;
+    check_links_on_disk(dest)?;
+    Ok(digest(&layout.nodes))
+}
+
+/// Resolves every link against the complete tree, then creates them.
+fn create_links(layout: &Layout) -> Result<(), UnpackError> {
+    for (at, node) in &layout.nodes {
+        let Node::Link(target) = node else { continue };
+        let mut parent = at.clone();
+        parent.pop();
+        let mut hops = 0;
+        if resolve(&layout.nodes, parent, target, &mut hops).is_err() {
+            return Err(invalid(format!(
+                "the link {} points to {}, which leads outside the project (or loops); links \
+                 must stay inside it",
+                shown(at),
+                shown(target)
+            )));
+        }
+    }
+    for (at, node) in &layout.nodes {
+        if let Node::Link(target) = node {
+            // symlink(2) never follows anything at `at`: it fails if the name exists.
+            std::os::unix::fs::symlink(target, layout.dest.join(at)).map_err(io_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a laid-out tree on disk: every link that resolves must resolve inside `root`, and
+/// nothing but files, directories and links is there. Run after unpacking, and again before a
+/// tree is stored, since the predictor's code ran in it meanwhile.
+pub fn check_links_on_disk(root: &Path) -> Result<(), UnpackError> {
+    let canon_root = std::fs::canonicalize(root).map_err(io_err)?;
+    let mut stack = vec![root.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).map_err(io_err)? {
+            let e = e.map_err(io_err)?;
+            seen += 1;
+            if seen > MAX_ENTRIES * 2 {
+                return Err(UnpackError::TooLarge(format!(
+                    "project holds more than {} entries",
+                    MAX_ENTRIES * 2
+                )));
+            }
+            let ft = e.file_type().map_err(io_err)?;
+            let path = e.path();
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_symlink() {
+                // A dangling link leads nowhere; one that resolves must stay inside.
+                if let Ok(real) = std::fs::canonicalize(&path) {
+                    if !real.starts_with(&canon_root) {
+                        let rel = path.strip_prefix(root).unwrap_or(&path);
+                        return Err(invalid(format!(
+                            "the link {} leads outside the project; links must stay inside it",
+                            shown(rel)
+                        )));
+                    }
+                }
+            } else if !ft.is_file() {
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                return Err(invalid(format!(
+                    "{} is neither a file, a directory nor a link",
+                    shown(rel)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn digest(nodes: &BTreeMap<PathBuf, Node>) -> String {
     let mut h = Sha256::new();
-    for (path, e) in &entries {
+    for (path, n) in nodes {
+        let tag: &[u8] = match n {
+            Node::Dir { explicit: false } => continue,
+            Node::Dir { explicit: true } => b"\0d\0",
+            Node::File { executable, .. } if *executable => b"\0x\0",
+            Node::File { .. } => b"\0f\0",
+            Node::Link(_) => b"\0l\0",
+        };
         h.update(path.to_string_lossy().as_bytes());
-        match e {
-            Entry::File { sha256, executable } => {
-                h.update(if *executable { b"\0x\0" } else { b"\0f\0" });
-                h.update(sha256.as_bytes());
-            }
-            Entry::Dir => h.update(b"\0d\0"),
-            Entry::Link(t) => {
-                h.update(b"\0l\0");
-                h.update(t.as_bytes());
-            }
+        h.update(tag);
+        match n {
+            Node::File { sha256, .. } => h.update(sha256.as_bytes()),
+            Node::Link(t) => h.update(t.to_string_lossy().as_bytes()),
+            Node::Dir { .. } => {}
         }
         h.update(b"\n");
     }
-    Ok(hex::encode(h.finalize()))
+    hex::encode(h.finalize())
+}
+
+/// Removes what pushes interrupted by a crash left in the staging area (`tmp/push-*`).
+pub fn clean_staging(tmp_root: &Path) {
+    let Ok(dir) = std::fs::read_dir(tmp_root) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name: OsString = e.file_name();
+        if !name.as_bytes().starts_with(b"push-") {
+            continue;
+        }
+        let path = e.path();
+        // remove_dir_all does not follow links inside the tree it removes.
+        let res = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        if let Err(err) = res {
+            tracing::warn!(error = %err, path = %path.display(), "could not remove an old push staging folder");
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn archive(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        build(&mut b);
-        let tar = b.into_inner().unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &tar).unwrap();
-        gz.finish().unwrap()
-    }
-
-    fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        // set_path refuses "..", so write the name bytes directly, as a hostile client would.
-        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-        h.set_cksum();
-        b.append(&h, data).unwrap();
-    }
-
-    fn link(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(0);
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_path(path).unwrap();
-        h.set_link_name(target).unwrap();
-        h.set_cksum();
-        b.append(&h, &[][..]).unwrap();
-    }
-
-    #[test]
-    fn same_content_same_digest_and_different_content_differs() {
-        let a = archive(|b| file(b, "cog.yaml", b"predict: p.py:P\n"));
-        let d1 = tempfile::tempdir().unwrap();
-        let d2 = tempfile::tempdir().unwrap();
-        let x = unpack(&a, d1.path(), 1 << 20).unwrap();
-        assert_eq!(x, unpack(&a, d2.path(), 1 << 20).unwrap());
-        let b = archive(|b| file(b, "cog.yaml", b"predict: q.py:P\n"));
-        let d3 = tempfile::tempdir().unwrap();
-        assert_ne!(x, unpack(&b, d3.path(), 1 << 20).unwrap());
-        assert!(d1.path().join("cog.yaml").is_file());
-    }
-
-    #[test]
-    fn refuses_traversal_links_out_and_oversize() {
-        let d = tempfile::tempdir().unwrap();
-        let inner = d.path().join("in");
-        std::fs::create_dir(&inner).unwrap();
-        let a = archive(|b| file(b, "../escape.txt", b"x"));
-        assert!(matches!(
-            unpack(&a, &inner, 1 << 20),
-            Err(UnpackError::Invalid(_))
-        ));
-        assert!(!d.path().join("escape.txt").exists());
-        for target in ["/etc/passwd", "../../x", "a/../../x"] {
-            let a = archive(|b| link(b, "l", target));
-            assert!(
-                matches!(unpack(&a, &inner, 1 << 20), Err(UnpackError::Invalid(_))),
-                "{target}"
-            );
-        }
-        let a = archive(|b| link(b, "sub/l", "../cog.yaml"));
-        assert!(unpack(&a, &inner, 1 << 20).is_ok());
-        let a = archive(|b| file(b, "big", &[0u8; 2048]));
-        assert!(matches!(
-            unpack(&a, &inner, 1024),
-            Err(UnpackError::TooLarge(_))
-        ));
-        assert!(matches!(
-            unpack(b"not gzip", &inner, 1024),
-            Err(UnpackError::Invalid(_))
-        ));
-    }
-}
+mod tests;

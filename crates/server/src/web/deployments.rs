@@ -18,14 +18,17 @@ use crate::ops::{self, DeleteOutcome};
 use crate::state::AppState;
 use crate::views::time;
 
-fn deployment_view(d: &Deployment) -> Value {
+/// `visible`: whether the viewer may still see the release's version (see
+/// `ops::deployment_version`); the page says so when not.
+fn deployment_view(d: &Deployment, visible: bool) -> Value {
     let r = &d.release;
     json!({
+        "version_gone": !visible,
         "owner": d.owner,
         "name": d.name,
         "full_name": d.full_name(),
         "model": r.model,
-        "version": r.version_id,
+        "version": if visible { r.version_id.as_str() } else { "" },
         "number": r.number,
         "hardware": r.hardware,
         "min_instances": r.min_instances,
@@ -57,6 +60,13 @@ async fn list_page(
             },
         )
         .await?;
+    let mut views = Vec::with_capacity(ds.len());
+    for d in &ds {
+        views.push(deployment_view(
+            d,
+            ops::release_visible(s, caller, d).await?,
+        ));
+    }
     let mine = s.store.models_owned_by(&owners, 100).await?;
     let models: Vec<String> = mine
         .iter()
@@ -64,7 +74,7 @@ async fn list_page(
         .map(|m| m.full_name())
         .collect();
     let ctx = json!({
-        "deployments": ds.iter().map(deployment_view).collect::<Vec<_>>(),
+        "deployments": views,
         "models": models,
         "form": {
             "name": form.and_then(|f| f.get("name")).unwrap_or_default(),
@@ -207,7 +217,7 @@ async fn deployment_page(
         Err(_) => vec![],
     };
     let ctx = json!({
-        "deployment": deployment_view(d),
+        "deployment": deployment_view(d, ops::release_visible(s, caller, d).await?),
         "versions": versions,
         "blockers": blockers.iter().map(|b| json!({"kind": b.kind, "detail": b.detail})).collect::<Vec<_>>(),
         "error": error,

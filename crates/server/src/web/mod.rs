@@ -17,6 +17,7 @@ mod predictions;
 mod render;
 mod schema;
 mod session;
+mod throttle;
 mod versions;
 
 use axum::extract::Request;
@@ -30,6 +31,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use password::hash_password;
+pub(crate) use throttle::Throttle;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -80,12 +82,33 @@ pub fn router(state: AppState) -> Router {
         .route("/{owner}/{name}/delete", post(models::delete))
         // The API's address space keeps its problem+json answers, even where a page's
         // pattern (such as `/{owner}/{name}`) would match.
+        .route_layer(middleware::from_fn_with_state(state.clone(), form_origin))
         .route_layer(middleware::from_fn(api_space))
         .with_state(state)
 }
 
 fn is_api_path(path: &str) -> bool {
     path == "/v1" || path.starts_with("/v1/")
+}
+
+/// Forms (every page POST, signing in included) must come from this site.
+async fn form_origin(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !safe && !session::same_origin(&s, req.headers()) {
+        return error::WebError::forbidden(
+            "This form was sent from another site, so nothing was changed. Use the form on this \
+             site.",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn api_space(req: Request, next: Next) -> Response {

@@ -209,3 +209,59 @@ impl FromRequest<AppState> for Posted {
         Ok(Posted { viewer, form })
     }
 }
+
+/// The client's address, as the connection shows it (behind a reverse proxy, the proxy's).
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// Whether a form submission comes from this site, by its `Origin` (and `Sec-Fetch-Site`):
+/// defence in depth beside the CSRF tokens. Browsers send `Origin` on every POST; a request
+/// without one (not a browser, or a very old one) is left to the CSRF token. `null` (a sandboxed
+/// document, such as a user-supplied file served here) is another site.
+pub fn same_origin(s: &AppState, headers: &HeaderMap) -> bool {
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"))
+    {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let public = url::Url::parse(&s.public_url)
+        .map(|u| u.origin().ascii_serialization())
+        .ok();
+    if public.as_deref() == Some(origin) {
+        return true;
+    }
+    // Reached by another name than the public URL (localhost for 127.0.0.1): the browser's
+    // Host is ours, and another site cannot make the browser send our Host with its Origin.
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match (url::Url::parse(origin), host) {
+        (Ok(o), Some(host)) if matches!(o.scheme(), "http" | "https") => {
+            let o_host = match (o.host_str(), o.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_string(),
+                _ => return false,
+            };
+            o_host.eq_ignore_ascii_case(host)
+        }
+        _ => false,
+    }
+}
