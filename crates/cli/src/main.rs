@@ -126,8 +126,10 @@ pub struct ServeArgs {
     /// The Python that has Cog installed.
     #[arg(long, env = "MODELYARD_PYTHON", default_value = "python3")]
     pub python: String,
-    /// The largest accepted upload (a pushed project, compressed), in MiB.
-    #[arg(long, env = "MODELYARD_MAX_UPLOAD_MB", default_value_t = 100)]
+    /// The largest accepted push (a project, compressed, and unpacked), in MiB. Pushes are
+    /// streamed to disk, so this bounds disk, not memory. Files for `/v1/files` stay capped at
+    /// 100 MiB.
+    #[arg(long, env = "MODELYARD_MAX_UPLOAD_MB", default_value_t = 51200)]
     pub max_upload_mb: u64,
     /// How long a disabled deployment must stay unused before it can be deleted, in seconds.
     #[arg(long, env = "MODELYARD_DEPLOYMENT_IDLE_SECS", default_value_t = 900)]

@@ -47,12 +47,28 @@ fn server(handler: Box<Handler>) -> (String, Arc<Mutex<Vec<Seen>>>) {
                     headers.insert(k.trim().to_lowercase(), v.trim().to_string());
                 }
             }
-            let len: usize = headers
-                .get("content-length")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(0);
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
+            let mut body = Vec::new();
+            if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+                // A streamed body (a push): chunks of "<hex size>\r\n<bytes>\r\n", then "0".
+                loop {
+                    let mut size = String::new();
+                    reader.read_line(&mut size).unwrap();
+                    let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                    let mut chunk = vec![0; n + 2];
+                    reader.read_exact(&mut chunk).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&chunk[..n]);
+                }
+            } else {
+                let len: usize = headers
+                    .get("content-length")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(0);
+                body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+            }
             let s = Seen {
                 method,
                 target,

@@ -15,7 +15,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// The Python that has Cog installed, used to read a pushed predictor's schema.
     pub python: String,
-    /// The largest accepted upload (a pushed Cog project, compressed).
+    /// The largest accepted push (a Cog project, compressed, and its unpacked content): real
+    /// models carry gigabytes of weights, and pushes are streamed to disk, never held in memory.
     pub max_upload_bytes: usize,
     /// How long a disabled deployment must stay unused before it can be deleted.
     pub deployment_idle: Duration,
@@ -52,7 +53,7 @@ impl Default for Config {
             database_url: None,
             public_url: None,
             python: "python3".into(),
-            max_upload_bytes: 100 * 1024 * 1024,
+            max_upload_bytes: 50 * 1024 * 1024 * 1024,
             deployment_idle: Duration::from_secs(15 * 60),
             run_jobs: true,
             max_servers: 2,

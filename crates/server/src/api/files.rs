@@ -25,6 +25,9 @@ use crate::extract::{Auth, PageQuery, PAGE_SIZE};
 use crate::state::AppState;
 use crate::views;
 
+/// The largest file `/v1/files` takes (Replicate's limit is 100 MiB too).
+const FILE_LIMIT: u64 = 100 * 1024 * 1024;
+
 /// How long an uploaded file lives (and its download URL works).
 pub const LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
@@ -89,7 +92,9 @@ pub async fn create(State(s): State<AppState>, auth: Auth, req: Request) -> ApiR
             "Upload a file as multipart/form-data with the bytes in the part `content`.".into(),
         )
     })?;
-    let limit = s.config.max_upload_bytes as u64;
+    // Files are held in memory while they are received: Replicate's own cap, whatever the
+    // (much larger) cap on pushed projects.
+    let limit = (s.config.max_upload_bytes as u64).min(FILE_LIMIT);
     let constraints =
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
     let mut form = multer::Multipart::with_constraints(

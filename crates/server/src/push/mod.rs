@@ -2,6 +2,7 @@
 //! no HTTP form), unpacked safely, introspected with Cog's own Python package, and stored
 //! content-addressed under the data dir.
 mod cogyaml;
+mod stream;
 mod unpack;
 
 use std::path::Path;
@@ -61,15 +62,6 @@ pub async fn push(
         ));
     }
     let limit = s.config.max_upload_bytes;
-    let body =
-        crate::extract::read_body(req.into_body(), limit, "this server's upload limit allows")
-            .await
-            .map_err(|e| match e {
-                ApiError::PayloadTooLarge(_) => ApiError::PayloadTooLarge(format!(
-                    "The upload is larger than this server's limit of {limit} bytes."
-                )),
-                e => e,
-            })?;
     let tmp_root = staging_root(&s.config.data_dir);
     crate::private_dir(&tmp_root).map_err(internal)?;
     // Dropped on every path out of here, so a refused upload leaves nothing behind.
@@ -78,11 +70,22 @@ pub async fn push(
         .tempdir_in(&tmp_root)
         .map_err(internal)?;
     let tree = tmp.path().join("tree");
+    // Unpacked while it arrives: the upload is never held whole, in memory or on disk.
+    let mut body = stream::reader(req.into_body(), limit as u64);
     let digest = {
         let tree = tree.clone();
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir(&tree).map_err(|e| UnpackError::Invalid(e.to_string()))?;
-            unpack::unpack(&body, &tree, limit as u64)
+            let unpacked = unpack::unpack(&mut body, &tree, limit as u64);
+            match (unpacked, body.stopped.take()) {
+                (Err(_), Some(stream::Stop::TooLarge)) => Err(UnpackError::TooLarge(format!(
+                    "upload is larger than this server's limit of {limit} bytes"
+                ))),
+                (Err(_), Some(stream::Stop::Broken(e))) => {
+                    Err(UnpackError::Invalid(format!("the upload broke off: {e}")))
+                }
+                (r, _) => r,
+            }
         })
         .await
         .map_err(internal)?

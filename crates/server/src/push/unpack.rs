@@ -220,7 +220,7 @@ impl Layout<'_> {
 /// Unpacks a gzip'd tar into `dest` (a private, empty staging directory), refusing anything
 /// that could escape it, and returns the content digest. At most `max_bytes` of file content
 /// are written.
-pub fn unpack(archive: &[u8], dest: &Path, max_bytes: u64) -> Result<String, UnpackError> {
+pub fn unpack(archive: impl Read, dest: &Path, max_bytes: u64) -> Result<String, UnpackError> {
     let gz = flate2::read::GzDecoder::new(archive);
     let mut tar = tar::Archive::new(gz);
     let bad = |e: std::io::Error| {

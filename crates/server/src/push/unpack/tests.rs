@@ -305,7 +305,11 @@ fn caps_entries_and_bytes() {
     });
     assert!(is_too_large(&Staging::new().unpack(&a)));
     let a = archive(|b| file(b, "big", &[0u8; 2048]));
-    assert!(is_too_large(&unpack(&a, &Staging::new().tree(), 1024)));
+    assert!(is_too_large(&unpack(
+        a.as_slice(),
+        &Staging::new().tree(),
+        1024
+    )));
     assert!(is_invalid(&Staging::new().unpack(b"not gzip")));
 }
 
