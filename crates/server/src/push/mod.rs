@@ -76,7 +76,7 @@ pub async fn push(
         let tree = tree.clone();
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir(&tree).map_err(|e| UnpackError::Invalid(e.to_string()))?;
-            let unpacked = unpack::unpack(&mut body, &tree, limit as u64);
+            let unpacked = unpack::unpack_files(&mut body, &tree, limit as u64);
             match (unpacked, body.stopped.take()) {
                 (Err(_), Some(stream::Stop::TooLarge)) => Err(UnpackError::TooLarge(format!(
                     "upload is larger than this server's limit of {limit} bytes"
@@ -91,6 +91,7 @@ pub async fn push(
         .map_err(internal)?
         .map_err(unpack_error)?
     };
+    let unpack::Unpacked { digest, files } = digest;
     let cog = cogyaml::read(&tree).map_err(|m| ApiError::invalid("cog.yaml", m))?;
     let found = introspect(&s, &tree, &cog).await?;
     // The predictor's code ran in the tree: what it left there is checked like the upload.
@@ -111,6 +112,13 @@ pub async fn push(
     } else {
         tokio::fs::create_dir_all(s.artifacts_dir())
             .await
+            .map_err(internal)?;
+        // Files are stored once by content: a new version that changes only its code adds only
+        // its code, however large its weights.
+        let (t, blobs) = (tree.clone(), blobs_dir(&s));
+        tokio::task::spawn_blocking(move || share_files(&t, &blobs, &files))
+            .await
+            .map_err(internal)?
             .map_err(internal)?;
         tokio::fs::rename(&tree, &final_dir)
             .await
@@ -135,6 +143,7 @@ pub async fn push(
         Err(e) => {
             if placed && !s.store.artifact_in_use(&digest).await.unwrap_or(true) {
                 let _ = tokio::fs::remove_dir_all(&final_dir).await;
+                sweep_blobs(&blobs_dir(&s)).await;
             }
             return Err(e.into());
         }
@@ -295,8 +304,63 @@ pub async fn release_artifact(s: &AppState, digest: &str) {
                     tracing::warn!(error = %e, dir = %dir.display(), "could not remove an unused artifact");
                 }
             }
+            sweep_blobs(&blobs_dir(s)).await;
         }
         Ok(true) => {}
         Err(e) => tracing::warn!(error = %e, "could not check whether an artifact is still used"),
     }
+}
+
+/// Where files are stored by content: `blobs/<sha256>` (`-x` for executables, whose mode
+/// differs), each hard-linked into every artifact tree that holds that content.
+fn blobs_dir(s: &AppState) -> std::path::PathBuf {
+    s.config.data_dir.join("blobs")
+}
+
+/// Replaces each file of `tree` with a hard link to the stored blob of its content, storing the
+/// blob first when it is new. Called under the artifacts lock.
+fn share_files(
+    tree: &Path,
+    blobs: &Path,
+    files: &[(std::path::PathBuf, String, bool)],
+) -> std::io::Result<()> {
+    crate::private_dir(blobs)?;
+    // Outside the tree, so no name of the project's can collide with it.
+    let staged = tree.with_file_name("dedupe");
+    for (rel, sha, exec) in files {
+        let blob = blobs.join(if *exec {
+            format!("{sha}-x")
+        } else {
+            sha.clone()
+        });
+        let file = tree.join(rel);
+        if blob.exists() {
+            // Same bytes: this tree's copy goes, the stored one takes its place.
+            std::fs::hard_link(&blob, &staged)?;
+            std::fs::rename(&staged, &file)?;
+        } else {
+            std::fs::hard_link(&file, &blob)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes blobs no artifact tree links to any more (their only link is the store's own).
+/// Called under the artifacts lock, after a tree is removed.
+async fn sweep_blobs(blobs: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let blobs = blobs.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || {
+        let Ok(entries) = std::fs::read_dir(&blobs) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1) {
+                if let Err(err) = std::fs::remove_file(e.path()) {
+                    tracing::warn!(error = %err, blob = %e.path().display(), "could not remove an unused blob");
+                }
+            }
+        }
+    })
+    .await;
 }

@@ -220,7 +220,24 @@ impl Layout<'_> {
 /// Unpacks a gzip'd tar into `dest` (a private, empty staging directory), refusing anything
 /// that could escape it, and returns the content digest. At most `max_bytes` of file content
 /// are written.
+#[cfg(test)]
 pub fn unpack(archive: impl Read, dest: &Path, max_bytes: u64) -> Result<String, UnpackError> {
+    unpack_files(archive, dest, max_bytes).map(|u| u.digest)
+}
+
+/// What an accepted archive holds: its content digest, and each file's content hash.
+pub struct Unpacked {
+    pub digest: String,
+    /// (path in the tree, sha256 of its content, executable).
+    pub files: Vec<(PathBuf, String, bool)>,
+}
+
+/// [`unpack`], telling also each file's content hash (taken while it was written).
+pub fn unpack_files(
+    archive: impl Read,
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<Unpacked, UnpackError> {
     let gz = flate2::read::GzDecoder::new(archive);
     let mut tar = tar::Archive::new(gz);
     let bad = |e: std::io::Error| {
@@ -371,7 +388,18 @@ pub fn unpack(archive: impl Read, dest: &Path, max_bytes: u64) -> Result<String,
     }
     create_links(&layout)?;
     check_links_on_disk(dest)?;
-    Ok(digest(&layout.nodes))
+    let files = layout
+        .nodes
+        .iter()
+        .filter_map(|(p, n)| match n {
+            Node::File { sha256, executable } => Some((p.clone(), sha256.clone(), *executable)),
+            _ => None,
+        })
+        .collect();
+    Ok(Unpacked {
+        digest: digest(&layout.nodes),
+        files,
+    })
 }
 
 /// Resolves every link against the complete tree, then creates them.
