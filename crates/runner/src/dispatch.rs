@@ -162,7 +162,8 @@ async fn keep_warm(inner: &Arc<Inner>) {
         .collect();
     inner.pool.set_warm(warm);
     for (key, missing) in inner.pool.warm_deficit() {
-        let Ok(spec) = job::spec_for(inner, &key.version_id, JobKind::Prediction).await else {
+        let Ok(spec) = job::spec_for(inner, &key.version_id, JobKind::Prediction, &|_| {}).await
+        else {
             continue;
         };
         for _ in 0..missing {

@@ -61,7 +61,9 @@ impl Envs {
 
     /// The environment for these packages, building it the first time. A build that failed
     /// stays failed (with its log) until the packages change.
-    pub async fn ensure(&self, packages: &[String]) -> Result<PyEnv, String> {
+    /// `say` hears what happens, for the logs of the job that waits: that the environment is
+    /// being built, and pip's output as it comes.
+    pub async fn ensure(&self, packages: &[String], say: &Say<'_>) -> Result<PyEnv, String> {
         if packages.is_empty() {
             // Cog itself comes from the interpreter the server was given.
             return Ok(PyEnv { dir: None });
@@ -75,7 +77,13 @@ impl Envs {
             .entry(key.clone())
             .or_default()
             .clone();
-        let _guard = lock.lock().await;
+        let _guard = match lock.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                say("Waiting for this version's Python environment, which is being built...\n");
+                lock.lock().await
+            }
+        };
         let env = PyEnv {
             dir: Some(dir.join("venv")),
         };
@@ -90,7 +98,29 @@ impl Envs {
         // A build cut short leaves a partial environment: start again from nothing.
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("venv")).map_err(|e| e.to_string())?;
-        let result = self.build(&dir, packages, &log).await;
+        say(&format!(
+            "Building this version's Python environment ({} package{}); this happens once.\n",
+            packages.len(),
+            if packages.len() == 1 { "" } else { "s" }
+        ));
+        // pip's output goes to the build log; what it adds is passed on while it runs.
+        let build = self.build(&dir, packages, &log);
+        tokio::pin!(build);
+        let mut shown = 0usize;
+        let result = loop {
+            tokio::select! {
+                r = &mut build => {
+                    pass_on(&log, &mut shown, say);
+                    break r;
+                }
+                _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
+                    pass_on(&log, &mut shown, say);
+                }
+            }
+        };
+        if result.is_ok() {
+            say("The environment is ready.\n");
+        }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         match result {
             Ok(()) => {
@@ -216,6 +246,24 @@ impl Envs {
         let _ = std::fs::remove_dir_all(&run);
         result
     }
+}
+
+/// Hears progress text for a job's logs.
+pub type Say<'a> = dyn Fn(&str) + Send + Sync + 'a;
+
+/// Passes on what the log gained since `shown` (whole lines only, so nothing is cut in two).
+fn pass_on(log: &Path, shown: &mut usize, say: &Say<'_>) {
+    let Ok(text) = std::fs::read(log) else {
+        return;
+    };
+    let Some(new) = text.get(*shown..) else {
+        return;
+    };
+    let Some(end) = new.iter().rposition(|b| *b == b'\n') else {
+        return;
+    };
+    say(&String::from_utf8_lossy(&new[..=end]));
+    *shown += end + 1;
 }
 
 fn failure(log: &Path, text: &str) -> String {

@@ -29,7 +29,12 @@ fn failed(error: impl Into<String>) -> JobEnd {
 }
 
 /// How to start a server for a version in a mode, remembered after the first time.
-pub async fn spec_for(inner: &Inner, version_id: &str, kind: JobKind) -> Result<Spec, String> {
+pub async fn spec_for(
+    inner: &Inner,
+    version_id: &str,
+    kind: JobKind,
+    say: &crate::env::Say<'_>,
+) -> Result<Spec, String> {
     let key = Key {
         version_id: version_id.to_string(),
         train: kind == JobKind::Training,
@@ -37,14 +42,19 @@ pub async fn spec_for(inner: &Inner, version_id: &str, kind: JobKind) -> Result<
     if let Some(s) = inner.specs.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(s);
     }
-    let spec = make_spec(inner, version_id, kind).await?;
+    let spec = make_spec(inner, version_id, kind, say).await?;
     if let Ok(mut m) = inner.specs.lock() {
         m.insert(key, spec.clone());
     }
     Ok(spec)
 }
 
-async fn make_spec(inner: &Inner, version_id: &str, kind: JobKind) -> Result<Spec, String> {
+async fn make_spec(
+    inner: &Inner,
+    version_id: &str,
+    kind: JobKind,
+    say: &crate::env::Say<'_>,
+) -> Result<Spec, String> {
     let (_, version) = inner
         .store
         .version_by_id(version_id)
@@ -63,7 +73,7 @@ async fn make_spec(inner: &Inner, version_id: &str, kind: JobKind) -> Result<Spe
     } else {
         cog.predict.clone()
     };
-    let env = inner.envs.ensure(&cog.python_packages).await?;
+    let env = inner.envs.ensure(&cog.python_packages, say).await?;
     Ok(Spec {
         key: Key {
             version_id: version.id.clone(),
@@ -157,9 +167,21 @@ async fn execute(inner: &Arc<Inner>, job: &mut Job, ch: &JobChannel) -> Option<J
     if *cancel.borrow() {
         return None;
     }
-    let spec = match spec_for(inner, &job.version_id, job.kind).await {
+    let id = job.id.clone();
+    let say = |text: &str| job_log(inner, ch, &id, text);
+    let spec = match spec_for(inner, &job.version_id, job.kind, &say).await {
         Ok(s) => s,
-        Err(e) => return Some(failed(e)),
+        Err(e) => {
+            // The build's output, which the job's followers saw, stays in its record.
+            let mut end = failed(e);
+            end.logs = ch
+                .seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .prefix
+                .clone();
+            return Some(end);
+        }
     };
     let lease = tokio::select! {
         l = inner.pool.acquire(&spec, deployment_cap(inner, job).await, &job.id) => match l {
@@ -496,6 +518,41 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
     Ok(())
 }
 
+/// Adds text to a job's logs before the model's own (the environment build), for followers
+/// at once and in the record at most every half second.
+fn job_log(inner: &Inner, ch: &JobChannel, id: &str, text: &str) {
+    let (logs, write) = {
+        let mut seen = ch.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.ended {
+            return;
+        }
+        inner.emit(
+            ch,
+            id,
+            Event::Logs {
+                offset: seen.logs,
+                text: text.to_string(),
+            },
+        );
+        seen.prefix.push_str(text);
+        seen.logs += text.len();
+        seen.logs_text = seen.prefix.clone();
+        let write = seen.written.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+        if write {
+            seen.written = Some(Instant::now());
+        }
+        (seen.prefix.clone(), write)
+    };
+    if write {
+        let (store, id) = (inner.store.clone(), id.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = store.job_progress(&id, &logs, None).await {
+                tracing::warn!(job = %id, error = %e, "could not record build progress");
+            }
+        });
+    }
+}
+
 pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
     let Some(ch) = inner.channels.lock().ok().and_then(|m| m.get(id).cloned()) else {
         return;
@@ -508,7 +565,11 @@ pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
         if seen.ended {
             return;
         }
-        let mut logs = payload["logs"].as_str().unwrap_or_default().to_string();
+        let mut logs = format!(
+            "{}{}",
+            seen.prefix,
+            payload["logs"].as_str().unwrap_or_default()
+        );
         if logs.len() < seen.logs_text.len() {
             logs = seen.logs_text.clone();
         } else {

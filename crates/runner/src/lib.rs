@@ -86,6 +86,9 @@ struct Seen {
     /// When progress was last written to the record: at most every half second, so a short
     /// prediction costs no write until it ends.
     written: Option<std::time::Instant>,
+    /// What the job's logs say before the model's own: the environment build, when this job
+    /// waited for one. Cog's logs count from their own start, after it.
+    prefix: String,
 }
 
 struct Inner {

@@ -236,6 +236,23 @@ async fn environments_are_built_from_python_packages(b: Backend) {
     assert_eq!(p["status"], "succeeded", "{p}");
     // Only the version's own environment has termcolor.
     assert_eq!(p["output"], "ok termcolor 2.4.0");
+    // The first prediction's logs tell of the build, with pip's own words, then the model's.
+    let logs = p["logs"].as_str().unwrap();
+    assert!(
+        logs.starts_with("Building this version's Python environment (1 package)"),
+        "{logs}"
+    );
+    assert!(logs.contains("termcolor"), "{logs}");
+    assert!(logs.contains("The environment is ready."), "{logs}");
+    let (_, again) = predict_wait(&s, &good, json!({"x": "again"})).await;
+    assert_eq!(again["status"], "succeeded", "{again}");
+    assert!(
+        !again["logs"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Building"),
+        "{again}"
+    );
     let log = s
         .get(
             "alice",
@@ -257,6 +274,14 @@ async fn environments_are_built_from_python_packages(b: Backend) {
         "{err}"
     );
     assert!(err.contains("modelyard-no-such-package-anywhere"), "{err}");
+    // What pip said is in the failed prediction's logs too.
+    assert!(
+        p["logs"]
+            .as_str()
+            .unwrap()
+            .contains("modelyard-no-such-package-anywhere"),
+        "{p}"
+    );
 }
 
 async fn trainings_make_runnable_fine_tunes(b: Backend) {
