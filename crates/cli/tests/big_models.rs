@@ -177,20 +177,33 @@ fn staging_folders(data: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-#[test]
-fn a_gigabyte_model_pushes_with_flat_memory_round_trips_and_is_stored_once() {
+/// A data directory with the account alice, a server on it, the client's environment, and the
+/// model alice/big.
+fn with_model() -> (
+    tempfile::TempDir,
+    PathBuf,
+    Served,
+    [(&'static str, String); 2],
+) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let d = data.to_str().unwrap();
     let (token, _) = cli(&["admin", "user", "create", "alice", "--data-dir", d], &[]);
     let token = token.lines().last().unwrap().to_string();
     let server = serve(&data);
-    let url = format!("http://127.0.0.1:{}", server.port);
     let env = [
-        ("MODELYARD_URL", url.as_str()),
-        ("MODELYARD_TOKEN", token.as_str()),
+        ("MODELYARD_URL", format!("http://127.0.0.1:{}", server.port)),
+        ("MODELYARD_TOKEN", token),
     ];
-    cli(&["models", "create", "alice/big"], &env);
+    let borrowed = env.each_ref().map(|(k, v)| (*k, v.as_str()));
+    cli(&["models", "create", "alice/big"], &borrowed);
+    (dir, data, server, env)
+}
+
+#[test]
+fn a_gigabyte_model_pushes_with_flat_memory_round_trips_and_is_stored_once() {
+    let (dir, data, server, env) = with_model();
+    let env = env.each_ref().map(|(k, v)| (*k, v.as_str()));
 
     let proj = dir.path().join("big");
     let sha = project(&proj, GIB, "v1");
@@ -250,18 +263,8 @@ fn a_gigabyte_model_pushes_with_flat_memory_round_trips_and_is_stored_once() {
 
 #[test]
 fn a_push_killed_half_way_leaves_nothing_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let d = data.to_str().unwrap();
-    let (token, _) = cli(&["admin", "user", "create", "alice", "--data-dir", d], &[]);
-    let token = token.lines().last().unwrap().to_string();
-    let mut server = serve(&data);
-    let url = format!("http://127.0.0.1:{}", server.port);
-    let env = [
-        ("MODELYARD_URL", url.as_str()),
-        ("MODELYARD_TOKEN", token.as_str()),
-    ];
-    cli(&["models", "create", "alice/big"], &env);
+    let (dir, data, mut server, env) = with_model();
+    let env = env.each_ref().map(|(k, v)| (*k, v.as_str()));
     let proj = dir.path().join("big");
     project(&proj, GIB, "v1");
     let mut push = Command::new(BIN)
