@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use modelyard_server::defaults;
 
 const DEFAULT_URL: &str = "http://127.0.0.1:5080";
 
@@ -100,7 +101,7 @@ pub struct DbArgs {
         long,
         global = true,
         env = "MODELYARD_DATA_DIR",
-        default_value = "./modelyard-data"
+        default_value = defaults::DATA_DIR
     )]
     pub data_dir: PathBuf,
     /// sqlite://PATH or postgres://...; by default the SQLite file in the data directory.
@@ -116,7 +117,7 @@ pub struct DbArgs {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// The address to listen on.
-    #[arg(long, env = "MODELYARD_ADDR", default_value = "127.0.0.1:5080")]
+    #[arg(long, env = "MODELYARD_ADDR", default_value = defaults::ADDR)]
     pub addr: SocketAddr,
     #[command(flatten)]
     pub db: DbArgs,
@@ -124,30 +125,30 @@ pub struct ServeArgs {
     #[arg(long, env = "MODELYARD_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// The Python that has Cog installed.
-    #[arg(long, env = "MODELYARD_PYTHON", default_value = "python3")]
+    #[arg(long, env = "MODELYARD_PYTHON", default_value = defaults::PYTHON)]
     pub python: String,
     /// The largest accepted push (a project, compressed, and unpacked), in MiB. Pushes are
     /// streamed to disk, so this bounds disk, not memory. Files for `/v1/files` stay capped at
     /// 100 MiB.
-    #[arg(long, env = "MODELYARD_MAX_UPLOAD_MB", default_value_t = 51200)]
+    #[arg(long, env = "MODELYARD_MAX_UPLOAD_MB", default_value_t = defaults::MAX_UPLOAD_MB)]
     pub max_upload_mb: u64,
     /// How long a disabled deployment must stay unused before it can be deleted, in seconds.
-    #[arg(long, env = "MODELYARD_DEPLOYMENT_IDLE_SECS", default_value_t = 900)]
+    #[arg(long, env = "MODELYARD_DEPLOYMENT_IDLE_SECS", default_value_t = defaults::DEPLOYMENT_IDLE_SECS)]
     pub deployment_idle_secs: u64,
     /// Serve the API only: leave queued predictions and trainings to another server.
     #[arg(long, env = "MODELYARD_NO_RUNNER", value_parser = flags::boolish())]
     pub no_runner: bool,
     /// How many Cog model servers may run at once.
-    #[arg(long, env = "MODELYARD_MAX_SERVERS", default_value_t = 2)]
+    #[arg(long, env = "MODELYARD_MAX_SERVERS", default_value_t = defaults::MAX_SERVERS)]
     pub max_servers: usize,
     /// How long an unused model server stays warm, in seconds.
-    #[arg(long, env = "MODELYARD_SERVER_IDLE_SECS", default_value_t = 300)]
+    #[arg(long, env = "MODELYARD_SERVER_IDLE_SECS", default_value_t = defaults::SERVER_IDLE_SECS)]
     pub server_idle_secs: u64,
     /// How long a model server may take to set up, in seconds.
-    #[arg(long, env = "MODELYARD_SETUP_TIMEOUT_SECS", default_value_t = 300)]
+    #[arg(long, env = "MODELYARD_SETUP_TIMEOUT_SECS", default_value_t = defaults::SETUP_TIMEOUT_SECS)]
     pub setup_timeout_secs: u64,
     /// How long API predictions keep their input, output, files and logs, in seconds.
-    #[arg(long, env = "MODELYARD_API_RETENTION_SECS", default_value_t = 3600)]
+    #[arg(long, env = "MODELYARD_API_RETENTION_SECS", default_value_t = defaults::API_RETENTION_SECS)]
     pub api_retention_secs: u64,
     /// Also allow webhooks to http URLs and to private, loopback and link-local addresses
     /// (a self-hosted network often needs them); without it such targets are refused.
@@ -155,34 +156,25 @@ pub struct ServeArgs {
     pub allow_private_webhooks: bool,
     /// Run pushed model code UNCONFINED, as this server's user, with the whole host in view.
     /// Only for hosts that cannot sandbox, and only when every account is fully trusted.
-    #[arg(long, env = "MODELYARD_UNSAFE_NO_SANDBOX")]
+    #[arg(long, env = "MODELYARD_UNSAFE_NO_SANDBOX", value_parser = flags::boolish())]
     pub unsafe_no_sandbox: bool,
     /// Whether model code may reach the internet (to fetch weights at setup, and for
     /// `pip install`): on or off. Never this host or its private networks either way.
-    #[arg(long, env = "MODELYARD_MODEL_EGRESS", default_value = "on", value_parser = on_off)]
+    #[arg(long, env = "MODELYARD_MODEL_EGRESS", default_value = "on", value_parser = flags::boolish(), action = clap::ArgAction::Set)]
     pub model_egress: bool,
     /// Memory each model server may use, everything it starts included, in MiB (0: no cap).
-    #[arg(long, env = "MODELYARD_MODEL_MEMORY_MB", default_value_t = 16384)]
+    #[arg(long, env = "MODELYARD_MODEL_MEMORY_MB", default_value_t = defaults::MODEL_MEMORY_MB)]
     pub model_memory_mb: u64,
     /// Processes and threads each model server may have at once.
-    #[arg(long, env = "MODELYARD_MODEL_MAX_PROCESSES", default_value_t = 1024)]
+    #[arg(long, env = "MODELYARD_MODEL_MAX_PROCESSES", default_value_t = defaults::MODEL_MAX_PROCESSES)]
     pub model_max_processes: u64,
     /// Size of each model server's private /tmp and scratch directory, in MiB.
-    #[arg(long, env = "MODELYARD_MODEL_SCRATCH_MB", default_value_t = 10240)]
+    #[arg(long, env = "MODELYARD_MODEL_SCRATCH_MB", default_value_t = defaults::MODEL_SCRATCH_MB)]
     pub model_scratch_mb: u64,
     /// GPUs model servers get: none, all, a list such as 0,1, or auto (all when this host has
     /// an NVIDIA driver).
     #[arg(long, env = "MODELYARD_GPUS", default_value = "auto")]
     pub gpus: String,
-}
-
-/// `on`/`off` and the other usual spellings of a switch.
-fn on_off(s: &str) -> Result<bool, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "on" | "true" | "yes" | "1" => Ok(true),
-        "off" | "false" | "no" | "0" => Ok(false),
-        other => Err(format!("'{other}' is not on or off")),
-    }
 }
 
 #[derive(Args, Debug)]

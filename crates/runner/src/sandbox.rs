@@ -71,14 +71,19 @@ pub struct SandboxConfig {
     pub gid: u32,
 }
 
+/// The defaults, in the units `modelyard serve` takes them.
+pub const DEFAULT_MEMORY_MB: u64 = 16384;
+pub const DEFAULT_MAX_PROCESSES: u64 = 1024;
+pub const DEFAULT_SCRATCH_MB: u64 = 10240;
+
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             confine: true,
             egress: true,
-            memory_limit: Some(16 * 1024 * 1024 * 1024),
-            max_processes: 1024,
-            scratch_limit: 10 * 1024 * 1024 * 1024,
+            memory_limit: Some(DEFAULT_MEMORY_MB * 1024 * 1024),
+            max_processes: DEFAULT_MAX_PROCESSES,
+            scratch_limit: DEFAULT_SCRATCH_MB * 1024 * 1024,
             gpus: Gpus::None,
             device_root: PathBuf::from("/dev"),
             uid: 65534,

@@ -45,21 +45,41 @@ impl Config {
     }
 }
 
+/// Every default, once, in the units `modelyard serve` takes them: its flags and
+/// [`Config::default`] both read them here.
+pub mod defaults {
+    pub use modelyard_runner::sandbox::{
+        DEFAULT_MAX_PROCESSES as MODEL_MAX_PROCESSES, DEFAULT_MEMORY_MB as MODEL_MEMORY_MB,
+        DEFAULT_SCRATCH_MB as MODEL_SCRATCH_MB,
+    };
+    pub const ADDR: &str = "127.0.0.1:5080";
+    pub const DATA_DIR: &str = "./modelyard-data";
+    pub const PYTHON: &str = "python3";
+    pub const MAX_UPLOAD_MB: u64 = 50 * 1024;
+    pub const DEPLOYMENT_IDLE_SECS: u64 = 15 * 60;
+    pub const MAX_SERVERS: usize = 2;
+    pub const SERVER_IDLE_SECS: u64 = 300;
+    pub const SETUP_TIMEOUT_SECS: u64 = 300;
+    pub const API_RETENTION_SECS: u64 = 3600;
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
-            addr: SocketAddr::from(([127, 0, 0, 1], 5080)),
-            data_dir: PathBuf::from("modelyard-data"),
+            addr: defaults::ADDR
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5080))),
+            data_dir: PathBuf::from(defaults::DATA_DIR),
             database_url: None,
             public_url: None,
-            python: "python3".into(),
-            max_upload_bytes: 50 * 1024 * 1024 * 1024,
-            deployment_idle: Duration::from_secs(15 * 60),
+            python: defaults::PYTHON.into(),
+            max_upload_bytes: (defaults::MAX_UPLOAD_MB * 1024 * 1024) as usize,
+            deployment_idle: Duration::from_secs(defaults::DEPLOYMENT_IDLE_SECS),
             run_jobs: true,
-            max_servers: 2,
-            server_idle: Duration::from_secs(300),
-            setup_timeout: Duration::from_secs(300),
-            api_retention: Duration::from_secs(3600),
+            max_servers: defaults::MAX_SERVERS,
+            server_idle: Duration::from_secs(defaults::SERVER_IDLE_SECS),
+            setup_timeout: Duration::from_secs(defaults::SETUP_TIMEOUT_SECS),
+            api_retention: Duration::from_secs(defaults::API_RETENTION_SECS),
             allow_private_webhooks: false,
             sandbox: SandboxConfig::default(),
         }

@@ -24,7 +24,7 @@ use modelyard_runner::sandbox::Sandbox;
 use modelyard_storage::{SqlStore, Store};
 use tower_http::trace::TraceLayer;
 
-pub use config::{Config, Gpus, SandboxConfig};
+pub use config::{defaults, Config, Gpus, SandboxConfig};
 pub use error::ApiError;
 pub use state::AppState;
 pub use web::hash_password;
