@@ -591,6 +591,7 @@ pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
         match &output {
             Value::Array(items) if items.len() > seen.outputs => {
                 for (i, item) in items.iter().enumerate().skip(seen.outputs) {
+                    seen.items.push(item.clone());
                     inner.emit(
                         &ch,
                         id,

@@ -89,6 +89,9 @@ struct Seen {
     /// What the job's logs say before the model's own: the environment build, when this job
     /// waited for one. Cog's logs count from their own start, after it.
     prefix: String,
+    /// The output items sent so far, for a follower that comes late (the record is written at
+    /// most every half second).
+    items: Vec<Value>,
 }
 
 struct Inner {
@@ -193,6 +196,15 @@ impl Runner {
             q.push_back(job);
         }
         self.wake();
+    }
+
+    /// Follows a job's events from now on, with the output items it already sent: together
+    /// they miss nothing and repeat nothing.
+    pub fn follow(&self, id: &str) -> (broadcast::Receiver<Event>, Vec<Value>) {
+        let ch = self.inner.channel(id);
+        // Events are sent under this lock: none can slip between the copy and the subscription.
+        let seen = ch.seen.lock().unwrap_or_else(|p| p.into_inner());
+        (ch.events.subscribe(), seen.items.clone())
     }
 
     /// The live channel of a job, created on first use.

@@ -84,6 +84,61 @@ async fn failing_models_fail_with_their_error_and_logs(b: Backend) {
     assert!(p["logs"].as_str().unwrap().contains("about to fail"), "{p}");
 }
 
+/// The output items of a stream, read until its end.
+async fn stream_outputs(url: &str) -> Vec<String> {
+    let mut resp = reqwest::get(url).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut text = String::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while !text.contains("event: done") {
+        assert!(Instant::now() < until, "no done event: {text}");
+        match tokio::time::timeout(Duration::from_secs(30), resp.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Some(c) => text.push_str(&String::from_utf8_lossy(&c)),
+            None => break,
+        }
+    }
+    text.split("\n\n")
+        .filter(|e| e.contains("event: output"))
+        .map(|e| {
+            e.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// A follower that comes after some items were sent, but before the record caught up with
+/// them (it is written at most every half second), still gets every item once.
+async fn a_late_follower_misses_no_output(b: Backend) {
+    let s = runner_server(b, 1).await;
+    let v = model_with(&s, "iter", "iterator").await;
+    let input = json!({"text": "alpha beta gamma delta epsilon", "delay": 0.2});
+    let warm = predict_wait(&s, &v, input.clone()).await.1;
+    assert_eq!(warm["status"], "succeeded", "{warm}");
+    for late_ms in [300, 500, 700] {
+        let r = s
+            .call(
+                "alice",
+                Method::POST,
+                "/v1/predictions",
+                Some(json!({"version": v, "input": input})),
+            )
+            .await;
+        let url = r.body["urls"]["stream"].as_str().unwrap().to_string();
+        tokio::time::sleep(Duration::from_millis(late_ms)).await;
+        assert_eq!(
+            stream_outputs(&url).await,
+            ["alpha", "beta", "gamma", "delta", "epsilon"],
+            "joined after {late_ms} ms"
+        );
+    }
+}
+
 async fn iterator_output_streams_as_server_sent_events(b: Backend) {
     let s = runner_server(b, 2).await;
     let v = model_with(&s, "iter", "iterator").await;
@@ -612,6 +667,7 @@ mod sqlite {
         prefer_wait_returns_the_finished_prediction,
         failing_models_fail_with_their_error_and_logs,
         iterator_output_streams_as_server_sent_events,
+        a_late_follower_misses_no_output,
         file_outputs_are_served_at_capability_urls,
         cancel_and_deadlines_stop_running_work,
         environments_are_built_from_python_packages,
@@ -625,6 +681,10 @@ mod sqlite {
 
 mod postgres {
     use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_follower_misses_no_output() {
+        super::a_late_follower_misses_no_output(Backend::Postgres).await
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn prefer_wait_returns_the_finished_prediction() {
         super::prefer_wait_returns_the_finished_prediction(Backend::Postgres).await

@@ -74,8 +74,12 @@ pub async fn stream(
             "The prediction {id} does not exist (or its stream has expired)."
         )));
     }
-    // Subscribe before reading the record, so nothing that happens in between is missed.
-    let rx = s.runner.as_ref().map(|r| r.channel(&id).events.subscribe());
+    // Subscribe before reading the record, so nothing that happens in between is missed; what
+    // was sent before and is not yet in the record comes from the runner.
+    let (rx, sent_before) = match s.runner.as_ref().map(|r| r.follow(&id)) {
+        Some((rx, items)) => (Some(rx), items),
+        None => (None, Vec::new()),
+    };
     let job = s
         .store
         .job(JobKind::Prediction, &id)
@@ -85,6 +89,20 @@ pub async fn stream(
     let mut first = Vec::new();
     let mut items_sent = 0usize;
     match &job.output {
+        Some(Value::Array(items))
+            if items.len() < sent_before.len() && !job.status.is_terminal() =>
+        {
+            for item in &sent_before {
+                first.push(output_event(&mut n, item));
+            }
+            items_sent = sent_before.len();
+        }
+        None if !sent_before.is_empty() && !job.status.is_terminal() => {
+            for item in &sent_before {
+                first.push(output_event(&mut n, item));
+            }
+            items_sent = sent_before.len();
+        }
         Some(Value::Array(items)) => {
             for item in items {
                 first.push(output_event(&mut n, item));
