@@ -14,6 +14,6 @@ mod store;
 
 pub use error::StoreError;
 pub use sql::{FileRecord, NewFile, SqlStore};
-pub use store::{Deletion, JobEnd, Store};
+pub use store::{Deletion, JobEnd, MemberRemoval, Store};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -28,6 +28,16 @@ pub struct Deletion {
     pub unreferenced_artifact: Option<String>,
 }
 
+/// What removing a member from an organization came to. Nothing changed unless `Removed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberRemoval {
+    Removed,
+    /// The account is not a member of the organization (or the organization does not exist).
+    NotAMember,
+    /// The rules refused (`rules::member_removal_blockers`).
+    Refused(Vec<Blocker>),
+}
+
 /// The platform's storage, in domain terms.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -167,7 +177,8 @@ pub trait Store: Send + Sync + 'static {
     async fn add_named_token(&self, account_id: i64, token_hash: &str, name: &str) -> Result<()>;
     /// Deletes one of the account's tokens; false when it has no such token.
     async fn revoke_token(&self, account_id: i64, token_hash: &str) -> Result<bool>;
-    async fn remove_member(&self, org_id: i64, user_id: i64) -> Result<bool>;
+    /// Removes a member, checking in the same write transaction that the organization keeps one.
+    async fn remove_member(&self, org_id: i64, user_id: i64) -> Result<MemberRemoval>;
 
     // Webhooks and files.
     /// The account's webhook signing secret; `candidate` becomes it on first use.

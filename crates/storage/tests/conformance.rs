@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use common::*;
 use modelyard_domain::*;
-use modelyard_storage::{Deletion, SqlStore, Store, StoreError};
+use modelyard_storage::{Deletion, MemberRemoval, SqlStore, Store, StoreError};
 use serde_json::json;
 use tokio::sync::Barrier;
 
@@ -56,6 +56,7 @@ conformance! {
     race_same_content_push => sqlite_race_same_content_push, postgres_race_same_content_push;
     web_passwords_and_sessions => sqlite_web_passwords_and_sessions, postgres_web_passwords_and_sessions;
     web_listings_tokens_and_members => sqlite_web_listings_tokens_and_members, postgres_web_listings_tokens_and_members;
+    race_removing_the_last_two_members => sqlite_race_removing_the_last_two_members, postgres_race_removing_the_last_two_members;
 }
 
 fn full_names(models: &[Model]) -> Vec<String> {
@@ -2210,8 +2211,14 @@ async fn web_listings_tokens_and_members(store: SqlStore) {
     assert!(store.caller_by_token("h-laptop").await.unwrap().is_none());
     assert!(!store.revoke_token(a, "h-laptop").await.unwrap());
 
-    assert!(store.remove_member(o, b).await.unwrap());
-    assert!(!store.remove_member(o, b).await.unwrap());
+    assert_eq!(
+        store.remove_member(o, b).await.unwrap(),
+        MemberRemoval::Removed
+    );
+    assert_eq!(
+        store.remove_member(o, b).await.unwrap(),
+        MemberRemoval::NotAMember
+    );
     let members: Vec<String> = store
         .members(o)
         .await
@@ -2220,4 +2227,56 @@ async fn web_listings_tokens_and_members(store: SqlStore) {
         .map(|m| m.username)
         .collect();
     assert_eq!(members, ["alice"]);
+    // The last member stays, and the refusal says why.
+    let MemberRemoval::Refused(blockers) = store.remove_member(o, a).await.unwrap() else {
+        panic!("the last member of an organization was removed");
+    };
+    assert_eq!(kinds(&blockers), [BlockerKind::LastMember]);
+    assert_eq!(blockers[0].account.as_deref(), Some("alice"));
+    assert_eq!(store.members(o).await.unwrap().len(), 1);
+}
+
+async fn race_removing_the_last_two_members(store: SqlStore) {
+    let acme = org(&store, "acme").await.account;
+    let alice = user(&store, "alice").await.account;
+    let bob = user(&store, "bob").await.account;
+    for round in 0..ROUNDS {
+        store.add_member(acme.id, alice.id).await.unwrap();
+        store.add_member(acme.id, bob.id).await.unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let removals: Vec<_> = [alice.id, bob.id]
+            .into_iter()
+            .map(|member| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.remove_member(acme.id, member).await
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for r in removals {
+            outcomes.push(
+                r.await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: remove_member: {e}")),
+            );
+        }
+        let removed = outcomes
+            .iter()
+            .filter(|o| **o == MemberRemoval::Removed)
+            .count();
+        assert_eq!(removed, 1, "round {round}: {outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, MemberRemoval::Refused(b) if kinds(b) == [BlockerKind::LastMember])),
+            "round {round}: {outcomes:?}"
+        );
+        assert_eq!(
+            store.members(acme.id).await.unwrap().len(),
+            1,
+            "round {round}: the organization must keep exactly one member"
+        );
+    }
 }

@@ -43,9 +43,10 @@ async fn insert_release(
     Ok(())
 }
 
+/// The release's version was deleted a moment ago: its foreign key refused the write.
 fn version_gone(e: sqlx::Error) -> StoreError {
     match StoreError::from(e) {
-        StoreError::Conflict(m) if m.contains("refers") => StoreError::NotFound("version"),
+        StoreError::ForeignKey => StoreError::NotFound("version"),
         e => e,
     }
 }

@@ -53,8 +53,7 @@ fn file(r: &AnyRow) -> Result<FileRecord> {
         content_type: r.try_get("content_type")?,
         size: r.try_get("size")?,
         sha256: r.try_get("sha256")?,
-        metadata: serde_json::from_str(&metadata)
-            .map_err(|e| StoreError::Internal(format!("bad JSON in database: {e}")))?,
+        metadata: crate::rows::json(&metadata)?,
         created_at: time(r.try_get("created_at")?),
         expires_at: expires.map(time),
     })

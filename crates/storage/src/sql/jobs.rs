@@ -42,7 +42,8 @@ impl SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {
-            StoreError::Conflict(_) => StoreError::NotFound("version"),
+            // Job ids are random, so a conflict here is only ever the version's foreign key.
+            StoreError::Conflict(_) | StoreError::ForeignKey => StoreError::NotFound("version"),
             e => e,
         })?;
         if j.kind == JobKind::Prediction {

@@ -378,7 +378,7 @@ impl Store for SqlStore {
     async fn revoke_token(&self, account_id: i64, token_hash: &str) -> Result<bool> {
         self.revoke_token_(account_id, token_hash).await
     }
-    async fn remove_member(&self, org_id: i64, user_id: i64) -> Result<bool> {
+    async fn remove_member(&self, org_id: i64, user_id: i64) -> Result<crate::MemberRemoval> {
         self.remove_member_(org_id, user_id).await
     }
     async fn webhook_secret(&self, account_id: i64, candidate: &str) -> Result<String> {

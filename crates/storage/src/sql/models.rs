@@ -169,8 +169,7 @@ impl SqlStore {
         .await?;
         let facts = ModelFacts {
             model: full_name.clone(),
-            visibility: Visibility::parse(&row.try_get::<String, _>("visibility")?)
-                .unwrap_or(Visibility::Private),
+            visibility: rows::visibility(&row, "visibility")?,
             version_count,
             newest_versions,
         };

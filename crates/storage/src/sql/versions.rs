@@ -82,7 +82,7 @@ impl SqlStore {
         .await
         .map_err(|e| match StoreError::from(e) {
             // The model (or the base) was deleted meanwhile.
-            StoreError::Conflict(_) => StoreError::NotFound("model"),
+            StoreError::ForeignKey => StoreError::NotFound("model"),
             e => e,
         })?;
         let inserted = done.rows_affected() > 0;
@@ -189,7 +189,7 @@ impl SqlStore {
         {
             fine_tunes.push(FineTuneUse {
                 training_id: r.try_get("id")?,
-                training_status: Status::parse(&r.try_get::<String, _>("status")?),
+                training_status: Some(rows::status(&r, "status")?),
                 derived_version: None,
             });
         }
@@ -214,8 +214,7 @@ impl SqlStore {
         let facts = VersionFacts {
             model: model.clone(),
             version_id: version_id.to_string(),
-            visibility: Visibility::parse(&m.try_get::<String, _>("visibility")?)
-                .unwrap_or(Visibility::Private),
+            visibility: rows::visibility(&m, "visibility")?,
             runs,
             fine_tunes,
             deployments,

@@ -1,10 +1,12 @@
 //! What the web UI needs beyond the API: passwords, sessions, token names and a few listings.
 use chrono::{DateTime, Utc};
+use modelyard_domain::rules::{member_removal_blockers, MembershipFacts};
 use modelyard_domain::*;
 use sqlx::Row;
 
 use super::{ids_or_none, now, SqlStore};
 use crate::rows::{self, placeholders, JOB_SELECT, MODEL_SELECT};
+use crate::store::MemberRemoval;
 use crate::{Result, StoreError};
 
 impl SqlStore {
@@ -209,12 +211,50 @@ impl SqlStore {
         Ok(done.rows_affected() > 0)
     }
 
-    pub(super) async fn remove_member_(&self, org_id: i64, user_id: i64) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+    pub(super) async fn remove_member_(&self, org_id: i64, user_id: i64) -> Result<MemberRemoval> {
+        let mut tx = self.begin_write().await?;
+        // Lock the organization's row before counting: a second removal waits here and then
+        // counts what the first one left (on SQLite, BEGIN IMMEDIATE already serializes them).
+        let Some(organization) = sqlx::query_scalar::<_, String>(&format!(
+            "SELECT username FROM accounts WHERE id = $1{}",
+            self.lock()
+        ))
+        .bind(org_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(MemberRemoval::NotAMember);
+        };
+        let member: Option<String> = sqlx::query_scalar(
+            "SELECT a.username FROM memberships m JOIN accounts a ON a.id = m.user_id \
+             WHERE m.org_id = $1 AND m.user_id = $2",
+        )
+        .bind(org_id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(member) = member else {
+            return Ok(MemberRemoval::NotAMember);
+        };
+        let member_count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE org_id = $1")
+                .bind(org_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let blockers = member_removal_blockers(&MembershipFacts {
+            organization,
+            member,
+            member_count,
+        });
+        if !blockers.is_empty() {
+            return Ok(MemberRemoval::Refused(blockers));
+        }
+        sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
             .bind(org_id)
             .bind(user_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        tx.commit().await?;
+        Ok(MemberRemoval::Removed)
     }
 }
