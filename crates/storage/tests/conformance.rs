@@ -56,6 +56,7 @@ conformance! {
     race_same_content_push => sqlite_race_same_content_push, postgres_race_same_content_push;
     web_passwords_and_sessions => sqlite_web_passwords_and_sessions, postgres_web_passwords_and_sessions;
     web_listings_tokens_and_members => sqlite_web_listings_tokens_and_members, postgres_web_listings_tokens_and_members;
+    unknown_stored_values_are_corrupt => sqlite_unknown_stored_values_are_corrupt, postgres_unknown_stored_values_are_corrupt;
     race_removing_the_last_two_members => sqlite_race_removing_the_last_two_members, postgres_race_removing_the_last_two_members;
 }
 
@@ -2234,6 +2235,32 @@ async fn web_listings_tokens_and_members(store: SqlStore) {
     assert_eq!(kinds(&blockers), [BlockerKind::LastMember]);
     assert_eq!(blockers[0].account.as_deref(), Some("alice"));
     assert_eq!(store.members(o).await.unwrap().len(), 1);
+}
+
+/// Values no code wrote (a CHECK constraint bypassed, a status column without one) are errors
+/// when read back, never a default the rules would then decide on.
+async fn unknown_stored_values_are_corrupt(store: SqlStore) {
+    let alice = user(&store, "alice").await;
+    let m = model(&store, alice.account.id, "m", Visibility::Private).await;
+    let v = version(&store, m.id, "d", "a").await;
+    let job = predict(&store, alice.account.id, &v.id).await;
+
+    write_raw(&["UPDATE jobs SET status = 'paused'"]).await;
+    let r = store.job(JobKind::Prediction, &job.id).await;
+    assert!(is_corrupt(&r), "{r:?}");
+
+    let drop_check = match store.backend() {
+        "postgres" => "ALTER TABLE models DROP CONSTRAINT models_visibility_check",
+        _ => "PRAGMA ignore_check_constraints = ON",
+    };
+    write_raw(&[drop_check, "UPDATE models SET visibility = 'secret'"]).await;
+    let r = store.model("alice", "m").await;
+    assert!(is_corrupt(&r), "{r:?}");
+    // The deletion rules see no guessed visibility either.
+    let r = store.delete_model(m.id, &alice, true).await;
+    assert!(is_corrupt(&r), "{r:?}");
+    let r = store.delete_version(m.id, &v.id, &alice, true).await;
+    assert!(is_corrupt(&r), "{r:?}");
 }
 
 async fn race_removing_the_last_two_members(store: SqlStore) {

@@ -161,6 +161,20 @@ pub async fn raw() -> AnyPool {
         .expect("raw connection to the test database")
 }
 
+/// Runs statements on one raw connection, in order (so a per-connection PRAGMA holds for the
+/// statements after it).
+pub async fn write_raw(statements: &[&str]) {
+    let pool = raw().await;
+    let mut conn = pool.acquire().await.expect("raw connection");
+    for sql in statements {
+        conn.execute(*sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    drop(conn);
+    pool.close().await;
+}
+
 /// Sets a job's status directly, as a worker would.
 pub async fn set_job_status(id: &str, status: Status) {
     let pool = raw().await;
@@ -314,6 +328,10 @@ pub fn kinds(blockers: &[Blocker]) -> Vec<BlockerKind> {
 
 pub fn is_not_found<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> bool {
     matches!(r, Err(StoreError::NotFound(_)))
+}
+
+pub fn is_corrupt<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Corrupt(_)))
 }
 
 pub fn is_conflict<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> bool {
