@@ -27,7 +27,11 @@ pub fn known<T>(column: &str, text: &str, parse: impl FnOnce(&str) -> Option<T>)
 }
 
 pub fn visibility(r: &AnyRow, column: &str) -> Result<Visibility> {
-    known("visibility", &r.try_get::<String, _>(column)?, Visibility::parse)
+    known(
+        "visibility",
+        &r.try_get::<String, _>(column)?,
+        Visibility::parse,
+    )
 }
 
 pub fn status(r: &AnyRow, column: &str) -> Result<Status> {

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use common::*;
 use modelyard_domain::*;
-use modelyard_storage::{Deletion, MemberRemoval, SqlStore, Store, StoreError};
+use modelyard_storage::prelude::*;
+use modelyard_storage::{Deletion, MemberRemoval, PasswordRecord, SqlStore, StoreError};
 use serde_json::json;
 use tokio::sync::Barrier;
 
@@ -2094,7 +2095,7 @@ async fn web_passwords_and_sessions(store: SqlStore) {
         .add_member(acme.account.id, alice.account.id)
         .await
         .unwrap();
-    let (a, hash) = store.password_hash("alice").await.unwrap().unwrap();
+    let PasswordRecord { account: a, hash } = store.password_hash("alice").await.unwrap().unwrap();
     assert_eq!((a.username.as_str(), hash), ("alice", None));
     assert!(store.password_hash("nobody").await.unwrap().is_none());
     store
@@ -2107,7 +2108,7 @@ async fn web_passwords_and_sessions(store: SqlStore) {
             .await
             .unwrap()
             .unwrap()
-            .1
+            .hash
             .as_deref(),
         Some("$argon2id$x")
     );
@@ -2143,7 +2144,10 @@ async fn web_passwords_and_sessions(store: SqlStore) {
         .unwrap();
     store.set_password_hash(a.id, None).await.unwrap();
     assert!(store.session_caller("s2", now).await.unwrap().is_none());
-    assert_eq!(store.password_hash("alice").await.unwrap().unwrap().1, None);
+    assert_eq!(
+        store.password_hash("alice").await.unwrap().unwrap().hash,
+        None
+    );
 }
 
 async fn web_listings_tokens_and_members(store: SqlStore) {
@@ -2194,7 +2198,7 @@ async fn web_listings_tokens_and_members(store: SqlStore) {
     let tokens = store.tokens(a).await.unwrap();
     let mut named: Vec<(String, Option<String>)> = tokens
         .into_iter()
-        .map(|(h, n, _)| (h, n))
+        .map(|t| (t.hash, t.name))
         .filter(|(h, _)| h.starts_with("h-"))
         .collect();
     named.sort();
@@ -2295,9 +2299,9 @@ async fn race_removing_the_last_two_members(store: SqlStore) {
             .count();
         assert_eq!(removed, 1, "round {round}: {outcomes:?}");
         assert!(
-            outcomes
-                .iter()
-                .any(|o| matches!(o, MemberRemoval::Refused(b) if kinds(b) == [BlockerKind::LastMember])),
+            outcomes.iter().any(
+                |o| matches!(o, MemberRemoval::Refused(b) if kinds(b) == [BlockerKind::LastMember])
+            ),
             "round {round}: {outcomes:?}"
         );
         assert_eq!(

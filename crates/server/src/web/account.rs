@@ -34,11 +34,11 @@ async fn account_page(
     }
     let ctx = json!({
         "account": {"username": caller.account.username, "name": caller.account.name, "kind": caller.account.kind.as_str()},
-        "tokens": tokens.iter().map(|(hash, name, at)| json!({
-            "hash": hash,
-            "fingerprint": &hash[..8.min(hash.len())],
-            "name": name,
-            "created_at": time(*at),
+        "tokens": tokens.iter().map(|t| json!({
+            "hash": t.hash,
+            "fingerprint": &t.hash[..8.min(t.hash.len())],
+            "name": t.name,
+            "created_at": time(t.created_at),
         })).collect::<Vec<_>>(),
         "orgs": org_views,
         "new_token": new_token,

@@ -9,7 +9,8 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use modelyard_domain::*;
-use modelyard_storage::{SqlStore, Store, StoreError};
+use modelyard_storage::prelude::*;
+use modelyard_storage::{SqlStore, StoreError};
 use serde_json::json;
 use sqlx::{AnyPool, Connection, Executor, PgConnection};
 
