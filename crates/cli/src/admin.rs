@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use modelyard_domain::ids::{new_token, token_hash};
 use modelyard_domain::names::validate_account_name;
 use modelyard_domain::{Account, AccountKind};
-use modelyard_storage::{SqlStore, Store, StoreError};
+use modelyard_storage::prelude::*;
+use modelyard_storage::{SqlStore, StoreError};
 
 use crate::{non_empty, AdminArgs, AdminCmd, DbArgs, Failure, OrgCmd, Outcome, TokenCmd, UserCmd};
 

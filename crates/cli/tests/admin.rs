@@ -4,7 +4,8 @@ use std::process::{Command, Output};
 
 use modelyard_domain::ids::token_hash;
 use modelyard_domain::AccountKind;
-use modelyard_storage::{SqlStore, Store};
+use modelyard_storage::prelude::*;
+use modelyard_storage::SqlStore;
 
 fn admin(data_dir: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelyard"));

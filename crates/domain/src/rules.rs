@@ -1,6 +1,7 @@
-//! The deletion rules. Each is a plain function of facts that returns *every* blocker, so a
-//! refused person learns all that stands in the way at once. Storage gathers the facts and calls
-//! these inside the transaction that deletes, so a concurrent request cannot slip between.
+//! The deletion rules, and the one rule on memberships. Each is a plain function of facts that
+//! returns *every* blocker, so a refused person learns all that stands in the way at once.
+//! Storage gathers the facts and calls these inside the transaction that acts, so a concurrent
+//! request cannot slip between.
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,9 @@ pub enum BlockerKind {
     Deployment,
     DeploymentEnabled,
     DeploymentRecentlyUsed,
+    /// Removing the member would leave its organization with none. Only the web's account page
+    /// removes members, so no API answer carries this kind.
+    LastMember,
 }
 
 /// Something that blocks a deletion, with a sentence a person can act on and the names involved.
@@ -235,6 +239,31 @@ pub fn deployment_deletion_blockers(
     out
 }
 
+pub struct MembershipFacts {
+    pub organization: String,
+    /// The username of the member to remove.
+    pub member: String,
+    /// How many members the organization has now, the one to remove included.
+    pub member_count: i64,
+}
+
+/// An organization keeps at least one member: nobody could act for it (or add anyone) otherwise.
+pub fn member_removal_blockers(f: &MembershipFacts) -> Vec<Blocker> {
+    let mut out = Vec::new();
+    if f.member_count <= 1 {
+        let mut b = Blocker::new(
+            BlockerKind::LastMember,
+            format!(
+                "{} is the last member of {}; an organization needs at least one.",
+                f.member, f.organization
+            ),
+        );
+        b.account = Some(f.member.clone());
+        out.push(b);
+    }
+    out
+}
+
 /// Who may see a model and everything in it: anyone when it is public, otherwise only the
 /// owning account and members of the owning organization. Outsiders get the same 404 as for
 /// something that does not exist.
@@ -362,6 +391,24 @@ mod tests {
             ]
         );
         assert_eq!(b[4].deployment.as_deref(), Some("acme/staging"));
+    }
+
+    #[test]
+    fn an_organization_keeps_its_last_member() {
+        let mut f = MembershipFacts {
+            organization: "acme".into(),
+            member: "bob".into(),
+            member_count: 2,
+        };
+        assert!(member_removal_blockers(&f).is_empty());
+        f.member_count = 1;
+        let b = member_removal_blockers(&f);
+        assert_eq!(kinds(&b), [BlockerKind::LastMember]);
+        assert_eq!(b[0].account.as_deref(), Some("bob"));
+        assert_eq!(
+            b[0].detail,
+            "bob is the last member of acme; an organization needs at least one."
+        );
     }
 
     #[test]

@@ -226,6 +226,13 @@ impl JobKind {
             JobKind::Training => "training",
         }
     }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "prediction" => Some(JobKind::Prediction),
+            "training" => Some(JobKind::Training),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

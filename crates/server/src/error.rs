@@ -78,6 +78,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::NotFound(format!("The {what} was not found.")),
             StoreError::Conflict(m) => ApiError::Conflict(m),
+            // The rules' backstop refused a write: the same 409 as any conflict.
+            e @ StoreError::ForeignKey => ApiError::Conflict(e.to_string()),
+            // Logged as an internal error; the client learns nothing of the stored value.
+            e @ StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
             StoreError::Internal(m) => ApiError::Internal(m),
         }
     }

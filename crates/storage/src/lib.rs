@@ -1,4 +1,5 @@
-//! modelyard's storage: one trait in domain terms, with SQLite and PostgreSQL behind it.
+//! modelyard's storage: one trait per entity, in domain terms, with SQLite and PostgreSQL
+//! behind them. [`Store`] is all of them at once, for callers holding an `Arc<dyn Store>`.
 //!
 //! Both backends run the same SQL through sqlx's `Any` driver; the few places where they differ
 //! are named in [`dialect::Dialect`]. Every check-and-act happens in one transaction that holds
@@ -14,6 +15,17 @@ mod store;
 
 pub use error::StoreError;
 pub use sql::{FileRecord, NewFile, SqlStore};
-pub use store::{Deletion, JobEnd, Store};
+pub use store::{
+    AccountStore, AuditStore, Deletion, DeploymentStore, FileStore, JobEnd, JobStore,
+    MemberRemoval, ModelStore, PasswordRecord, SessionStore, Store, TokenRecord, VersionStore,
+};
+
+/// Every storage trait, for code that calls methods on a concrete [`SqlStore`].
+pub mod prelude {
+    pub use crate::store::{
+        AccountStore, AuditStore, DeploymentStore, FileStore, JobStore, ModelStore, SessionStore,
+        Store, VersionStore,
+    };
+}
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

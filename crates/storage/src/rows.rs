@@ -15,15 +15,34 @@ pub fn time(us: i64) -> DateTime<Utc> {
     Utc.timestamp_micros(us).single().unwrap_or_default()
 }
 
-fn json(s: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(s).map_err(|e| StoreError::Internal(format!("bad JSON in database: {e}")))
+/// A stored JSON column; text that is not JSON is corrupt, never an empty default.
+pub fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad JSON: {e}")))
+}
+
+/// A stored enum's text. One the code does not know is an error: a visibility quietly read as
+/// `private` would feed the deletion rules a fact nobody stored.
+pub fn known<T>(column: &str, text: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T> {
+    parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown {column} {text:?}")))
+}
+
+pub fn visibility(r: &AnyRow, column: &str) -> Result<Visibility> {
+    known(
+        "visibility",
+        &r.try_get::<String, _>(column)?,
+        Visibility::parse,
+    )
+}
+
+pub fn status(r: &AnyRow, column: &str) -> Result<Status> {
+    known("status", &r.try_get::<String, _>(column)?, Status::parse)
 }
 
 pub fn account(r: &AnyRow) -> Result<Account> {
     let kind: String = r.try_get("kind")?;
     Ok(Account {
         id: r.try_get("id")?,
-        kind: AccountKind::parse(&kind).unwrap_or(AccountKind::User),
+        kind: known("account kind", &kind, AccountKind::parse)?,
         username: r.try_get("username")?,
         name: r.try_get("name")?,
         created_at: time(r.try_get("created_at")?),
@@ -40,7 +59,6 @@ pub const MODEL_SELECT: &str = "SELECT m.id, m.owner_id, a.username AS owner, m.
 
 pub fn model(r: &AnyRow) -> Result<Model> {
     let id: i64 = r.try_get("id")?;
-    let vis: String = r.try_get("visibility")?;
     let v_id: Option<String> = r.try_get("v_id")?;
     let latest_version = match v_id {
         Some(v_id) => Some(Version {
@@ -48,7 +66,7 @@ pub fn model(r: &AnyRow) -> Result<Model> {
             id: v_id,
             model_id: id,
             cog_version: r.try_get("v_cog_version")?,
-            openapi_schema: json(&r.try_get::<String, _>("v_schema")?)?,
+            openapi_schema: json::<serde_json::Value>(&r.try_get::<String, _>("v_schema")?)?,
             artifact: r.try_get("v_artifact")?,
             base_version_id: r.try_get("v_base")?,
             weights: r.try_get("v_weights")?,
@@ -62,7 +80,7 @@ pub fn model(r: &AnyRow) -> Result<Model> {
         owner: r.try_get("owner")?,
         name: r.try_get("name")?,
         description: r.try_get("description")?,
-        visibility: Visibility::parse(&vis).unwrap_or(Visibility::Private),
+        visibility: visibility(r, "visibility")?,
         hardware: r.try_get("hardware")?,
         github_url: r.try_get("github_url")?,
         paper_url: r.try_get("paper_url")?,
@@ -106,17 +124,12 @@ pub const JOB_SELECT: &str = "SELECT j.seq, j.id, j.kind, j.account_id, acc.user
 
 pub fn job(r: &AnyRow) -> Result<Job> {
     let kind: String = r.try_get("kind")?;
-    let status: String = r.try_get("status")?;
     let output: Option<String> = r.try_get("output")?;
     let filter: String = r.try_get("webhook_events_filter")?;
     Ok(Job {
         cursor: r.try_get("seq")?,
         id: r.try_get("id")?,
-        kind: if kind == "training" {
-            JobKind::Training
-        } else {
-            JobKind::Prediction
-        },
+        kind: known("job kind", &kind, JobKind::parse)?,
         account_id: r.try_get("account_id")?,
         account: r.try_get("account")?,
         version_id: r.try_get("version_id")?,
@@ -127,10 +140,10 @@ pub fn job(r: &AnyRow) -> Result<Job> {
         output: output.as_deref().map(json).transpose()?,
         logs: r.try_get("logs")?,
         error: r.try_get("error")?,
-        status: Status::parse(&status).unwrap_or(Status::Failed),
+        status: status(r, "status")?,
         source: r.try_get("source")?,
         webhook: r.try_get("webhook")?,
-        webhook_events_filter: serde_json::from_str(&filter).unwrap_or_default(),
+        webhook_events_filter: json(&filter)?,
         data_removed: r.try_get::<i64, _>("data_removed")? != 0,
         metrics: json(&r.try_get::<String, _>("metrics")?)?,
         deadline: r.try_get::<Option<i64>, _>("deadline")?.map(time),
@@ -174,7 +187,7 @@ pub fn audit_event(r: &AnyRow) -> Result<AuditEvent> {
         action: r.try_get("action")?,
         target: r.try_get("target")?,
         outcome: r.try_get("outcome")?,
-        blockers: serde_json::from_str(&r.try_get::<String, _>("blockers")?).unwrap_or_default(),
+        blockers: json(&r.try_get::<String, _>("blockers")?)?,
     })
 }
 

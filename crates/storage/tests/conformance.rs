@@ -10,7 +10,8 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use common::*;
 use modelyard_domain::*;
-use modelyard_storage::{Deletion, SqlStore, Store, StoreError};
+use modelyard_storage::prelude::*;
+use modelyard_storage::{Deletion, MemberRemoval, PasswordRecord, SqlStore, StoreError};
 use serde_json::json;
 use tokio::sync::Barrier;
 
@@ -56,6 +57,8 @@ conformance! {
     race_same_content_push => sqlite_race_same_content_push, postgres_race_same_content_push;
     web_passwords_and_sessions => sqlite_web_passwords_and_sessions, postgres_web_passwords_and_sessions;
     web_listings_tokens_and_members => sqlite_web_listings_tokens_and_members, postgres_web_listings_tokens_and_members;
+    unknown_stored_values_are_corrupt => sqlite_unknown_stored_values_are_corrupt, postgres_unknown_stored_values_are_corrupt;
+    race_removing_the_last_two_members => sqlite_race_removing_the_last_two_members, postgres_race_removing_the_last_two_members;
 }
 
 fn full_names(models: &[Model]) -> Vec<String> {
@@ -115,21 +118,9 @@ async fn accounts_members_and_tokens(store: SqlStore) {
     store.add_member(beta.id, alice.id).await.unwrap();
     // Adding a member twice is harmless.
     store.add_member(acme.id, alice.id).await.unwrap();
-    let members: Vec<String> = store
-        .members(acme.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.username)
-        .collect();
+    let members: Vec<String> = member_names(&store, acme.id).await;
     assert_eq!(members, ["alice", "bob"]);
-    let members: Vec<String> = store
-        .members(beta.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.username)
-        .collect();
+    let members: Vec<String> = member_names(&store, beta.id).await;
     assert_eq!(members, ["alice"]);
     assert!(store.members(bob.id).await.unwrap().is_empty());
 
@@ -248,14 +239,10 @@ async fn models_create_and_get(store: SqlStore) {
 
 async fn list_models_visibility(store: SqlStore) {
     let alice = user(&store, "alice").await;
-    let bob = user(&store, "bob").await;
+    user(&store, "bob").await;
     let carol = user(&store, "carol").await;
     let acme = org(&store, "acme").await;
-    store
-        .add_member(acme.account.id, bob.account.id)
-        .await
-        .unwrap();
-    let bob = caller(&store, "bob").await;
+    let bob = join(&store, &acme, "bob").await;
 
     model(&store, alice.account.id, "pub-a", Visibility::Public).await;
     let priv_a = model(&store, alice.account.id, "priv-a", Visibility::Private).await;
@@ -303,27 +290,9 @@ async fn list_models_visibility(store: SqlStore) {
     assert!(found.is_empty(), "{:?}", full_names(&found));
 
     // Making a model public shows it to everyone; private again hides it.
-    store
-        .update_model(
-            priv_a.id,
-            ModelPatch {
-                visibility: Some(Visibility::Public),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    set_visibility(&store, priv_a.id, Visibility::Public).await;
     assert!(list(None).await.contains(&"alice/priv-a".to_string()));
-    store
-        .update_model(
-            priv_a.id,
-            ModelPatch {
-                visibility: Some(Visibility::Private),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    set_visibility(&store, priv_a.id, Visibility::Private).await;
     assert!(!list(Some(carol))
         .await
         .contains(&"alice/priv-a".to_string()));
@@ -803,25 +772,16 @@ async fn jobs_run_count_and_cancel(store: SqlStore) {
     );
 
     // Predictions count; trainings do not.
-    assert_eq!(
-        store.model("alice", "m").await.unwrap().unwrap().run_count,
-        1
-    );
+    assert_eq!(run_count(&store, "alice/m").await, 1);
     predict(&store, alice.id, &v.id).await;
     predict(&store, bob.id, &v.id).await;
     let t = train(&store, bob.id, &v.id, ft.id).await;
     assert_eq!(t.kind, JobKind::Training);
     assert_eq!(t.destination.as_deref(), Some("bob/ft"));
-    assert_eq!(
-        store.model("alice", "m").await.unwrap().unwrap().run_count,
-        3
-    );
+    assert_eq!(run_count(&store, "alice/m").await, 3);
     let listed = store.list_models(None, None, all()).await.unwrap();
     assert_eq!(listed.iter().find(|x| x.id == m.id).unwrap().run_count, 3);
-    assert_eq!(
-        store.model("bob", "ft").await.unwrap().unwrap().run_count,
-        0
-    );
+    assert_eq!(run_count(&store, "bob/ft").await, 0);
 
     // Cancel: a live job ends as canceled, once.
     let c = store
@@ -867,10 +827,7 @@ async fn jobs_run_count_and_cancel(store: SqlStore) {
         .create_job(new_job(JobKind::Prediction, bob.id, &"e".repeat(64)))
         .await;
     assert!(is_not_found(&r), "{r:?}");
-    assert_eq!(
-        store.model("alice", "m").await.unwrap().unwrap().run_count,
-        4
-    );
+    assert_eq!(run_count(&store, "alice/m").await, 4);
 
     // Through a deployment: the job names it and the deployment is marked used.
     let d = store
@@ -919,24 +876,12 @@ async fn delete_model_rules(store: SqlStore) {
     assert_eq!(refused.blockers, preview.blockers);
     assert!(store.model("alice", "m").await.unwrap().is_some());
 
-    store
-        .update_model(
-            m.id,
-            ModelPatch {
-                visibility: Some(Visibility::Private),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    set_visibility(&store, m.id, Visibility::Private).await;
     let refused = store.delete_model(m.id, &alice, false).await.unwrap();
     assert_eq!(kinds(&refused.blockers), [BlockerKind::HasVersions]);
 
     for v in [&v1, &v2] {
-        let d = store
-            .delete_version(m.id, &v.id, &alice, false)
-            .await
-            .unwrap();
+        let d = remove_version(&store, m.id, &v.id, &alice).await;
         assert!(d.deleted && d.blockers.is_empty(), "{d:?}");
     }
     let preview = store.delete_model(m.id, &alice, true).await.unwrap();
@@ -993,10 +938,7 @@ async fn delete_version_public(store: SqlStore) {
     let alice = user(&store, "alice").await;
     let m = model(&store, alice.account.id, "m", Visibility::Public).await;
     let v = version(&store, m.id, "d1", "a1").await;
-    let d = store
-        .delete_version(m.id, &v.id, &alice, false)
-        .await
-        .unwrap();
+    let d = remove_version(&store, m.id, &v.id, &alice).await;
     assert!(!d.deleted);
     assert_eq!(kinds(&d.blockers), [BlockerKind::Public]);
     assert_eq!(d.blockers[0].model.as_deref(), Some("alice/m"));
@@ -1016,20 +958,8 @@ async fn delete_version_public(store: SqlStore) {
         .await;
     assert!(is_not_found(&r), "{r:?}");
 
-    store
-        .update_model(
-            m.id,
-            ModelPatch {
-                visibility: Some(Visibility::Private),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let d = store
-        .delete_version(m.id, &v.id, &alice, false)
-        .await
-        .unwrap();
+    set_visibility(&store, m.id, Visibility::Private).await;
+    let d = remove_version(&store, m.id, &v.id, &alice).await;
     assert!(d.deleted, "{d:?}");
     assert!(store.version_by_id(&v.id).await.unwrap().is_none());
     assert!(store
@@ -1052,15 +982,9 @@ async fn own_predictions_go_with_the_version(store: SqlStore) {
         mine.push(predict(&store, a, &v.id).await.id);
     }
     let kept = predict(&store, a, &keep.id).await.id;
-    assert_eq!(
-        store.model("alice", "m").await.unwrap().unwrap().run_count,
-        4
-    );
+    assert_eq!(run_count(&store, "alice/m").await, 4);
 
-    let d = store
-        .delete_version(m.id, &v.id, &alice, false)
-        .await
-        .unwrap();
+    let d = remove_version(&store, m.id, &v.id, &alice).await;
     assert!(d.deleted && d.blockers.is_empty(), "{d:?}");
     assert_eq!(d.unreferenced_artifact.as_deref(), Some("a1"));
     for id in &mine {
@@ -1074,10 +998,7 @@ async fn own_predictions_go_with_the_version(store: SqlStore) {
         .map(|j| j.id)
         .collect();
     assert_eq!(left, [kept]);
-    assert_eq!(
-        store.model("alice", "m").await.unwrap().unwrap().run_count,
-        1
-    );
+    assert_eq!(run_count(&store, "alice/m").await, 1);
     assert!(store.version_by_id(&v.id).await.unwrap().is_none());
     assert!(store.version(m.id, &v.id).await.unwrap().is_none());
 
@@ -1088,10 +1009,7 @@ async fn own_predictions_go_with_the_version(store: SqlStore) {
     assert!(is_not_found(&r), "{r:?}");
     let r = store.create_job(new_job(JobKind::Training, a, &v.id)).await;
     assert!(is_not_found(&r), "{r:?}");
-    assert_eq!(
-        store.model("alice", "m").await.unwrap().unwrap().run_count,
-        1
-    );
+    assert_eq!(run_count(&store, "alice/m").await, 1);
 
     // Pushing the same content again brings the same id back, as a new version.
     let (back, created) = store
@@ -1102,20 +1020,13 @@ async fn own_predictions_go_with_the_version(store: SqlStore) {
     assert_eq!(back.id, v.id);
 
     // Members of an organization: one member's runs do not block that member.
-    let bob = user(&store, "bob").await;
+    user(&store, "bob").await;
     let acme = org(&store, "acme").await;
-    store
-        .add_member(acme.account.id, bob.account.id)
-        .await
-        .unwrap();
-    let bob = caller(&store, "bob").await;
+    let bob = join(&store, &acme, "bob").await;
     let om = model(&store, acme.account.id, "om", Visibility::Private).await;
     let ov = version(&store, om.id, "o1", "ao").await;
     predict(&store, bob.account.id, &ov.id).await;
-    let d = store
-        .delete_version(om.id, &ov.id, &bob, false)
-        .await
-        .unwrap();
+    let d = remove_version(&store, om.id, &ov.id, &bob).await;
     assert!(d.deleted, "{d:?}");
 }
 
@@ -1136,10 +1047,7 @@ async fn predictions_by_others_block(store: SqlStore) {
         .await
         .unwrap();
 
-    let d = store
-        .delete_version(m.id, &v.id, &alice, false)
-        .await
-        .unwrap();
+    let d = remove_version(&store, m.id, &v.id, &alice).await;
     assert!(!d.deleted);
     assert_eq!(kinds(&d.blockers), [BlockerKind::PredictionsByOthers; 2]);
     let who: Vec<(Option<&str>, Option<i64>)> = d
@@ -1154,10 +1062,7 @@ async fn predictions_by_others_block(store: SqlStore) {
     for id in &jobs {
         assert!(store.job(JobKind::Prediction, id).await.unwrap().is_some());
     }
-    assert_eq!(
-        store.model("alice", "m").await.unwrap().unwrap().run_count,
-        4
-    );
+    assert_eq!(run_count(&store, "alice/m").await, 4);
     let events = store.audit_events(&[a], all()).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].outcome, "refused");
@@ -1183,10 +1088,8 @@ async fn fine_tune_base_blocks(store: SqlStore) {
         let store = store.clone();
         let (mid, vid) = (base.id, v.id.clone());
         async move {
-            store
-                .delete_version(mid, &vid, &who, true)
+            preview_version_deletion(&store, mid, &vid, &who)
                 .await
-                .unwrap()
                 .blockers
         }
     };
@@ -1220,10 +1123,7 @@ async fn fine_tune_base_blocks(store: SqlStore) {
     nv.base_version_id = Some(v.id.clone());
     nv.training_id = Some(t3.id.clone());
     let (derived, _) = store.create_version(nv).await.unwrap();
-    let d = store
-        .delete_version(base.id, &v.id, &alice, false)
-        .await
-        .unwrap();
+    let d = remove_version(&store, base.id, &v.id, &alice).await;
     assert!(!d.deleted);
     assert_eq!(kinds(&d.blockers), [BlockerKind::FineTuneBase]);
     let named = format!("alice/ft:{}", derived.id);
@@ -1231,15 +1131,9 @@ async fn fine_tune_base_blocks(store: SqlStore) {
     assert_eq!(d.blockers[0].training.as_deref(), Some(t3.id.as_str()));
     assert!(store.version_by_id(&v.id).await.unwrap().is_some());
 
-    let gone = store
-        .delete_version(ft.id, &derived.id, &alice, false)
-        .await
-        .unwrap();
+    let gone = remove_version(&store, ft.id, &derived.id, &alice).await;
     assert!(gone.deleted, "{gone:?}");
-    let d = store
-        .delete_version(base.id, &v.id, &alice, false)
-        .await
-        .unwrap();
+    let d = remove_version(&store, base.id, &v.id, &alice).await;
     assert!(d.deleted, "{d:?}");
     // The finished trainings went with it.
     for t in [&t1, &t2, &t3] {
@@ -1289,10 +1183,7 @@ async fn deployment_blocks_its_version(store: SqlStore) {
     assert!(is_not_found(&missing), "{missing:?}");
     assert!(store.deployment("alice", "x").await.unwrap().is_none());
 
-    let d = store
-        .delete_version(m.id, &v1.id, &alice, false)
-        .await
-        .unwrap();
+    let d = remove_version(&store, m.id, &v1.id, &alice).await;
     assert!(!d.deleted);
     assert_eq!(kinds(&d.blockers), [BlockerKind::Deployment; 2]);
     let names: Vec<Option<&str>> = d.blockers.iter().map(|b| b.deployment.as_deref()).collect();
@@ -1307,20 +1198,14 @@ async fn deployment_blocks_its_version(store: SqlStore) {
     assert_eq!(moved.release.version_id, v2.id);
     assert_eq!(moved.release.created_by, "carol");
     assert!(moved.last_used_at >= prod.last_used_at);
-    let d = store
-        .delete_version(m.id, &v1.id, &alice, true)
-        .await
-        .unwrap();
+    let d = preview_version_deletion(&store, m.id, &v1.id, &alice).await;
     let names: Vec<Option<&str>> = d.blockers.iter().map(|b| b.deployment.as_deref()).collect();
     assert_eq!(names, [Some("acme/staging")]);
     store
         .update_deployment(staging.id, release(&v2.id, 0, 0), "bob")
         .await
         .unwrap();
-    let d = store
-        .delete_version(m.id, &v1.id, &alice, false)
-        .await
-        .unwrap();
+    let d = remove_version(&store, m.id, &v1.id, &alice).await;
     assert!(d.deleted && d.blockers.is_empty(), "{d:?}");
 
     // A deleted version cannot be deployed.
@@ -1342,10 +1227,7 @@ async fn deployment_blocks_its_version(store: SqlStore) {
         .await;
     assert!(is_not_found(&r), "{r:?}");
 
-    let d = store
-        .delete_version(m.id, &v2.id, &alice, false)
-        .await
-        .unwrap();
+    let d = remove_version(&store, m.id, &v2.id, &alice).await;
     assert_eq!(kinds(&d.blockers), [BlockerKind::Deployment; 2]);
 }
 
@@ -1379,12 +1261,7 @@ async fn dry_run_changes_nothing(store: SqlStore) {
         .delete_deployment(dep.id, &alice, false, later, Duration::zero())
         .await
         .unwrap();
-    check(
-        store
-            .delete_version(m.id, &v.id, &alice, true)
-            .await
-            .unwrap(),
-    );
+    check(preview_version_deletion(&store, m.id, &v.id, &alice).await);
 
     assert!(store.model("alice", "empty").await.unwrap().is_some());
     assert!(store.version_by_id(&v.id).await.unwrap().is_some());
@@ -1393,10 +1270,7 @@ async fn dry_run_changes_nothing(store: SqlStore) {
         .await
         .unwrap()
         .is_some());
-    assert_eq!(
-        store.model("alice", "m").await.unwrap().unwrap().run_count,
-        1
-    );
+    assert_eq!(run_count(&store, "alice/m").await, 1);
     assert!(store.artifact_in_use("a1").await.unwrap());
     // Only the real deletion was recorded.
     let events = store.audit_events(&[a], all()).await.unwrap();
@@ -1406,38 +1280,16 @@ async fn dry_run_changes_nothing(store: SqlStore) {
 
 async fn audit_events_outlive_their_objects(store: SqlStore) {
     let alice = user(&store, "alice").await;
-    let bob = user(&store, "bob").await;
+    user(&store, "bob").await;
     let acme = org(&store, "acme").await;
-    store
-        .add_member(acme.account.id, bob.account.id)
-        .await
-        .unwrap();
-    let bob = caller(&store, "bob").await;
+    let bob = join(&store, &acme, "bob").await;
     let m = model(&store, acme.account.id, "m", Visibility::Public).await;
     let v = version(&store, m.id, "d1", "a1").await;
 
-    let refused = store
-        .delete_version(m.id, &v.id, &bob, false)
-        .await
-        .unwrap();
+    let refused = remove_version(&store, m.id, &v.id, &bob).await;
     assert!(!refused.deleted);
-    store
-        .update_model(
-            m.id,
-            ModelPatch {
-                visibility: Some(Visibility::Private),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert!(
-        store
-            .delete_version(m.id, &v.id, &bob, false)
-            .await
-            .unwrap()
-            .deleted
-    );
+    set_visibility(&store, m.id, Visibility::Private).await;
+    assert!(remove_version(&store, m.id, &v.id, &bob).await.deleted);
     assert!(store.delete_model(m.id, &bob, false).await.unwrap().deleted);
 
     // The owner's log has it all, newest first, by whom, with the blockers as they were.
@@ -1522,12 +1374,7 @@ async fn unreferenced_artifact_on_last_use(store: SqlStore) {
     let del = |mid: i64, vid: String| {
         let store = store.clone();
         let alice = alice.clone();
-        async move {
-            store
-                .delete_version(mid, &vid, &alice, false)
-                .await
-                .unwrap()
-        }
+        async move { remove_version(&store, mid, &vid, &alice).await }
     };
     let d = del(m1.id, v1.id.clone()).await;
     assert!(d.deleted && d.unreferenced_artifact.is_none(), "{d:?}");
@@ -1540,29 +1387,11 @@ async fn unreferenced_artifact_on_last_use(store: SqlStore) {
     assert!(!store.artifact_in_use("own").await.unwrap());
 
     // A refused deletion frees nothing, even of the last user.
-    store
-        .update_model(
-            m2.id,
-            ModelPatch {
-                visibility: Some(Visibility::Public),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    set_visibility(&store, m2.id, Visibility::Public).await;
     let d = del(m2.id, v4.id.clone()).await;
     assert!(!d.deleted && d.unreferenced_artifact.is_none(), "{d:?}");
     assert!(store.artifact_in_use("shared").await.unwrap());
-    store
-        .update_model(
-            m2.id,
-            ModelPatch {
-                visibility: Some(Visibility::Private),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    set_visibility(&store, m2.id, Visibility::Private).await;
     let d = del(m2.id, v4.id.clone()).await;
     assert!(d.deleted, "{d:?}");
     assert_eq!(d.unreferenced_artifact.as_deref(), Some("shared"));
@@ -1712,18 +1541,15 @@ async fn race_prediction_vs_version_deletion(store: SqlStore) {
         let v = version(&store, m.id, &format!("d{round}"), &format!("a{round}")).await;
         let barrier = Arc::new(Barrier::new(1 + PREDICTORS));
         let deleter = {
-            let (store, barrier, alice, vid) =
-                (store.clone(), barrier.clone(), alice.clone(), v.id.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
+            let (store, alice, vid) = (store.clone(), alice.clone(), v.id.clone());
+            contend(&barrier, async move {
                 store.delete_version(m.id, &vid, &alice, false).await
             })
         };
         let predictors: Vec<_> = (0..PREDICTORS)
             .map(|_| {
-                let (store, barrier, vid) = (store.clone(), barrier.clone(), v.id.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
+                let (store, vid) = (store.clone(), v.id.clone());
+                contend(&barrier, async move {
                     store
                         .create_job(new_job(JobKind::Prediction, bob.id, &vid))
                         .await
@@ -1788,10 +1614,7 @@ async fn race_prediction_vs_version_deletion(store: SqlStore) {
     }
     assert_eq!(deleted + refused, ROUNDS);
     // The run count saw exactly the predictions that stayed.
-    assert_eq!(
-        store.model("alice", "m").await.unwrap().unwrap().run_count,
-        bobs_runs
-    );
+    assert_eq!(run_count(&store, "alice/m").await, bobs_runs);
     eprintln!("{}: {deleted} deleted, {refused} refused", store.backend());
 }
 
@@ -1804,18 +1627,15 @@ async fn race_own_prediction_vs_version_deletion(store: SqlStore) {
         let v = version(&store, m.id, &format!("d{round}"), "art").await;
         let barrier = Arc::new(Barrier::new(1 + PREDICTORS));
         let deleter = {
-            let (store, barrier, alice, vid) =
-                (store.clone(), barrier.clone(), alice.clone(), v.id.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
+            let (store, alice, vid) = (store.clone(), alice.clone(), v.id.clone());
+            contend(&barrier, async move {
                 store.delete_version(m.id, &vid, &alice, false).await
             })
         };
         let predictors: Vec<_> = (0..PREDICTORS)
             .map(|_| {
-                let (store, barrier, vid) = (store.clone(), barrier.clone(), v.id.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
+                let (store, vid) = (store.clone(), v.id.clone());
+                contend(&barrier, async move {
                     store
                         .create_job(new_job(JobKind::Prediction, a, &vid))
                         .await
@@ -1849,10 +1669,7 @@ async fn race_own_prediction_vs_version_deletion(store: SqlStore) {
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(
-        store.model("alice", "m").await.unwrap().unwrap().run_count,
-        0
-    );
+    assert_eq!(run_count(&store, "alice/m").await, 0);
 }
 
 async fn race_deployment_vs_version_deletion(store: SqlStore) {
@@ -1865,18 +1682,14 @@ async fn race_deployment_vs_version_deletion(store: SqlStore) {
         let name = format!("dep{round}");
         let barrier = Arc::new(Barrier::new(2));
         let deleter = {
-            let (store, barrier, alice, vid) =
-                (store.clone(), barrier.clone(), alice.clone(), v.id.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
+            let (store, alice, vid) = (store.clone(), alice.clone(), v.id.clone());
+            contend(&barrier, async move {
                 store.delete_version(m.id, &vid, &alice, false).await
             })
         };
         let deployer = {
-            let (store, barrier, vid, name) =
-                (store.clone(), barrier.clone(), v.id.clone(), name.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
+            let (store, vid, name) = (store.clone(), v.id.clone(), name.clone());
+            contend(&barrier, async move {
                 store
                     .create_deployment(a, &name, release(&vid, 0, 1), "alice")
                     .await
@@ -1928,16 +1741,14 @@ async fn race_version_vs_model_deletion(store: SqlStore) {
         let m = model(&store, a, &name, Visibility::Private).await;
         let barrier = Arc::new(Barrier::new(2));
         let deleter = {
-            let (store, barrier, alice) = (store.clone(), barrier.clone(), alice.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
+            let (store, alice) = (store.clone(), alice.clone());
+            contend(&barrier, async move {
                 store.delete_model(m.id, &alice, false).await
             })
         };
         let pusher = {
-            let (store, barrier) = (store.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
+            let store = store.clone();
+            contend(&barrier, async move {
                 store.create_version(new_version(m.id, "d", "art")).await
             })
         };
@@ -1978,27 +1789,23 @@ async fn race_fine_tune_vs_version_deletion(store: SqlStore) {
         let v = version(&store, base.id, &format!("d{round}"), "art").await;
         let barrier = Arc::new(Barrier::new(3));
         let deleter = {
-            let (store, barrier, alice, vid) =
-                (store.clone(), barrier.clone(), alice.clone(), v.id.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
+            let (store, alice, vid) = (store.clone(), alice.clone(), v.id.clone());
+            contend(&barrier, async move {
                 store.delete_version(base.id, &vid, &alice, false).await
             })
         };
         // Bob starts a training from it while pushing a version fine-tuned from it.
         let trainer = {
-            let (store, barrier, vid) = (store.clone(), barrier.clone(), v.id.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
+            let (store, vid) = (store.clone(), v.id.clone());
+            contend(&barrier, async move {
                 let mut j = new_job(JobKind::Training, bob.id, &vid);
                 j.destination_model_id = Some(ft.id);
                 store.create_job(j).await
             })
         };
         let pusher = {
-            let (store, barrier, vid) = (store.clone(), barrier.clone(), v.id.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
+            let (store, vid) = (store.clone(), v.id.clone());
+            contend(&barrier, async move {
                 let mut nv = new_version(ft.id, &format!("ft{round}"), "ft-art");
                 nv.base_version_id = Some(vid);
                 store.create_version(nv).await
@@ -2059,9 +1866,8 @@ async fn race_same_content_push(store: SqlStore) {
         let barrier = Arc::new(Barrier::new(PUSHERS));
         let pushers: Vec<_> = (0..PUSHERS)
             .map(|_| {
-                let (store, barrier) = (store.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
+                let store = store.clone();
+                contend(&barrier, async move {
                     store
                         .create_version(new_version(m.id, &format!("d{round}"), "art"))
                         .await
@@ -2092,7 +1898,7 @@ async fn web_passwords_and_sessions(store: SqlStore) {
         .add_member(acme.account.id, alice.account.id)
         .await
         .unwrap();
-    let (a, hash) = store.password_hash("alice").await.unwrap().unwrap();
+    let PasswordRecord { account: a, hash } = store.password_hash("alice").await.unwrap().unwrap();
     assert_eq!((a.username.as_str(), hash), ("alice", None));
     assert!(store.password_hash("nobody").await.unwrap().is_none());
     store
@@ -2105,7 +1911,7 @@ async fn web_passwords_and_sessions(store: SqlStore) {
             .await
             .unwrap()
             .unwrap()
-            .1
+            .hash
             .as_deref(),
         Some("$argon2id$x")
     );
@@ -2141,7 +1947,10 @@ async fn web_passwords_and_sessions(store: SqlStore) {
         .unwrap();
     store.set_password_hash(a.id, None).await.unwrap();
     assert!(store.session_caller("s2", now).await.unwrap().is_none());
-    assert_eq!(store.password_hash("alice").await.unwrap().unwrap().1, None);
+    assert_eq!(
+        store.password_hash("alice").await.unwrap().unwrap().hash,
+        None
+    );
 }
 
 async fn web_listings_tokens_and_members(store: SqlStore) {
@@ -2192,7 +2001,7 @@ async fn web_listings_tokens_and_members(store: SqlStore) {
     let tokens = store.tokens(a).await.unwrap();
     let mut named: Vec<(String, Option<String>)> = tokens
         .into_iter()
-        .map(|(h, n, _)| (h, n))
+        .map(|t| (t.hash, t.name))
         .filter(|(h, _)| h.starts_with("h-"))
         .collect();
     named.sort();
@@ -2210,14 +2019,91 @@ async fn web_listings_tokens_and_members(store: SqlStore) {
     assert!(store.caller_by_token("h-laptop").await.unwrap().is_none());
     assert!(!store.revoke_token(a, "h-laptop").await.unwrap());
 
-    assert!(store.remove_member(o, b).await.unwrap());
-    assert!(!store.remove_member(o, b).await.unwrap());
-    let members: Vec<String> = store
-        .members(o)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.username)
-        .collect();
+    assert_eq!(
+        store.remove_member(o, b).await.unwrap(),
+        MemberRemoval::Removed
+    );
+    assert_eq!(
+        store.remove_member(o, b).await.unwrap(),
+        MemberRemoval::NotAMember
+    );
+    let members: Vec<String> = member_names(&store, o).await;
     assert_eq!(members, ["alice"]);
+    // The last member stays, and the refusal says why.
+    let MemberRemoval::Refused(blockers) = store.remove_member(o, a).await.unwrap() else {
+        panic!("the last member of an organization was removed");
+    };
+    assert_eq!(kinds(&blockers), [BlockerKind::LastMember]);
+    assert_eq!(blockers[0].account.as_deref(), Some("alice"));
+    assert_eq!(store.members(o).await.unwrap().len(), 1);
+}
+
+/// Values no code wrote (a CHECK constraint bypassed, a status column without one) are errors
+/// when read back, never a default the rules would then decide on.
+async fn unknown_stored_values_are_corrupt(store: SqlStore) {
+    let alice = user(&store, "alice").await;
+    let m = model(&store, alice.account.id, "m", Visibility::Private).await;
+    let v = version(&store, m.id, "d", "a").await;
+    let job = predict(&store, alice.account.id, &v.id).await;
+
+    write_raw(&["UPDATE jobs SET status = 'paused'"]).await;
+    let r = store.job(JobKind::Prediction, &job.id).await;
+    assert!(is_corrupt(&r), "{r:?}");
+
+    let drop_check = match store.backend() {
+        "postgres" => "ALTER TABLE models DROP CONSTRAINT models_visibility_check",
+        _ => "PRAGMA ignore_check_constraints = ON",
+    };
+    write_raw(&[drop_check, "UPDATE models SET visibility = 'secret'"]).await;
+    let r = store.model("alice", "m").await;
+    assert!(is_corrupt(&r), "{r:?}");
+    // The deletion rules see no guessed visibility either.
+    let r = store.delete_model(m.id, &alice, true).await;
+    assert!(is_corrupt(&r), "{r:?}");
+    let r = store.delete_version(m.id, &v.id, &alice, true).await;
+    assert!(is_corrupt(&r), "{r:?}");
+}
+
+async fn race_removing_the_last_two_members(store: SqlStore) {
+    let acme = org(&store, "acme").await.account;
+    let alice = user(&store, "alice").await.account;
+    let bob = user(&store, "bob").await.account;
+    for round in 0..ROUNDS {
+        store.add_member(acme.id, alice.id).await.unwrap();
+        store.add_member(acme.id, bob.id).await.unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let removals: Vec<_> = [alice.id, bob.id]
+            .into_iter()
+            .map(|member| {
+                let store = store.clone();
+                contend(&barrier, async move {
+                    store.remove_member(acme.id, member).await
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for r in removals {
+            outcomes.push(
+                r.await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: remove_member: {e}")),
+            );
+        }
+        let removed = outcomes
+            .iter()
+            .filter(|o| **o == MemberRemoval::Removed)
+            .count();
+        assert_eq!(removed, 1, "round {round}: {outcomes:?}");
+        assert!(
+            outcomes.iter().any(
+                |o| matches!(o, MemberRemoval::Refused(b) if kinds(b) == [BlockerKind::LastMember])
+            ),
+            "round {round}: {outcomes:?}"
+        );
+        assert_eq!(
+            store.members(acme.id).await.unwrap().len(),
+            1,
+            "round {round}: the organization must keep exactly one member"
+        );
+    }
 }

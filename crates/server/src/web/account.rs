@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use modelyard_domain::ids::{new_token, token_hash};
 use modelyard_domain::*;
+use modelyard_storage::MemberRemoval;
 use serde_json::json;
 
 use super::error::{WebError, WebResult};
@@ -33,11 +34,11 @@ async fn account_page(
     }
     let ctx = json!({
         "account": {"username": caller.account.username, "name": caller.account.name, "kind": caller.account.kind.as_str()},
-        "tokens": tokens.iter().map(|(hash, name, at)| json!({
-            "hash": hash,
-            "fingerprint": &hash[..8.min(hash.len())],
-            "name": name,
-            "created_at": time(*at),
+        "tokens": tokens.iter().map(|t| json!({
+            "hash": t.hash,
+            "fingerprint": &t.hash[..8.min(t.hash.len())],
+            "name": t.name,
+            "created_at": time(t.created_at),
         })).collect::<Vec<_>>(),
         "orgs": org_views,
         "new_token": new_token,
@@ -140,25 +141,30 @@ pub async fn remove_member(
 ) -> WebResult {
     let org = my_org(&s, posted.caller(), &org).await?;
     let username = posted.form.text("username").unwrap_or_default();
-    let members = s.store.members(org.id).await?;
-    let Some(user) = members.iter().find(|m| m.username == username) else {
+    let Some(user) = s.store.account(&username).await? else {
         return Err(WebError::not_found());
     };
-    if members.len() == 1 {
-        let msg = format!(
-            "{} is the last member of {}; an organization needs at least one.",
-            user.username, org.username
-        );
-        return account_page(
-            &s,
-            &posted.viewer,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            Some(msg),
-        )
-        .await;
+    // The rule (an organization keeps a member) is checked in the transaction that removes, so
+    // two removals at once cannot both pass it.
+    match s.store.remove_member(org.id, user.id).await? {
+        MemberRemoval::Removed => {}
+        MemberRemoval::NotAMember => return Err(WebError::not_found()),
+        MemberRemoval::Refused(blockers) => {
+            let msg = blockers
+                .iter()
+                .map(|b| b.detail.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            return account_page(
+                &s,
+                &posted.viewer,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                Some(msg),
+            )
+            .await;
+        }
     }
-    s.store.remove_member(org.id, user.id).await?;
     s.forget_callers();
     let msg = format!("Removed {} from {}.", user.username, org.username);
     Ok(session::flash(

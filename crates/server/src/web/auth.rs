@@ -4,6 +4,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use modelyard_domain::AccountKind;
+use modelyard_storage::PasswordRecord;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -109,7 +110,10 @@ pub async fn login(
     }
     let found = s.store.password_hash(&username).await?;
     let (account, hash) = match found {
-        Some((a, Some(h))) if a.kind == AccountKind::User => (Some(a), h),
+        Some(PasswordRecord {
+            account: a,
+            hash: Some(h),
+        }) if a.kind == AccountKind::User => (Some(a), h),
         _ => (None, dummy_hash().to_string()),
     };
     let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))

@@ -1,8 +1,11 @@
+//! The audit log: deletions (and refusals) write theirs inside their own transaction.
+use async_trait::async_trait;
 use modelyard_domain::*;
 use sqlx::{Any, Transaction};
 
 use super::{ids_or_none, now, SqlStore};
 use crate::rows::{self, placeholders};
+use crate::store::AuditStore;
 use crate::Result;
 
 /// Written inside the deleting transaction, so a deletion and its record commit together.
@@ -48,12 +51,16 @@ pub(super) fn event(
     }
 }
 
-impl SqlStore {
-    pub(super) async fn audit_events_(
-        &self,
-        owner_ids: &[i64],
-        page: PageReq,
-    ) -> Result<Vec<AuditEvent>> {
+#[async_trait]
+impl AuditStore for SqlStore {
+    async fn record_audit(&self, e: NewAuditEvent) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        insert(&mut tx, &e).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, owner_ids: &[i64], page: PageReq) -> Result<Vec<AuditEvent>> {
         let ids = ids_or_none(owner_ids);
         let sql = format!(
             "SELECT id, at, actor, action, target, outcome, blockers FROM audit_events \

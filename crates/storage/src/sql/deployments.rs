@@ -1,3 +1,5 @@
+//! Deployments, their releases, and their deletion.
+use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use modelyard_domain::rules::{deployment_deletion_blockers, DeploymentFacts};
 use modelyard_domain::*;
@@ -5,7 +7,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::{audit, ids_or_none, now, SqlStore};
 use crate::rows::{self, placeholders, time, DEPLOYMENT_SELECT};
-use crate::store::Deletion;
+use crate::store::{Deletion, DeploymentStore};
 use crate::{Result, StoreError};
 
 async fn insert_release(
@@ -43,15 +45,17 @@ async fn insert_release(
     Ok(())
 }
 
+/// The release's version was deleted a moment ago: its foreign key refused the write.
 fn version_gone(e: sqlx::Error) -> StoreError {
     match StoreError::from(e) {
-        StoreError::Conflict(m) if m.contains("refers") => StoreError::NotFound("version"),
+        StoreError::ForeignKey => StoreError::NotFound("version"),
         e => e,
     }
 }
 
-impl SqlStore {
-    pub(super) async fn create_deployment_(
+#[async_trait]
+impl DeploymentStore for SqlStore {
+    async fn create_deployment(
         &self,
         owner_id: i64,
         name: &str,
@@ -81,16 +85,7 @@ impl SqlStore {
         self.deployment_by_id(id).await
     }
 
-    async fn deployment_by_id(&self, id: i64) -> Result<Deployment> {
-        let row = sqlx::query(&format!("{DEPLOYMENT_SELECT} WHERE d.id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("deployment"))?;
-        rows::deployment(&row)
-    }
-
-    pub(super) async fn deployment_(&self, owner: &str, name: &str) -> Result<Option<Deployment>> {
+    async fn deployment(&self, owner: &str, name: &str) -> Result<Option<Deployment>> {
         sqlx::query(&format!(
             "{DEPLOYMENT_SELECT} WHERE a.username = $1 AND d.name = $2"
         ))
@@ -103,11 +98,7 @@ impl SqlStore {
         .transpose()
     }
 
-    pub(super) async fn list_deployments_(
-        &self,
-        owner_ids: &[i64],
-        page: PageReq,
-    ) -> Result<Vec<Deployment>> {
+    async fn list_deployments(&self, owner_ids: &[i64], page: PageReq) -> Result<Vec<Deployment>> {
         let ids = ids_or_none(owner_ids);
         let sql = format!(
             "{DEPLOYMENT_SELECT} WHERE d.owner_id IN ({}) AND d.id < $1 ORDER BY d.id DESC LIMIT $2",
@@ -126,7 +117,16 @@ impl SqlStore {
             .collect()
     }
 
-    pub(super) async fn update_deployment_(
+    async fn all_deployments(&self) -> Result<Vec<Deployment>> {
+        sqlx::query(&format!("{DEPLOYMENT_SELECT} ORDER BY d.id"))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::deployment)
+            .collect()
+    }
+
+    async fn update_deployment(
         &self,
         id: i64,
         release: NewRelease,
@@ -158,7 +158,7 @@ impl SqlStore {
         self.deployment_by_id(id).await
     }
 
-    pub(super) async fn delete_deployment_(
+    async fn delete_deployment(
         &self,
         id: i64,
         caller: &Caller,
@@ -213,5 +213,16 @@ impl SqlStore {
             deleted,
             unreferenced_artifact: None,
         })
+    }
+}
+
+impl SqlStore {
+    async fn deployment_by_id(&self, id: i64) -> Result<Deployment> {
+        let row = sqlx::query(&format!("{DEPLOYMENT_SELECT} WHERE d.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("deployment"))?;
+        rows::deployment(&row)
     }
 }

@@ -1,5 +1,6 @@
-//! Webhook signing secrets (one per account) and uploaded files (the Files API). The bytes of a
-//! file live in the data directory; the table holds what the API reports about them.
+//! Uploaded files (the Files API). The bytes of a file live in the data directory; the table
+//! holds what the API reports about them.
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use modelyard_domain::PageReq;
 use sqlx::any::AnyRow;
@@ -7,6 +8,7 @@ use sqlx::Row;
 
 use super::SqlStore;
 use crate::rows::{micros, time};
+use crate::store::FileStore;
 use crate::{Result, StoreError};
 
 /// An uploaded file, as the Files API reports it.
@@ -53,32 +55,15 @@ fn file(r: &AnyRow) -> Result<FileRecord> {
         content_type: r.try_get("content_type")?,
         size: r.try_get("size")?,
         sha256: r.try_get("sha256")?,
-        metadata: serde_json::from_str(&metadata)
-            .map_err(|e| StoreError::Internal(format!("bad JSON in database: {e}")))?,
+        metadata: crate::rows::json(&metadata)?,
         created_at: time(r.try_get("created_at")?),
         expires_at: expires.map(time),
     })
 }
 
-impl SqlStore {
-    pub(super) async fn webhook_secret_(&self, account_id: i64, candidate: &str) -> Result<String> {
-        // Two first uses racing: one insert wins, both read the winner.
-        sqlx::query(
-            "INSERT INTO webhook_secrets (account_id, secret) VALUES ($1, $2) \
-             ON CONFLICT (account_id) DO NOTHING",
-        )
-        .bind(account_id)
-        .bind(candidate)
-        .execute(&self.writer)
-        .await?;
-        let row = sqlx::query("SELECT secret FROM webhook_secrets WHERE account_id = $1")
-            .bind(account_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("secret")?)
-    }
-
-    pub(super) async fn create_file_(&self, f: NewFile) -> Result<FileRecord> {
+#[async_trait]
+impl FileStore for SqlStore {
+    async fn create_file(&self, f: NewFile) -> Result<FileRecord> {
         sqlx::query(
             "INSERT INTO files (id, account_id, name, content_type, size, sha256, metadata, \
              created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -94,10 +79,10 @@ impl SqlStore {
         .bind(f.expires_at.map(micros))
         .execute(&self.writer)
         .await?;
-        self.file_(&f.id).await?.ok_or(StoreError::NotFound("file"))
+        self.file(&f.id).await?.ok_or(StoreError::NotFound("file"))
     }
 
-    pub(super) async fn file_(&self, id: &str) -> Result<Option<FileRecord>> {
+    async fn file(&self, id: &str) -> Result<Option<FileRecord>> {
         sqlx::query(&format!("{FILE_SELECT} WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -107,11 +92,7 @@ impl SqlStore {
             .transpose()
     }
 
-    pub(super) async fn list_files_(
-        &self,
-        account_id: i64,
-        page: PageReq,
-    ) -> Result<Vec<FileRecord>> {
+    async fn list_files(&self, account_id: i64, page: PageReq) -> Result<Vec<FileRecord>> {
         sqlx::query(&format!(
             "{FILE_SELECT} WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
         ))
@@ -125,7 +106,7 @@ impl SqlStore {
         .collect()
     }
 
-    pub(super) async fn delete_file_(&self, account_id: i64, id: &str) -> Result<bool> {
+    async fn delete_file(&self, account_id: i64, id: &str) -> Result<bool> {
         let r = sqlx::query("DELETE FROM files WHERE id = $1 AND account_id = $2")
             .bind(id)
             .bind(account_id)
@@ -134,12 +115,14 @@ impl SqlStore {
         Ok(r.rows_affected() == 1)
     }
 
-    pub(super) async fn expired_files_(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+    async fn remove_expired_files(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "DELETE FROM files WHERE expires_at IS NOT NULL AND expires_at < $1 RETURNING id",
         )
         .bind(micros(now))
-        .fetch_all(&self.pool)
+        // A write: through the writer, like every other, so it queues instead of meeting
+        // SQLite's busy handler.
+        .fetch_all(&self.writer)
         .await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }

@@ -1,11 +1,16 @@
+//! Predictions and trainings, and the queue in the jobs table that the runner takes them from.
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use modelyard_domain::*;
 
 use super::{now, SqlStore};
 use crate::rows::{self, micros, JOB_SELECT};
+use crate::store::{JobEnd, JobStore};
 use crate::{Result, StoreError};
 
-impl SqlStore {
-    pub(super) async fn create_job_(&self, j: NewJob) -> Result<Job> {
+#[async_trait]
+impl JobStore for SqlStore {
+    async fn create_job(&self, j: NewJob) -> Result<Job> {
         let id = ids::object_id();
         let at = now();
         let mut tx = self.begin_write().await?;
@@ -42,7 +47,8 @@ impl SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {
-            StoreError::Conflict(_) => StoreError::NotFound("version"),
+            // Job ids are random, so a conflict here is only ever the version's foreign key.
+            StoreError::Conflict(_) | StoreError::ForeignKey => StoreError::NotFound("version"),
             e => e,
         })?;
         if j.kind == JobKind::Prediction {
@@ -70,7 +76,7 @@ impl SqlStore {
         rows::job(&row)
     }
 
-    pub(super) async fn job_(&self, kind: JobKind, id: &str) -> Result<Option<Job>> {
+    async fn job(&self, kind: JobKind, id: &str) -> Result<Option<Job>> {
         sqlx::query(&format!("{JOB_SELECT} WHERE j.id = $1 AND j.kind = $2"))
             .bind(id)
             .bind(kind.as_str())
@@ -81,12 +87,7 @@ impl SqlStore {
             .transpose()
     }
 
-    pub(super) async fn list_jobs_(
-        &self,
-        kind: JobKind,
-        account_id: i64,
-        page: PageReq,
-    ) -> Result<Vec<Job>> {
+    async fn list_jobs(&self, kind: JobKind, account_id: i64, page: PageReq) -> Result<Vec<Job>> {
         sqlx::query(&format!(
             "{JOB_SELECT} WHERE j.account_id = $1 AND j.kind = $2 AND j.seq < $3 \
              ORDER BY j.seq DESC LIMIT $4"
@@ -102,7 +103,22 @@ impl SqlStore {
         .collect()
     }
 
-    pub(super) async fn cancel_job_(&self, kind: JobKind, id: &str) -> Result<Job> {
+    async fn model_jobs(&self, model_id: i64, account_id: i64, limit: i64) -> Result<Vec<Job>> {
+        sqlx::query(&format!(
+            "{JOB_SELECT} WHERE v.model_id = $1 AND j.account_id = $2 AND j.kind = 'prediction' \
+             ORDER BY j.seq DESC LIMIT $3"
+        ))
+        .bind(model_id)
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::job)
+        .collect()
+    }
+
+    async fn cancel_job(&self, kind: JobKind, id: &str) -> Result<Job> {
         let at = now();
         sqlx::query(
             "UPDATE jobs SET status = 'canceled', completed_at = $1 \
@@ -113,8 +129,149 @@ impl SqlStore {
         .bind(kind.as_str())
         .execute(&self.writer)
         .await?;
-        self.job_(kind, id)
+        self.job(kind, id)
             .await?
             .ok_or(StoreError::NotFound("prediction"))
+    }
+
+    async fn queued_jobs(&self, limit: i64) -> Result<Vec<Job>> {
+        sqlx::query(&format!(
+            "{JOB_SELECT} WHERE j.status = 'starting' AND j.claimed = 0 ORDER BY j.seq LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::job)
+        .collect()
+    }
+
+    async fn claim_job(&self, id: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET claimed = 1 WHERE id = $1 AND status = 'starting' AND claimed = 0",
+        )
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn claim_and_start_job(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET claimed = 1, status = 'processing', started_at = $1 \
+             WHERE id = $2 AND status = 'starting' AND claimed = 0",
+        )
+        .bind(micros(at))
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn release_job(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET claimed = 0 WHERE id = $1 AND status = 'starting'")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn job_started(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'processing', started_at = $1 WHERE id = $2 AND status = 'starting'",
+        )
+        .bind(micros(at))
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn job_progress(
+        &self,
+        id: &str,
+        logs: &str,
+        output: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET logs = $1, output = COALESCE($2, output) WHERE id = $3 AND status = 'processing'",
+        )
+        .bind(logs)
+        .bind(output.map(|o| o.to_string()))
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn finish_job(&self, id: &str, end: JobEnd) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = $1, output = $2, error = $3, logs = $4, metrics = $5, \
+             result_version_id = $6, completed_at = $7 \
+             WHERE id = $8 AND status IN ('starting', 'processing')",
+        )
+        .bind(end.status.as_str())
+        .bind(end.output.map(|o| o.to_string()))
+        .bind(end.error)
+        .bind(end.logs)
+        .bind(end.metrics.to_string())
+        .bind(end.result_version_id)
+        .bind(micros(end.completed_at))
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn recover_jobs(&self, error: &str) -> Result<(u64, u64)> {
+        let failed = sqlx::query(
+            "UPDATE jobs SET status = 'failed', error = $1, completed_at = $2 WHERE status = 'processing'",
+        )
+        .bind(error)
+        .bind(now())
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        let requeued =
+            sqlx::query("UPDATE jobs SET claimed = 0 WHERE status = 'starting' AND claimed = 1")
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
+        Ok((failed, requeued))
+    }
+
+    async fn cancel_queued_for_deployment(&self, deployment_id: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE jobs SET status = 'canceled', completed_at = $1 \
+             WHERE deployment_id = $2 AND status = 'starting' AND claimed = 0",
+        )
+        .bind(now())
+        .bind(deployment_id)
+        .execute(&self.writer)
+        .await?
+        .rows_affected())
+    }
+
+    async fn remove_job_data(&self, source: &str, before: DateTime<Utc>) -> Result<Vec<String>> {
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE source = $1 AND created_at < $2 AND data_removed = 0 \
+             AND status IN ('succeeded', 'failed', 'canceled')",
+        )
+        .bind(source)
+        .bind(micros(before))
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET input = '{}', output = NULL, logs = '', data_removed = 1 \
+             WHERE source = $1 AND created_at < $2 AND data_removed = 0 \
+             AND status IN ('succeeded', 'failed', 'canceled')",
+        )
+        .bind(source)
+        .bind(micros(before))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
     }
 }

@@ -1,14 +1,17 @@
+//! Models, and their deletion.
+use async_trait::async_trait;
 use modelyard_domain::rules::{model_deletion_blockers, ModelFacts, VERSIONS_NAMED};
 use modelyard_domain::*;
 use sqlx::Row;
 
 use super::{audit, ids_or_none, now, SqlStore};
 use crate::rows::{self, placeholders, MODEL_SELECT};
-use crate::store::Deletion;
+use crate::store::{Deletion, ModelStore};
 use crate::{Result, StoreError};
 
-impl SqlStore {
-    pub(super) async fn create_model_(&self, m: NewModel) -> Result<Model> {
+#[async_trait]
+impl ModelStore for SqlStore {
+    async fn create_model(&self, m: NewModel) -> Result<Model> {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO models (owner_id, name, description, visibility, hardware, github_url, \
              paper_url, license_url, cover_image_url, created_at) \
@@ -35,16 +38,7 @@ impl SqlStore {
         self.model_by_id(id).await
     }
 
-    async fn model_by_id(&self, id: i64) -> Result<Model> {
-        let row = sqlx::query(&format!("{MODEL_SELECT} WHERE m.id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("model"))?;
-        rows::model(&row)
-    }
-
-    pub(super) async fn model_(&self, owner: &str, name: &str) -> Result<Option<Model>> {
+    async fn model(&self, owner: &str, name: &str) -> Result<Option<Model>> {
         sqlx::query(&format!(
             "{MODEL_SELECT} WHERE a.username = $1 AND m.name = $2"
         ))
@@ -57,7 +51,7 @@ impl SqlStore {
         .transpose()
     }
 
-    pub(super) async fn list_models_(
+    async fn list_models(
         &self,
         viewer: Option<&Caller>,
         query: Option<&str>,
@@ -95,7 +89,24 @@ impl SqlStore {
             .collect()
     }
 
-    pub(super) async fn update_model_(&self, id: i64, p: ModelPatch) -> Result<Model> {
+    async fn models_owned_by(&self, owner_ids: &[i64], limit: i64) -> Result<Vec<Model>> {
+        let owners = ids_or_none(owner_ids);
+        let sql = format!(
+            "{MODEL_SELECT} WHERE m.owner_id IN ({}) ORDER BY m.id DESC LIMIT $1",
+            placeholders(2, owners.len())
+        );
+        let mut q = sqlx::query(&sql).bind(limit);
+        for id in owners {
+            q = q.bind(id);
+        }
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::model)
+            .collect()
+    }
+
+    async fn update_model(&self, id: i64, p: ModelPatch) -> Result<Model> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "SELECT description, visibility, hardware, github_url, paper_url, license_url, \
@@ -138,7 +149,7 @@ impl SqlStore {
         self.model_by_id(id).await
     }
 
-    pub(super) async fn delete_model_(
+    async fn delete_model(
         &self,
         model_id: i64,
         caller: &Caller,
@@ -169,8 +180,7 @@ impl SqlStore {
         .await?;
         let facts = ModelFacts {
             model: full_name.clone(),
-            visibility: Visibility::parse(&row.try_get::<String, _>("visibility")?)
-                .unwrap_or(Visibility::Private),
+            visibility: rows::visibility(&row, "visibility")?,
             version_count,
             newest_versions,
         };
@@ -199,5 +209,16 @@ impl SqlStore {
             deleted,
             unreferenced_artifact: None,
         })
+    }
+}
+
+impl SqlStore {
+    async fn model_by_id(&self, id: i64) -> Result<Model> {
+        let row = sqlx::query(&format!("{MODEL_SELECT} WHERE m.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("model"))?;
+        rows::model(&row)
     }
 }

@@ -1,14 +1,17 @@
+//! Versions of models, and their deletion.
+use async_trait::async_trait;
 use modelyard_domain::rules::{version_deletion_blockers, FineTuneUse, RunsBy, VersionFacts};
 use modelyard_domain::*;
 use sqlx::Row;
 
 use super::{audit, now, SqlStore};
 use crate::rows::{self, VERSION_SELECT};
-use crate::store::Deletion;
+use crate::store::{Deletion, VersionStore};
 use crate::{Result, StoreError};
 
-impl SqlStore {
-    pub(super) async fn versions_(&self, model_id: i64, page: PageReq) -> Result<Vec<Version>> {
+#[async_trait]
+impl VersionStore for SqlStore {
+    async fn versions(&self, model_id: i64, page: PageReq) -> Result<Vec<Version>> {
         sqlx::query(&format!(
             "{VERSION_SELECT} WHERE v.model_id = $1 AND v.seq < $2 ORDER BY v.seq DESC LIMIT $3"
         ))
@@ -22,7 +25,7 @@ impl SqlStore {
         .collect()
     }
 
-    pub(super) async fn version_(&self, model_id: i64, id: &str) -> Result<Option<Version>> {
+    async fn version(&self, model_id: i64, id: &str) -> Result<Option<Version>> {
         sqlx::query(&format!(
             "{VERSION_SELECT} WHERE v.model_id = $1 AND v.id = $2"
         ))
@@ -35,7 +38,7 @@ impl SqlStore {
         .transpose()
     }
 
-    pub(super) async fn version_by_id_(&self, id: &str) -> Result<Option<(Model, Version)>> {
+    async fn version_by_id(&self, id: &str) -> Result<Option<(Model, Version)>> {
         let Some(row) = sqlx::query(&format!("{VERSION_SELECT} WHERE v.id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -51,7 +54,7 @@ impl SqlStore {
         Ok(Some((rows::model(&model)?, version)))
     }
 
-    pub(super) async fn create_version_(&self, v: NewVersion) -> Result<(Version, bool)> {
+    async fn create_version(&self, v: NewVersion) -> Result<(Version, bool)> {
         let id = ids::version_id(v.model_id, &v.content_digest);
         let mut tx = self.begin_write().await?;
         let existing = sqlx::query(&format!("{VERSION_SELECT} WHERE v.id = $1"))
@@ -82,7 +85,7 @@ impl SqlStore {
         .await
         .map_err(|e| match StoreError::from(e) {
             // The model (or the base) was deleted meanwhile.
-            StoreError::Conflict(_) => StoreError::NotFound("model"),
+            StoreError::ForeignKey => StoreError::NotFound("model"),
             e => e,
         })?;
         let inserted = done.rows_affected() > 0;
@@ -94,7 +97,7 @@ impl SqlStore {
         Ok((rows::version(&row)?, inserted))
     }
 
-    pub(super) async fn artifact_in_use_(&self, artifact: &str) -> Result<bool> {
+    async fn artifact_in_use(&self, artifact: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE artifact = $1")
             .bind(artifact)
             .fetch_one(&self.pool)
@@ -102,7 +105,7 @@ impl SqlStore {
         Ok(n > 0)
     }
 
-    pub(super) async fn weights_in_use_(&self, weights: &str) -> Result<bool> {
+    async fn weights_in_use(&self, weights: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE weights = $1")
             .bind(weights)
             .fetch_one(&self.pool)
@@ -110,7 +113,17 @@ impl SqlStore {
         Ok(n > 0)
     }
 
-    pub(super) async fn delete_version_(
+    async fn version_prediction_count(&self, version_id: &str) -> Result<i64> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(SUM(count) AS BIGINT) FROM version_runs WHERE version_id = $1",
+        )
+        .bind(version_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    async fn delete_version(
         &self,
         model_id: i64,
         version_id: &str,
@@ -189,7 +202,7 @@ impl SqlStore {
         {
             fine_tunes.push(FineTuneUse {
                 training_id: r.try_get("id")?,
-                training_status: Status::parse(&r.try_get::<String, _>("status")?),
+                training_status: Some(rows::status(&r, "status")?),
                 derived_version: None,
             });
         }
@@ -214,8 +227,7 @@ impl SqlStore {
         let facts = VersionFacts {
             model: model.clone(),
             version_id: version_id.to_string(),
-            visibility: Visibility::parse(&m.try_get::<String, _>("visibility")?)
-                .unwrap_or(Visibility::Private),
+            visibility: rows::visibility(&m, "visibility")?,
             runs,
             fine_tunes,
             deployments,

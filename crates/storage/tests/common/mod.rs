@@ -7,11 +7,15 @@
 //! starts one, and a silently skipped backend is a backend nobody tests.
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use modelyard_domain::*;
-use modelyard_storage::{SqlStore, Store, StoreError};
+use modelyard_storage::prelude::*;
+use modelyard_storage::{Deletion, SqlStore, StoreError};
 use serde_json::json;
 use sqlx::{AnyPool, Connection, Executor, PgConnection};
+use tokio::sync::Barrier;
+use tokio::task::JoinHandle;
 
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -161,6 +165,20 @@ pub async fn raw() -> AnyPool {
         .expect("raw connection to the test database")
 }
 
+/// Runs statements on one raw connection, in order (so a per-connection PRAGMA holds for the
+/// statements after it).
+pub async fn write_raw(statements: &[&str]) {
+    let pool = raw().await;
+    let mut conn = pool.acquire().await.expect("raw connection");
+    for sql in statements {
+        conn.execute(*sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    drop(conn);
+    pool.close().await;
+}
+
 /// Sets a job's status directly, as a worker would.
 pub async fn set_job_status(id: &str, status: Status) {
     let pool = raw().await;
@@ -308,12 +326,102 @@ pub fn release(version_id: &str, min: i64, max: i64) -> NewRelease {
     }
 }
 
+// Steps the tests repeat, each named for what it does.
+
+pub async fn set_visibility(store: &SqlStore, model_id: i64, visibility: Visibility) {
+    store
+        .update_model(
+            model_id,
+            ModelPatch {
+                visibility: Some(visibility),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update_model");
+}
+
+/// The `run_count` of "owner/name".
+pub async fn run_count(store: &SqlStore, full_name: &str) -> i64 {
+    let (owner, name) = full_name.split_once('/').expect("owner/name");
+    store
+        .model(owner, name)
+        .await
+        .expect("model")
+        .expect("model exists")
+        .run_count
+}
+
+/// Deletes a version for real (the rules may still refuse: see `deleted` and `blockers`).
+pub async fn remove_version(
+    store: &SqlStore,
+    model_id: i64,
+    version_id: &str,
+    who: &Caller,
+) -> Deletion {
+    store
+        .delete_version(model_id, version_id, who, false)
+        .await
+        .expect("delete_version")
+}
+
+/// What deleting a version would do (a dry run).
+pub async fn preview_version_deletion(
+    store: &SqlStore,
+    model_id: i64,
+    version_id: &str,
+    who: &Caller,
+) -> Deletion {
+    store
+        .delete_version(model_id, version_id, who, true)
+        .await
+        .expect("delete_version (dry run)")
+}
+
+/// Makes the user `username` a member of `org`; returns the user's caller as it is now.
+pub async fn join(store: &SqlStore, org: &Caller, username: &str) -> Caller {
+    let user = caller(store, username).await;
+    store
+        .add_member(org.account.id, user.account.id)
+        .await
+        .expect("add_member");
+    caller(store, username).await
+}
+
+/// The usernames of an organization's members, in order.
+pub async fn member_names(store: &SqlStore, org_id: i64) -> Vec<String> {
+    store
+        .members(org_id)
+        .await
+        .expect("members")
+        .into_iter()
+        .map(|a| a.username)
+        .collect()
+}
+
+/// Spawns `contender` to start when every other contender of the round has reached `barrier`.
+pub fn contend<T, F>(barrier: &Arc<Barrier>, contender: F) -> JoinHandle<T>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let barrier = barrier.clone();
+    tokio::spawn(async move {
+        barrier.wait().await;
+        contender.await
+    })
+}
+
 pub fn kinds(blockers: &[Blocker]) -> Vec<BlockerKind> {
     blockers.iter().map(|b| b.kind).collect()
 }
 
 pub fn is_not_found<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> bool {
     matches!(r, Err(StoreError::NotFound(_)))
+}
+
+pub fn is_corrupt<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Corrupt(_)))
 }
 
 pub fn is_conflict<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> bool {
