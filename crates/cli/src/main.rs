@@ -543,37 +543,6 @@ mod tests {
     }
 
     #[test]
-    fn boolean_env_vars_take_the_usual_spellings() {
-        // One test sets these variables, so no other test sees them change.
-        let parse = |v: &str| {
-            std::env::set_var("MODELYARD_ALLOW_PRIVATE_WEBHOOKS", v);
-            std::env::set_var("MODELYARD_NO_RUNNER", v);
-            let r = flags::command().try_get_matches_from(["modelyard", "serve"]);
-            std::env::remove_var("MODELYARD_ALLOW_PRIVATE_WEBHOOKS");
-            std::env::remove_var("MODELYARD_NO_RUNNER");
-            match Cli::from_arg_matches(&r.map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?
-                .command
-            {
-                Command::Serve(a) => Ok::<_, String>((a.allow_private_webhooks, a.no_runner)),
-                c => panic!("{c:?}"),
-            }
-        };
-        for v in ["1", "true", "TRUE", "yes", "Yes", "on", "ON"] {
-            assert_eq!(parse(v), Ok((true, true)), "{v}");
-        }
-        for v in ["0", "false", "no", "off", "OFF"] {
-            assert_eq!(parse(v), Ok((false, false)), "{v}");
-        }
-        assert!(parse("maybe").is_err());
-        // On the command line a flag still takes no value.
-        let cli = Cli::try_parse_from(["modelyard", "serve", "--allow-private-webhooks"]).unwrap();
-        assert!(
-            matches!(cli.command, Command::Serve(a) if a.allow_private_webhooks && !a.no_runner)
-        );
-    }
-
-    #[test]
     fn server_help_leaves_out_the_client_options() {
         for path in [&["serve"][..], &["admin"], &["admin", "user", "create"]] {
             let mut cmd = flags::command();

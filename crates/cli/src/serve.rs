@@ -14,9 +14,10 @@ pub async fn run(args: ServeArgs) -> Outcome {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Options first: a bad one changes nothing on disk.
+    let sandbox = sandbox_config(&args)?;
     // Made here too, so a fresh data directory just works.
     admin::database_url(&args.db)?;
-    let sandbox = sandbox_config(&args)?;
     let config = modelyard_server::Config {
         addr: args.addr,
         data_dir: args.db.data_dir,
