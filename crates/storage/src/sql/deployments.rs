@@ -5,7 +5,7 @@ use modelyard_domain::rules::{deployment_deletion_blockers, DeploymentFacts};
 use modelyard_domain::*;
 use sqlx::{Any, Row, Transaction};
 
-use super::{audit, ids_or_none, now, SqlStore};
+use super::{ids_or_none, now, SqlStore};
 use crate::rows::{self, placeholders, time, DEPLOYMENT_SELECT};
 use crate::store::{Deletion, DeploymentStore};
 use crate::{Result, StoreError};
@@ -193,10 +193,7 @@ impl DeploymentStore for SqlStore {
         };
         let blockers = deployment_deletion_blockers(&facts, now, idle);
         if dry_run {
-            return Ok(Deletion {
-                blockers,
-                ..Default::default()
-            });
+            return Ok(super::preview(blockers));
         }
         let deleted = blockers.is_empty();
         if deleted {
@@ -205,14 +202,16 @@ impl DeploymentStore for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let e = audit::event(caller, owner_id, "delete_deployment", full_name, &blockers);
-        audit::insert(&mut tx, &e).await?;
-        tx.commit().await?;
-        Ok(Deletion {
+        super::conclude(
+            tx,
+            caller,
+            owner_id,
+            "delete_deployment",
+            full_name,
             blockers,
-            deleted,
-            unreferenced_artifact: None,
-        })
+            None,
+        )
+        .await
     }
 }
 

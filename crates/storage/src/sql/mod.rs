@@ -17,8 +17,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 use crate::dialect::Dialect;
-use crate::{Result, StoreError};
+use crate::{Deletion, Result, StoreError};
 pub use files::{FileRecord, NewFile};
+use modelyard_domain::{Blocker, Caller};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
@@ -144,6 +145,39 @@ impl SqlStore {
             Ok((self.begin_write().await?, self.lock()))
         }
     }
+}
+
+/// What a deletion's preview answers: the blockers, nothing written.
+fn preview(blockers: Vec<Blocker>) -> Deletion {
+    Deletion {
+        blockers,
+        ..Default::default()
+    }
+}
+
+/// The shared end of every deletion, once its facts were gathered, the rules applied and (with
+/// no blocker) the rows deleted: its audit event, `deleted` or `refused`, is written in the same
+/// transaction, which then commits, so a deletion and its record stand or fall together.
+async fn conclude(
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    caller: &Caller,
+    owner_id: i64,
+    action: &str,
+    target: String,
+    blockers: Vec<Blocker>,
+    unreferenced_artifact: Option<String>,
+) -> Result<Deletion> {
+    audit::insert(
+        &mut tx,
+        &audit::event(caller, owner_id, action, target, &blockers),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Deletion {
+        deleted: blockers.is_empty(),
+        blockers,
+        unreferenced_artifact,
+    })
 }
 
 /// An account's username, inside a transaction.

@@ -4,7 +4,7 @@ use modelyard_domain::rules::{model_deletion_blockers, ModelFacts, VERSIONS_NAME
 use modelyard_domain::*;
 use sqlx::Row;
 
-use super::{audit, ids_or_none, now, SqlStore};
+use super::{ids_or_none, now, SqlStore};
 use crate::rows::{self, placeholders, MODEL_SELECT};
 use crate::store::{Deletion, ModelStore};
 use crate::{Result, StoreError};
@@ -186,10 +186,7 @@ impl ModelStore for SqlStore {
         };
         let blockers = model_deletion_blockers(&facts);
         if dry_run {
-            return Ok(Deletion {
-                blockers,
-                ..Default::default()
-            });
+            return Ok(super::preview(blockers));
         }
         let deleted = blockers.is_empty();
         if deleted {
@@ -198,17 +195,16 @@ impl ModelStore for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        audit::insert(
-            &mut tx,
-            &audit::event(caller, owner_id, "delete_model", full_name, &blockers),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Deletion {
+        super::conclude(
+            tx,
+            caller,
+            owner_id,
+            "delete_model",
+            full_name,
             blockers,
-            deleted,
-            unreferenced_artifact: None,
-        })
+            None,
+        )
+        .await
     }
 }
 

@@ -4,7 +4,7 @@ use modelyard_domain::rules::{version_deletion_blockers, FineTuneUse, RunsBy, Ve
 use modelyard_domain::*;
 use sqlx::Row;
 
-use super::{audit, now, SqlStore};
+use super::{now, SqlStore};
 use crate::rows::{self, VERSION_SELECT};
 use crate::store::{Deletion, VersionStore};
 use crate::{Result, StoreError};
@@ -234,10 +234,7 @@ impl VersionStore for SqlStore {
         };
         let blockers = version_deletion_blockers(&facts, caller.account.id);
         if dry_run {
-            return Ok(Deletion {
-                blockers,
-                ..Default::default()
-            });
+            return Ok(super::preview(blockers));
         }
         let deleted = blockers.is_empty();
         let mut unreferenced_artifact = None;
@@ -281,16 +278,15 @@ impl VersionStore for SqlStore {
             }
         }
         let target = format!("{model}:{version_id}");
-        audit::insert(
-            &mut tx,
-            &audit::event(caller, owner_id, "delete_version", target, &blockers),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Deletion {
+        super::conclude(
+            tx,
+            caller,
+            owner_id,
+            "delete_version",
+            target,
             blockers,
-            deleted,
             unreferenced_artifact,
-        })
+        )
+        .await
     }
 }
