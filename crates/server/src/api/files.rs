@@ -402,7 +402,9 @@ async fn resolve_url(
 
 /// Removes expired uploads, their records and bytes, every few minutes.
 pub fn sweep_expired(s: AppState) {
+    let started = std::time::SystemTime::now();
     tokio::spawn(async move {
+        remove_stale_parts(&s.config.data_dir.join("files"), started).await;
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         loop {
             tick.tick().await;
@@ -416,4 +418,27 @@ pub fn sweep_expired(s: AppState) {
             }
         }
     });
+}
+
+/// Removes partial uploads (`.<id>.part`) that a crash or `kill -9` left, untouched since
+/// before this server started (an upload in progress writes to its own all the time).
+async fn remove_stale_parts(dir: &std::path::Path, started: std::time::SystemTime) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(".part")) {
+            continue;
+        }
+        let stale = e
+            .metadata()
+            .await
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < started);
+        if stale {
+            let _ = tokio::fs::remove_file(e.path()).await;
+        }
+    }
 }
