@@ -4,19 +4,24 @@
 //! record, and no secret shared between servers exists.
 use std::sync::{Arc, Mutex, Weak};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
+use futures_util::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::Inner;
 
-/// The largest output file a model server may upload.
-const MAX_UPLOAD: usize = 1024 * 1024 * 1024;
+/// The largest output file a model server may upload, checked while it streams to disk.
+const MAX_UPLOAD: u64 = 1024 * 1024 * 1024;
+
+/// The largest webhook body (held in memory to be parsed). Cog uploads files rather than
+/// inlining them, but a model may still return a long string.
+const MAX_WEBHOOK: usize = 1024 * 1024 * 1024;
 
 /// The job a server runs now, shared by the pool (which sets it) and the server's endpoint,
 /// with the URLs of this platform among its inputs, which the server fetches through its
@@ -97,7 +102,8 @@ pub fn router(inner: Weak<Inner>, current: Current, label: String) -> Router {
         .route("/jobs/{id}/{token}", post(webhook))
         .route("/uploads/{label}/{name}", put(upload))
         .route("/inputs/{id}/{token}/{n}", get(input))
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        // Applies to the webhook's `Bytes` only: uploads stream to disk under their own cap.
+        .layer(DefaultBodyLimit::max(MAX_WEBHOOK))
         .with_state(Ctx {
             inner,
             current,
@@ -127,7 +133,7 @@ async fn upload(
     State(c): State<Ctx>,
     Path((label, name)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(inner) = c.inner.upgrade() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -139,9 +145,17 @@ async fn upload(
     if label != c.label || !c.current.is(job) {
         return StatusCode::NOT_FOUND.into_response();
     }
-    match crate::job::store_output(&inner, job, &name, &body).await {
+    // Written chunk by chunk as it arrives: an output file costs a copy buffer, not its size.
+    let body = tokio_util::io::StreamReader::new(
+        body.into_data_stream()
+            .map(|chunk| chunk.map_err(std::io::Error::other)),
+    );
+    match crate::job::store_output_from(&inner, job, &name, body, MAX_UPLOAD).await {
         Ok(url) => (StatusCode::CREATED, [(header::LOCATION, url)]).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+        Err(e @ crate::job::StoreError::TooLarge(_)) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
 }
 
@@ -166,17 +180,18 @@ async fn input(
     let status = resp.status();
     let ctype = resp.headers().get(header::CONTENT_TYPE).cloned();
     let disposition = resp.headers().get(header::CONTENT_DISPOSITION).cloned();
-    match resp.bytes().await {
-        Ok(body) => {
-            let mut out = (status, body).into_response();
-            if let Some(t) = ctype {
-                out.headers_mut().insert(header::CONTENT_TYPE, t);
-            }
-            if let Some(d) = disposition {
-                out.headers_mut().insert(header::CONTENT_DISPOSITION, d);
-            }
-            out
+    let length = resp.headers().get(header::CONTENT_LENGTH).cloned();
+    // Passed on as it arrives: an input file (up to the Files API's cap, or another job's
+    // output) is never held whole.
+    let mut out = (status, Body::from_stream(resp.bytes_stream())).into_response();
+    for (name, value) in [
+        (header::CONTENT_TYPE, ctype),
+        (header::CONTENT_DISPOSITION, disposition),
+        (header::CONTENT_LENGTH, length),
+    ] {
+        if let Some(v) = value {
+            out.headers_mut().insert(name, v);
         }
-        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
+    out
 }

@@ -467,8 +467,9 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
     }
     let url = url.as_str();
     let file = local_file(inner, url).ok_or("the training's weights were not uploaded")?;
-    let bytes = tokio::fs::read(&file).await.map_err(|e| e.to_string())?;
-    let sha = hex::encode(Sha256::digest(&bytes));
+    // Weights can be gigabytes: hashed over chunks, then linked (or copied by the kernel),
+    // never read into memory.
+    let sha = sha256_file(&file).await.map_err(|e| e.to_string())?;
     let name = file
         .file_name()
         .and_then(|n| n.to_str())
@@ -476,12 +477,9 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
         .to_string();
     let rel = format!("{sha}/{name}");
     let dest = inner.cfg.data_dir.join("weights").join(&rel);
-    tokio::fs::create_dir_all(dest.parent().unwrap_or(&dest))
+    place_weights(&file, &dest)
         .await
-        .map_err(|e| e.to_string())?;
-    tokio::fs::write(&dest, &bytes)
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("could not store the weights: {e}"))?;
     let (_, base) = inner
         .store
         .version_by_id(&job.version_id)
@@ -643,31 +641,17 @@ fn safe_part(s: &str) -> bool {
     !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0'])
 }
 
+/// Stores `body` (weights a training returned as a data URL, already in memory) as an output
+/// file of the job; returns its URL.
 pub async fn store_output(
     inner: &Inner,
     job_id: &str,
     name: &str,
     body: &[u8],
 ) -> Result<String, String> {
-    if !safe_part(job_id) || !job_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err("bad job id".into());
-    }
-    let name = name.rsplit('/').next().unwrap_or("output");
-    let name = if safe_part(name) { name } else { "output" };
-    let mut t = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut t);
-    let token = hex::encode(t);
-    let dir = inner.cfg.data_dir.join("outputs").join(job_id).join(&token);
-    tokio::fs::create_dir_all(&dir)
+    store_output_from(inner, job_id, name, body, u64::MAX)
         .await
-        .map_err(|e| e.to_string())?;
-    tokio::fs::write(dir.join(name), body)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(format!(
-        "{}/files/{job_id}/{token}/{name}",
-        inner.cfg.public_url
-    ))
+        .map_err(|e| e.to_string())
 }
 
 pub fn output_path(inner: &Inner, job_id: &str, token: &str, name: &str) -> Option<PathBuf> {
@@ -714,5 +698,186 @@ pub async fn remove_expired(inner: &Inner) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not remove expired prediction data"),
+    }
+}
+
+/// Why an output file was not stored.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The body ran past the cap (in bytes); nothing was kept.
+    TooLarge(u64),
+    /// A bad job id, a body that broke off, or the disk.
+    Failed(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::TooLarge(cap) => write!(f, "the file is larger than {cap} bytes"),
+            StoreError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Stores an output file of a job as it is read from `body` (a model's upload, however large,
+/// costs a copy buffer, not its size), at `outputs/<job>/<random token>/<name>`: the random
+/// token makes the URL a capability. More than `cap` bytes, or a body that fails, leaves
+/// nothing behind. Returns the file's URL.
+pub async fn store_output_from(
+    inner: &Inner,
+    job_id: &str,
+    name: &str,
+    body: impl tokio::io::AsyncRead + Unpin,
+    cap: u64,
+) -> Result<String, StoreError> {
+    if !safe_part(job_id) || !job_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(StoreError::Failed("bad job id".into()));
+    }
+    let name = name.rsplit('/').next().unwrap_or("output");
+    let name = if safe_part(name) { name } else { "output" };
+    let mut t = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut t);
+    let token = hex::encode(t);
+    let dir = inner.cfg.data_dir.join("outputs").join(job_id).join(&token);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| StoreError::Failed(e.to_string()))?;
+    // Removes the token's folder unless the file was stored whole, also when this future is
+    // dropped half-way (the upload's connection closed, the server stopping).
+    let mut partial = RemoveOnDrop(Some(dir.clone()));
+    write_capped(body, &dir.join(name), cap).await?;
+    partial.0 = None;
+    Ok(format!(
+        "{}/files/{job_id}/{token}/{name}",
+        inner.cfg.public_url
+    ))
+}
+
+/// Removes a folder when dropped while still holding it.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            // Synchronous: a drop cannot wait. The folder holds one partial file.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Copies `body` into a new file at `path` in chunks, refusing (as soon as it is crossed) more
+/// than `cap` bytes. Returns the size. On an error the caller removes what was written.
+async fn write_capped(
+    body: impl tokio::io::AsyncRead + Unpin,
+    path: &std::path::Path,
+    cap: u64,
+) -> Result<u64, StoreError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let failed = |e: std::io::Error| StoreError::Failed(e.to_string());
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .await
+        .map_err(failed)?;
+    // One byte past the cap is enough to know it was crossed.
+    let mut body = body.take(cap.saturating_add(1));
+    let n = tokio::io::copy(&mut body, &mut out).await.map_err(failed)?;
+    if n > cap {
+        return Err(StoreError::TooLarge(cap));
+    }
+    out.flush().await.map_err(failed)?;
+    Ok(n)
+}
+
+/// The hex sha256 of a file, read in chunks.
+async fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Puts a training's weights file at `dest` (named by its content): a hard link when the data
+/// directory is one file system (no bytes move), else a copy done by the kernel. It appears
+/// under its name only whole (a temporary name, then a rename); when `dest` exists already, the
+/// same content is stored and is kept as it is.
+async fn place_weights(file: &std::path::Path, dest: &std::path::Path) -> std::io::Result<()> {
+    if tokio::fs::try_exists(dest).await? {
+        return Ok(());
+    }
+    let dir = dest.parent().unwrap_or(dest);
+    tokio::fs::create_dir_all(dir).await?;
+    let mut t = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut t);
+    let tmp = dir.join(format!(".{}.part", hex::encode(t)));
+    let placed = match tokio::fs::hard_link(file, &tmp).await {
+        Ok(()) => Ok(()),
+        Err(_) => tokio::fs::copy(file, &tmp).await.map(|_| ()),
+    };
+    let placed = match placed {
+        Ok(()) => tokio::fs::rename(&tmp, dest).await,
+        Err(e) => Err(e),
+    };
+    if placed.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    placed
+}
+
+#[cfg(test)]
+mod flat_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_capped_write_refuses_past_the_cap_and_keeps_exactly_up_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 100_000];
+        let exact = dir.path().join("exact");
+        assert_eq!(
+            write_capped(&data[..], &exact, 100_000).await.unwrap(),
+            100_000
+        );
+        assert_eq!(std::fs::read(&exact).unwrap(), data);
+        let over = dir.path().join("over");
+        assert!(matches!(
+            write_capped(&data[..], &over, 99_999).await,
+            Err(StoreError::TooLarge(99_999))
+        ));
+        // Never through an existing name (or a link planted there).
+        assert!(matches!(
+            write_capped(&data[..], &exact, 100_000).await,
+            Err(StoreError::Failed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn weights_are_hashed_in_chunks_and_placed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("w.bin");
+        // Over two read chunks, so the chunks are joined correctly.
+        let data: Vec<u8> = (0..(2 << 20) + 17).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        assert_eq!(
+            sha256_file(&src).await.unwrap(),
+            hex::encode(Sha256::digest(&data))
+        );
+        let dest = dir.path().join("weights/abc/w.bin");
+        place_weights(&src, &dest).await.unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        // Stored already: left as it is, and no temporary file stays.
+        place_weights(&src, &dest).await.unwrap();
+        let names: Vec<_> = std::fs::read_dir(dest.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["w.bin"]);
     }
 }

@@ -6,6 +6,7 @@
 //! of `sandbox` (no script, no same-origin) and `frame-ancestors 'none'`. Only a short list of
 //! inert types is served inline, with a content type this server writes; everything else is an
 //! `application/octet-stream` attachment, whatever its uploader declared.
+use axum::body::Body;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
@@ -101,9 +102,9 @@ pub fn harden(resp: &mut Response) {
 }
 
 /// A user-supplied file, served so it cannot run as this origin.
-pub fn file_response(bytes: Vec<u8>, declared_type: &str, name: &str) -> Response {
+pub fn file_response(body: Body, declared_type: &str, name: &str) -> Response {
     let (ctype, inline) = served_type(declared_type);
-    let mut resp = bytes.into_response();
+    let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     if let Ok(v) = HeaderValue::from_str(&disposition(inline, name)) {
@@ -111,6 +112,23 @@ pub fn file_response(bytes: Vec<u8>, declared_type: &str, name: &str) -> Respons
     }
     harden(&mut resp);
     resp
+}
+
+/// A stored file, served as [`file_response`] does, read from disk chunk by chunk as the client
+/// takes it: a download costs a read buffer, whatever the file's size.
+pub async fn stored_file_response(
+    path: &std::path::Path,
+    declared_type: &str,
+    name: &str,
+) -> std::io::Result<Response> {
+    let file = tokio::fs::File::open(path).await?;
+    let size = file.metadata().await?.len();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
+    let mut resp = file_response(body, declared_type, name);
+    // A stream has no length of its own; clients show progress and check completeness with it.
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    Ok(resp)
 }
 
 #[cfg(test)]
@@ -160,7 +178,7 @@ mod tests {
 
     #[test]
     fn every_response_is_sandboxed_and_not_sniffed() {
-        let r = file_response(b"<script>".to_vec(), "text/html", "x.html");
+        let r = file_response(Body::from("<script>"), "text/html", "x.html");
         let h = r.headers();
         assert_eq!(h[header::CONTENT_TYPE], "application/octet-stream");
         assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");

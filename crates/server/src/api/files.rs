@@ -92,8 +92,8 @@ pub async fn create(State(s): State<AppState>, auth: Auth, req: Request) -> ApiR
             "Upload a file as multipart/form-data with the bytes in the part `content`.".into(),
         )
     })?;
-    // Files are held in memory while they are received: Replicate's own cap, whatever the
-    // (much larger) cap on pushed projects.
+    // The content streams to disk as it arrives (below), checked against the cap while it
+    // does; the cap is Replicate's own, whatever the (much larger) cap on pushed projects.
     let limit = (s.config.max_upload_bytes as u64).min(FILE_LIMIT);
     let constraints =
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
@@ -120,6 +120,9 @@ pub async fn create(State(s): State<AppState>, auth: Auth, req: Request) -> ApiR
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let tmp = dir.join(format!(".{id}.part"));
+    // The partial file goes whatever ends the upload: an error below, or this future dropped
+    // half-way (the client went away, the server stopping).
+    let mut partial = RemoveOnDrop(Some(tmp.clone()));
     let result = async {
         let mut content: Option<(String, Option<String>, i64, String)> = None;
         let (mut filename, mut ctype_field, mut metadata) = (None, None, None);
@@ -187,16 +190,11 @@ pub async fn create(State(s): State<AppState>, auth: Auth, req: Request) -> ApiR
         Ok((name, content_type, size, sha256, metadata))
     }
     .await;
-    let (name, content_type, size, sha256, metadata) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
-    };
+    let (name, content_type, size, sha256, metadata) = result?;
     tokio::fs::rename(&tmp, path_of(&s, &id))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    partial.0 = None;
     let expires_at = chrono::Utc::now() + chrono::Duration::from_std(LIFETIME).unwrap_or_default();
     let f = s
         .store
@@ -223,6 +221,18 @@ pub async fn create(State(s): State<AppState>, auth: Auth, req: Request) -> ApiR
         Json(view(&s, &f, &caller.account.username)),
     )
         .into_response())
+}
+
+/// Removes a file when dropped while still holding it.
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            // Synchronous: a drop cannot wait, and unlinking one file is quick.
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 pub async fn list(
@@ -293,10 +303,10 @@ pub async fn download(
         return Err(not_found(&id));
     }
     let f = s.store.file(&id).await?.ok_or_else(|| not_found(&id))?;
-    let bytes = tokio::fs::read(path_of(&s, &id))
-        .await
-        .map_err(|_| not_found(&id))?;
-    let mut resp = crate::user_content::file_response(bytes, &f.content_type, &f.name);
+    let mut resp =
+        crate::user_content::stored_file_response(&path_of(&s, &id), &f.content_type, &f.name)
+            .await
+            .map_err(|_| not_found(&id))?;
     if let Ok(etag) =
         header::HeaderValue::from_str(&format!("\"{}\"", &f.sha256[..32.min(f.sha256.len())]))
     {
@@ -392,7 +402,9 @@ async fn resolve_url(
 
 /// Removes expired uploads, their records and bytes, every few minutes.
 pub fn sweep_expired(s: AppState) {
+    let started = std::time::SystemTime::now();
     tokio::spawn(async move {
+        remove_stale_parts(&s.config.data_dir.join("files"), started).await;
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         loop {
             tick.tick().await;
@@ -406,4 +418,27 @@ pub fn sweep_expired(s: AppState) {
             }
         }
     });
+}
+
+/// Removes partial uploads (`.<id>.part`) that a crash or `kill -9` left, untouched since
+/// before this server started (an upload in progress writes to its own all the time).
+async fn remove_stale_parts(dir: &std::path::Path, started: std::time::SystemTime) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(".part")) {
+            continue;
+        }
+        let stale = e
+            .metadata()
+            .await
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < started);
+        if stale {
+            let _ = tokio::fs::remove_file(e.path()).await;
+        }
+    }
 }

@@ -177,10 +177,11 @@ pub async fn file(
     if crate::retention::expired(&s, &job).await? {
         return Err(not_found());
     }
-    let bytes = tokio::fs::read(&path).await.map_err(|_| not_found())?;
-    Ok(crate::user_content::file_response(
-        bytes,
+    crate::user_content::stored_file_response(
+        &path,
         crate::user_content::type_of_name(&name),
         &name,
-    ))
+    )
+    .await
+    .map_err(|_| not_found())
 }
