@@ -84,10 +84,14 @@ async fn failing_models_fail_with_their_error_and_logs(b: Backend) {
     assert!(p["logs"].as_str().unwrap().contains("about to fail"), "{p}");
 }
 
-/// The output items of a stream, read until its end.
-async fn stream_outputs(url: &str) -> Vec<String> {
+/// A prediction's server-sent events, read until its end (`text/event-stream`, no token).
+async fn stream_text(url: &str) -> String {
     let mut resp = reqwest::get(url).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let mut text = String::new();
     let until = Instant::now() + Duration::from_secs(60);
     while !text.contains("event: done") {
@@ -101,14 +105,14 @@ async fn stream_outputs(url: &str) -> Vec<String> {
             None => break,
         }
     }
+    text
+}
+
+/// The output items of a stream's events.
+fn outputs_of(text: &str) -> Vec<&str> {
     text.split("\n\n")
         .filter(|e| e.contains("event: output"))
-        .map(|e| {
-            e.lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap()
-                .to_string()
-        })
+        .map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap())
         .collect()
 }
 
@@ -132,7 +136,7 @@ async fn a_late_follower_misses_no_output(b: Backend) {
         let url = r.body["urls"]["stream"].as_str().unwrap().to_string();
         tokio::time::sleep(Duration::from_millis(late_ms)).await;
         assert_eq!(
-            stream_outputs(&url).await,
+            outputs_of(&stream_text(&url).await),
             ["alpha", "beta", "gamma", "delta", "epsilon"],
             "joined after {late_ms} ms"
         );
@@ -152,31 +156,8 @@ async fn iterator_output_streams_as_server_sent_events(b: Backend) {
         .await;
     let stream = r.body["urls"]["stream"].as_str().unwrap().to_string();
     // No token: JavaScript fetches the stream URL without one, so the URL is the capability.
-    let mut resp = reqwest::get(&stream).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let mut text = String::new();
-    let until = Instant::now() + Duration::from_secs(60);
-    while !text.contains("event: done") {
-        assert!(Instant::now() < until, "no done event: {text}");
-        match tokio::time::timeout(Duration::from_secs(30), resp.chunk())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            Some(c) => text.push_str(&String::from_utf8_lossy(&c)),
-            None => break,
-        }
-    }
-    let outputs: Vec<&str> = text
-        .split("\n\n")
-        .filter(|e| e.contains("event: output"))
-        .map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap())
-        .collect();
-    assert_eq!(outputs, ["one", "two", "three"], "{text}");
+    let text = stream_text(&stream).await;
+    assert_eq!(outputs_of(&text), ["one", "two", "three"], "{text}");
     assert!(
         text.split("\n\n")
             .filter(|e| e.contains("event:"))
