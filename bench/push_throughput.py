@@ -25,24 +25,16 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-BIN = os.environ.get("MODELYARD_BIN", os.path.join(TARGET, "release", "modelyard"))
+from benchlib import BIN, ROOT, Served
+
 FIXTURE = os.path.join(ROOT, "fixtures", "cog", "echo")
 MIB = 1024 * 1024
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def status_kib(pid, field):
@@ -75,28 +67,9 @@ def make_project(path, gib):
                for d, _, names in os.walk(path) for n in names)
 
 
-class Server:
+class Server(Served):
     def __init__(self, tmp, max_mb):
-        self.data = os.path.join(tmp, "data")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        out = subprocess.run([BIN, "admin", "user", "create", "bench", "--data-dir", self.data],
-                             check=True, capture_output=True, text=True)
-        self.token = out.stdout.strip().splitlines()[-1]
-        self.proc = subprocess.Popen(
-            [BIN, "serve", "--addr", f"127.0.0.1:{self.port}", "--data-dir", self.data,
-             "--max-upload-mb", str(max_mb)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=dict(os.environ, RUST_LOG="warn"))
-        end = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > end or self.proc.poll() is not None:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.1)
+        super().__init__(os.path.join(tmp, "data"), ["--max-upload-mb", str(max_mb)])
         self.models = 0
 
     def call(self, method, path, body=None):
@@ -134,9 +107,6 @@ class Server:
         self.call("DELETE", f"/v1/models/{model}/versions/{version}")
         return took, cli_rss, max(server, 0)
 
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 def main():

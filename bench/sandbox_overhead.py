@@ -16,53 +16,20 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-BIN = os.environ.get("MODELYARD_BIN", os.path.join(TARGET, "release", "modelyard"))
+from benchlib import BIN, ROOT, Served, pct
+
 FIXTURE = os.path.join(ROOT, "fixtures", "cog", "echo")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pct(values, p):
-    values = sorted(values)
-    k = max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))
-    return values[k]
-
-
-class Server:
+class Server(Served):
     def __init__(self, name, extra, tmp):
         self.name = name
-        self.data = os.path.join(tmp, name)
-        self.port = free_port()
-        out = subprocess.run(
-            [BIN, "admin", "user", "create", "bench", "--data-dir", self.data],
-            check=True, capture_output=True, text=True)
-        self.token = out.stdout.strip().splitlines()[-1]
-        self.proc = subprocess.Popen(
-            [BIN, "serve", "--addr", f"127.0.0.1:{self.port}", "--data-dir", self.data,
-             "--max-servers", "1"] + extra,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=dict(os.environ, RUST_LOG="warn"))
-        end = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > end:
-                    raise SystemExit(f"{name}: the server did not start")
-                time.sleep(0.1)
+        super().__init__(os.path.join(tmp, name), ["--max-servers", "1", *extra])
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
         self.call("POST", "/v1/models", {"owner": "bench", "name": "echo",
                                          "visibility": "private", "hardware": "cpu"})
@@ -97,9 +64,6 @@ class Server:
             raise SystemExit(f"{self.name}: prediction failed: {status} {p}")
         return took * 1000
 
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 def main():
@@ -107,8 +71,6 @@ def main():
     ap.add_argument("--cold", type=int, default=8)
     ap.add_argument("--requests", type=int, default=300)
     args = ap.parse_args()
-    if not os.path.exists(BIN):
-        raise SystemExit(f"{BIN} is missing: cargo build --release -p modelyard")
     tmp = tempfile.mkdtemp(prefix="modelyard-bench-")
     servers = []
     try:

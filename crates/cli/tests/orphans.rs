@@ -1,9 +1,11 @@
 //! However `modelyard serve` ends, even killed outright, no Cog server it started lives on.
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_modelyard");
+mod common;
+
+use common::{free_port, serve, wait_for, BIN};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(BIN)
@@ -19,14 +21,6 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Processes of Cog servers started by the `modelyard serve` with this process id.
 fn cog_servers(pid: u32) -> Vec<String> {
     // Their upload URLs name the runner: `/uploads/<pid>-<random>-<n>-<secret>/`.
@@ -37,30 +31,6 @@ fn cog_servers(pid: u32) -> Vec<String> {
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .filter(|c| c.contains("cog.server") && c.contains(&needle))
         .collect()
-}
-
-fn serve(data: &Path, port: u16) -> Child {
-    Command::new(BIN)
-        .args([
-            "serve",
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let until = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn with_running_prediction(kill: impl FnOnce(&mut Child)) {
@@ -76,9 +46,7 @@ fn with_running_prediction(kill: impl FnOnce(&mut Child)) {
         ("MODELYARD_URL", url.as_str()),
         ("MODELYARD_TOKEN", token.as_str()),
     ];
-    wait_for("the server", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    common::wait_listening(port);
     run(&["models", "create", "alice/slow"], &env);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/cog/slow");
     run(&["push", "alice/slow", fixture.to_str().unwrap()], &env);

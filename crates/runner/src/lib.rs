@@ -26,7 +26,7 @@ use modelyard_storage::Store;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
 
-pub use env::Envs;
+pub use env::{tail, Envs};
 
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {

@@ -238,10 +238,7 @@ async fn introspect(s: &AppState, tree: &Path, cog: &cogyaml::CogYaml) -> ApiRes
     let oom = started.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
     drop(started.cgroup);
     let printed = String::from_utf8_lossy(&out.stderr);
-    let tail = |n: usize| {
-        let lines: Vec<&str> = printed.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    };
+    let tail = |n: usize| modelyard_runner::tail(&printed, n);
     if oom {
         return Err(ApiError::invalid(
             "predict",
