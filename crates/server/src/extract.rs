@@ -118,6 +118,14 @@ pub struct PageQuery {
 
 pub const PAGE_SIZE: i64 = 100;
 
+/// The cursor of the page after `rows`: the last row's position when the page is full, none
+/// when this is the last page.
+pub fn next_cursor<T>(rows: &[T], cursor: impl Fn(&T) -> i64) -> Option<i64> {
+    (rows.len() as i64 == PAGE_SIZE)
+        .then(|| rows.last().map(cursor))
+        .flatten()
+}
+
 impl PageQuery {
     pub fn page(&self) -> Result<modelyard_domain::PageReq, ApiError> {
         let after =

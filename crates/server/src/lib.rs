@@ -10,7 +10,6 @@ mod push;
 mod retention;
 pub mod state;
 mod user_content;
-mod validate;
 mod views;
 mod web;
 mod webhooks;
@@ -78,7 +77,8 @@ pub async fn open_store(config: &Config) -> Result<SqlStore, String> {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    api::router(state.clone())
+    // Addresses neither serves: problem+json under /v1, the web UI's HTML page elsewhere.
+    api::router(state.clone(), web::not_found)
         .merge(web::router(state))
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .layer(TraceLayer::new_for_http())
@@ -126,7 +126,7 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
         state.runner = Some(runner.clone());
         // Webhooks follow the runner's events; expired uploads go with its housekeeping.
         webhooks::start(state.clone(), &runner);
-        api::files::sweep_expired(state.clone());
+        ops::files::sweep_expired(state.clone());
         retention::start(state.clone());
     }
     Ok(Bound {

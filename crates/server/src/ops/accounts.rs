@@ -1,9 +1,7 @@
 //! An account's own things: API tokens, organizations' members, the webhook signing secret.
-use base64::Engine;
 use modelyard_domain::ids::{new_token, token_hash};
 use modelyard_domain::*;
 use modelyard_storage::MemberRemoval;
-use rand::RngCore;
 
 use super::error::{InvalidField, OpError, OpResult};
 use crate::state::AppState;
@@ -79,7 +77,8 @@ pub async fn add_member(s: &AppState, org: &Account, username: &str) -> OpResult
 /// keeps a member (checked in the transaction that removes, so two removals at once cannot
 /// both pass it). Returns the user removed.
 pub async fn remove_member(s: &AppState, org: &Account, username: &str) -> OpResult<Account> {
-    let not_found = || OpError::NotFound(format!("{username} is not a member of {}.", org.username));
+    let not_found =
+        || OpError::NotFound(format!("{username} is not a member of {}.", org.username));
     let user = s.store.account(username).await?.ok_or_else(not_found)?;
     match s.store.remove_member(org.id, user.id).await? {
         MemberRemoval::Removed => {}
@@ -103,15 +102,6 @@ pub async fn remove_member(s: &AppState, org: &Account, username: &str) -> OpRes
 /// The caller's webhook signing secret, made on first use.
 pub async fn webhook_secret(s: &AppState, caller: &Caller) -> OpResult<String> {
     Ok(s.store
-        .webhook_secret(caller.account.id, &new_secret())
+        .webhook_secret(caller.account.id, &crate::webhooks::new_secret())
         .await?)
-}
-
-fn new_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    )
 }

@@ -86,9 +86,8 @@ fn webhook_filter(r: &JobRequest) -> OpResult<Vec<String>> {
 
 /// The model a training's result goes to: one the caller owns.
 async fn destination(s: &AppState, caller: &Caller, dest: Option<&str>) -> OpResult<Model> {
-    let dest = dest.ok_or_else(|| {
-        OpError::invalid("destination", "is required (owner/name of your model)")
-    })?;
+    let dest = dest
+        .ok_or_else(|| OpError::invalid("destination", "is required (owner/name of your model)"))?;
     let (d_owner, d_name) = dest
         .split_once('/')
         .ok_or_else(|| OpError::invalid("destination", "must be owner/name"))?;
@@ -186,7 +185,9 @@ pub async fn own_job_of_any_kind(s: &AppState, caller: &Caller, id: &str) -> OpR
             }
         }
     }
-    Err(OpError::NotFound(format!("The prediction {id} does not exist.")))
+    Err(OpError::NotFound(format!(
+        "The prediction {id} does not exist."
+    )))
 }
 
 /// Cancels a prediction or training of the caller's: the record first, then the model server

@@ -47,7 +47,11 @@ pub async fn latest_version(
 }
 
 /// A version by any id visible to the caller, whatever its model.
-pub async fn version_by_id(s: &AppState, caller: &Caller, id: &str) -> OpResult<Option<ModelVersion>> {
+pub async fn version_by_id(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> OpResult<Option<ModelVersion>> {
     Ok(match s.store.version_by_id(id).await? {
         Some((model, version)) if can_view(Some(caller), model.owner_id, model.visibility) => {
             Some(ModelVersion { model, version })
@@ -122,8 +126,10 @@ pub async fn delete_version(
     id: &str,
     dry_run: bool,
 ) -> OpResult<DeleteOutcome> {
-    let ModelVersion { model: m, version: v } =
-        visible_version(s, Some(caller), owner, name, id).await?;
+    let ModelVersion {
+        model: m,
+        version: v,
+    } = visible_version(s, Some(caller), owner, name, id).await?;
     if !can_manage(caller, m.owner_id) {
         if !dry_run {
             let target = format!("{}:{}", m.full_name(), v.id);
