@@ -9,6 +9,7 @@ pub mod ops;
 mod push;
 mod retention;
 pub mod state;
+mod throttle;
 mod user_content;
 mod views;
 mod web;

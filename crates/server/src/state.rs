@@ -36,7 +36,7 @@ pub struct AppState {
     /// Callers by token hash, for a moment: a token lookup is two queries on every request.
     callers: Arc<Mutex<HashMap<String, (Caller, Instant)>>>,
     /// Failed web sign-ins, per account and per address.
-    pub(crate) sign_in: Arc<crate::web::throttle::Throttle>,
+    pub(crate) sign_in: Arc<crate::throttle::Throttle>,
 }
 
 /// How long a token lookup is reused. A token revoked, or a membership changed, through this

@@ -26,7 +26,6 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::ops::{OpError, OpResult};
 use crate::state::AppState;
 use crate::views;
 
@@ -96,13 +95,17 @@ fn private_v4(a: Ipv4Addr) -> bool {
         || o[0] >= 240 // reserved
 }
 
-fn refused(why: impl Into<String>) -> OpError {
-    OpError::invalid("webhook", why)
+/// Why a webhook target is refused, in a sentence about the URL.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+fn refused(why: impl Into<String>) -> Refused {
+    Refused(why.into())
 }
 
 /// Whether a webhook may go to `url`: an http(s) URL, and unless private webhooks are allowed,
 /// https to a host that is (and resolves only to) public addresses.
-pub async fn check_target(allow_private: bool, url: &str) -> OpResult<()> {
+pub async fn check_target(allow_private: bool, url: &str) -> Result<(), Refused> {
     let u = url::Url::parse(url).map_err(|_| refused("must be an http(s) URL"))?;
     let hint = "; this server accepts only https webhooks to public addresses unless it runs \
                 with --allow-private-webhooks (MODELYARD_ALLOW_PRIVATE_WEBHOOKS=1)";
@@ -330,7 +333,7 @@ impl Target<'_> {
                 tokio::time::sleep(FIRST_RETRY * 2u32.pow(attempt - 1)).await;
             }
             if let Err(e) = check_target(allow, self.url).await {
-                tracing::warn!(url = %self.url, error = ?e, "webhook target refused at delivery");
+                tracing::warn!(url = %self.url, error = %e.0, "webhook target refused at delivery");
                 return false;
             }
             let ts = chrono::Utc::now().timestamp();

@@ -130,7 +130,9 @@ pub async fn create_job(
     };
     let filter = webhook_filter(&r)?;
     if let Some(w) = &r.webhook {
-        crate::webhooks::check_target(s.config.allow_private_webhooks, w).await?;
+        crate::webhooks::check_target(s.config.allow_private_webhooks, w)
+            .await
+            .map_err(|why| OpError::invalid("webhook", why.0))?;
     }
     let mut raw = r.input;
     resolve_inputs(s, caller, &mut raw).await?;

@@ -20,7 +20,6 @@ mod render;
 mod schema;
 mod session;
 mod templates;
-pub(crate) mod throttle;
 mod versions;
 
 use axum::extract::Request;
