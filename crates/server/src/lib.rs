@@ -8,6 +8,7 @@ mod extract;
 pub mod ops;
 mod push;
 mod retention;
+mod start_error;
 pub mod state;
 mod throttle;
 mod user_content;
@@ -26,6 +27,7 @@ use tower_http::trace::TraceLayer;
 
 pub use config::{defaults, Config, Gpus, SandboxConfig};
 pub use error::ApiError;
+pub use start_error::StartError;
 pub use state::AppState;
 pub use web::hash_password;
 
@@ -44,12 +46,10 @@ pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// Creates the data directory and the SQLite file if missing, as the server user's alone: the
 /// directory 0700, the database 0600 (SQLite gives its `-wal` and `-shm` files the database's
 /// mode). `modelyard admin` calls this too, so whichever runs first, the result is the same.
-pub fn prepare_data_dir(config: &Config) -> Result<(), String> {
-    private_dir(&config.data_dir).map_err(|e| {
-        format!(
-            "cannot create the data directory {}: {e}",
-            config.data_dir.display()
-        )
+pub fn prepare_data_dir(config: &Config) -> Result<(), StartError> {
+    private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
     })?;
     if config.database_url.is_none() {
         use std::os::unix::fs::OpenOptionsExt;
@@ -62,18 +62,18 @@ pub fn prepare_data_dir(config: &Config) -> Result<(), String> {
         {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("cannot create {}: {e}", db.display())),
+            Err(source) => return Err(StartError::DatabaseFile { path: db, source }),
         }
     }
     Ok(())
 }
 
 /// Opens (and migrates) the configured database, creating the data dir when needed.
-pub async fn open_store(config: &Config) -> Result<SqlStore, String> {
+pub async fn open_store(config: &Config) -> Result<SqlStore, StartError> {
     prepare_data_dir(config)?;
     SqlStore::connect(&config.database_url())
         .await
-        .map_err(|e| format!("cannot open the database: {e}"))
+        .map_err(StartError::Database)
 }
 
 /// The whole HTTP application.
@@ -92,13 +92,17 @@ pub struct Bound {
     listener: tokio::net::TcpListener,
 }
 
-pub async fn bind(config: Config) -> Result<Bound, String> {
+pub async fn bind(config: Config) -> Result<Bound, StartError> {
     let store = open_store(&config).await?;
     push::clean_staging(&config.data_dir);
+    let listen = |source| StartError::Listen {
+        addr: config.addr,
+        source,
+    };
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
     let public = config
         .public_url
         .clone()
@@ -123,7 +127,8 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
                 api_retention: c.api_retention,
             },
         )
-        .await?;
+        .await
+        .map_err(StartError::Runner)?;
         state.runner = Some(runner.clone());
         // Webhooks follow the runner's events; expired uploads go with its housekeeping.
         webhooks::start(state.clone(), &runner);
@@ -139,17 +144,15 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
 
 /// The sandbox pushed code runs in, checked now: a host that cannot confine model code refuses
 /// to start (naming the fix) rather than run it unconfined by surprise.
-async fn start_sandbox(config: &Config) -> Result<Arc<Sandbox>, String> {
+async fn start_sandbox(config: &Config) -> Result<Arc<Sandbox>, StartError> {
     let sandbox = Sandbox::new(
         config.sandbox.clone(),
         &config.python,
         &config.data_dir.join("sandbox"),
-    )?;
+    )
+    .map_err(StartError::Sandbox)?;
     if sandbox.confined() {
-        sandbox
-            .check()
-            .await
-            .map_err(|e| format!("cannot run model code safely: {e}"))?;
+        sandbox.check().await.map_err(StartError::Unconfined)?;
     } else {
         tracing::warn!(
             "--unsafe-no-sandbox: pushed model code runs UNCONFINED as this server's user. \
@@ -164,7 +167,7 @@ impl Bound {
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), String> {
+    ) -> Result<(), StartError> {
         tracing::info!(addr = %self.addr, url = %self.state.public_url, "modelyard is serving");
         let runner = self.state.runner.clone();
         // The peer address: sign-in attempts are limited per client address.
@@ -172,7 +175,7 @@ impl Bound {
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(|e| format!("server error: {e}"));
+            .map_err(StartError::Serve);
         // Every Cog server stops with us.
         if let Some(r) = runner {
             r.shutdown().await;
@@ -185,6 +188,6 @@ impl Bound {
 pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     bind(config).await?.serve(shutdown).await
 }

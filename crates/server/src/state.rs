@@ -115,7 +115,7 @@ impl AppState {
 }
 
 /// The key in the data dir, made on first start and readable only by its owner.
-pub fn server_key(data_dir: &std::path::Path) -> Result<String, String> {
+pub fn server_key(data_dir: &std::path::Path) -> Result<String, crate::StartError> {
     let path = data_dir.join("server.key");
     if let Ok(k) = std::fs::read_to_string(&path) {
         if k.trim().len() >= 32 {
@@ -125,7 +125,9 @@ pub fn server_key(data_dir: &std::path::Path) -> Result<String, String> {
     let mut bytes = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
     let key = hex::encode(bytes);
-    std::fs::write(&path, &key).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if let Err(source) = std::fs::write(&path, &key) {
+        return Err(crate::StartError::Key { path, source });
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -62,9 +62,7 @@ pub async fn list(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<JsonOut<Value>> {
     let caller = auth.required()?;
-    let mut owners = caller.org_ids.clone();
-    owners.push(caller.account.id);
-    let ds = s.store.list_deployments(&owners, q.page()?).await?;
+    let ds = op::list_deployments(&s, &caller, q.page()?).await?;
     let next = next_cursor(&ds, |d| d.id);
     let mut results = Vec::with_capacity(ds.len());
     for d in &ds {

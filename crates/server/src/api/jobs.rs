@@ -1,4 +1,5 @@
-//! Predictions and trainings: recorded, validated against the version's schema, and queued.
+//! Predictions and trainings over HTTP: the body and the `Cancel-After` and `Prefer: wait`
+//! headers in, the job's JSON out (held until it ends, when asked to). `ops::jobs` does the rest.
 use std::time::Duration;
 
 use axum::extract::State;
@@ -233,10 +234,7 @@ pub async fn create_training(
 }
 
 async fn list(s: &AppState, caller: &Caller, kind: JobKind, q: PageQuery) -> ApiResult<Value> {
-    let jobs = s
-        .store
-        .list_jobs(kind, caller.account.id, q.page()?)
-        .await?;
+    let jobs = op::list_jobs(s, caller, kind, q.page()?).await?;
     let next = next_cursor(&jobs, |j| j.cursor);
     let results = jobs.iter().map(|j| views::job(s, j)).collect();
     let path = match kind {

@@ -7,7 +7,6 @@ use serde_json::Value;
 
 use crate::error::ApiResult;
 use crate::extract::{next_cursor, Auth, DryRun, PageQuery, Path, Query};
-use crate::ops::models::visible_model;
 use crate::ops::versions as op;
 use crate::state::AppState;
 use crate::views;
@@ -18,8 +17,7 @@ pub async fn list(
     Path((owner, name)): Path<(String, String)>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
-    let m = visible_model(&s, auth.0.as_ref(), &owner, &name).await?;
-    let versions = s.store.versions(m.id, q.page()?).await?;
+    let versions = op::list_versions(&s, auth.0.as_ref(), &owner, &name, q.page()?).await?;
     let next = next_cursor(&versions, |v| v.cursor);
     let results = versions.iter().map(views::version).collect();
     let path = format!("/v1/models/{owner}/{name}/versions");

@@ -44,6 +44,17 @@ impl ReleaseChange {
     }
 }
 
+/// The deployments of the caller and of the organizations they belong to.
+pub async fn list_deployments(
+    s: &AppState,
+    caller: &Caller,
+    page: PageReq,
+) -> OpResult<Vec<Deployment>> {
+    let mut owners = caller.org_ids.clone();
+    owners.push(caller.account.id);
+    Ok(s.store.list_deployments(&owners, page).await?)
+}
+
 /// A deployment the caller may see: only its owners see it at all.
 pub async fn owned_deployment(
     s: &AppState,

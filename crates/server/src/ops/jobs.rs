@@ -167,6 +167,16 @@ pub async fn create_job(
     Ok(job)
 }
 
+/// The caller's predictions or trainings, newest first.
+pub async fn list_jobs(
+    s: &AppState,
+    caller: &Caller,
+    kind: JobKind,
+    page: PageReq,
+) -> OpResult<Vec<Job>> {
+    Ok(s.store.list_jobs(kind, caller.account.id, page).await?)
+}
+
 /// A prediction or training of the caller's: anyone else's is the same 404 as none.
 pub async fn own_job(s: &AppState, caller: &Caller, kind: JobKind, id: &str) -> OpResult<Job> {
     match s.store.job(kind, id).await? {

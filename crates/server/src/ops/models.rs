@@ -26,6 +26,13 @@ pub async fn visible_model(
     }
 }
 
+/// The models of the caller and of the organizations they belong to, newest first.
+pub async fn owned_models(s: &AppState, caller: &Caller, limit: i64) -> OpResult<Vec<Model>> {
+    let mut owners = caller.org_ids.clone();
+    owners.push(caller.account.id);
+    Ok(s.store.models_owned_by(&owners, limit).await?)
+}
+
 /// A model the caller may change: visible (else 404) and owned (else 403).
 pub async fn managed_model(
     s: &AppState,

@@ -30,6 +30,18 @@ pub async fn visible_version(
     }
 }
 
+/// A model's versions, newest first, as the caller may see them.
+pub async fn list_versions(
+    s: &AppState,
+    caller: Option<&Caller>,
+    owner: &str,
+    name: &str,
+    page: PageReq,
+) -> OpResult<Vec<Version>> {
+    let model = visible_model(s, caller, owner, name).await?;
+    Ok(s.store.versions(model.id, page).await?)
+}
+
 /// The model's latest version, to run when none is named.
 pub async fn latest_version(
     s: &AppState,

@@ -13,7 +13,8 @@ use super::session::{self, Posted, Viewer};
 use crate::ops::deployments::{
     self as op, create_deployment, update_deployment, DeploymentRequest, ReleaseChange,
 };
-use crate::ops::models::visible_model;
+use crate::ops::models::{owned_models, visible_model};
+use crate::ops::versions::list_versions;
 use crate::ops::{DeleteOutcome, OpError};
 use crate::state::AppState;
 use crate::views::time;
@@ -48,23 +49,20 @@ async fn list_page(
     error: Option<String>,
 ) -> WebResult {
     let caller = viewer.required()?;
-    let mut owners = caller.org_ids.clone();
-    owners.push(caller.account.id);
-    let ds = s
-        .store
-        .list_deployments(
-            &owners,
-            PageReq {
-                after: None,
-                limit: 100,
-            },
-        )
-        .await?;
+    let ds = op::list_deployments(
+        s,
+        caller,
+        PageReq {
+            after: None,
+            limit: 100,
+        },
+    )
+    .await?;
     let mut views = Vec::with_capacity(ds.len());
     for d in &ds {
         views.push(deployment_view(d, op::release_visible(s, caller, d).await?));
     }
-    let mine = s.store.models_owned_by(&owners, 100).await?;
+    let mine = owned_models(s, caller, 100).await?;
     let models: Vec<String> = mine
         .iter()
         .filter(|m| m.latest_version.is_some())
@@ -198,21 +196,15 @@ async fn deployment_page(
         DeleteOutcome::Deleted => vec![],
     };
     let (mo, mn) = d.release.model.split_once('/').unwrap_or_default();
-    let versions: Vec<String> = match visible_model(s, Some(caller), mo, mn).await {
-        Ok(m) => s
-            .store
-            .versions(
-                m.id,
-                PageReq {
-                    after: None,
-                    limit: 100,
-                },
-            )
-            .await?
-            .into_iter()
-            .map(|v| v.id)
-            .collect(),
-        Err(_) => vec![],
+    let page = PageReq {
+        after: None,
+        limit: 100,
+    };
+    // The versions to choose from; none when the model is no longer visible.
+    let versions: Vec<String> = match list_versions(s, Some(caller), mo, mn, page).await {
+        Ok(vs) => vs.into_iter().map(|v| v.id).collect(),
+        Err(OpError::NotFound(_)) => vec![],
+        Err(e) => return Err(e.into()),
     };
     let ctx = json!({
         "deployment": deployment_view(d, op::release_visible(s, caller, d).await?),
