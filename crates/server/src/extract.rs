@@ -208,3 +208,16 @@ where
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_next_cursor_only_after_a_full_page() {
+        let full: Vec<i64> = (10..10 + PAGE_SIZE).collect();
+        assert_eq!(next_cursor(&full, |n| *n), Some(9 + PAGE_SIZE));
+        assert_eq!(next_cursor(&full[1..], |n| *n), None);
+        assert_eq!(next_cursor(&[] as &[i64], |n| *n), None);
+    }
+}
