@@ -80,3 +80,26 @@ impl Blobs {
         Ok(self.tree(digest)?.exists())
     }
 }
+
+impl Blobs {
+    /// Makes the folders the runner writes to and empties `work/`: servers of an earlier run of
+    /// this data directory are gone, and so are their folders.
+    pub fn prepare_runner(&self) -> Result<()> {
+        let l = &self.layout;
+        for d in [l.work(), l.envs(), l.outputs(), l.weights()] {
+            std::fs::create_dir_all(&d).map_err(error::io("create", &d))?;
+        }
+        let work = l.work();
+        if let Ok(entries) = std::fs::read_dir(&work) {
+            for e in entries.flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+        Ok(())
+    }
+}
