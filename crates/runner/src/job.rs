@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use modelyard_domain::*;
 use modelyard_blobs::Stored;
+use modelyard_domain::*;
 use modelyard_storage::JobEnd;
 use rand::RngCore;
 use serde_json::{json, Value};
@@ -526,7 +526,9 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
         Ok(v) => v,
         Err(e) => {
             if placed.new {
-                let released = blobs.release_held(&held, Stored::Weights(&placed.key)).await;
+                let released = blobs
+                    .release_held(&held, Stored::Weights(&placed.key))
+                    .await;
                 if let Err(e) = released {
                     tracing::warn!(job = %job.id, error = %e, "could not remove weights no version uses");
                 }

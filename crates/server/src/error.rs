@@ -2,6 +2,7 @@
 //! internal errors are logged with their context and reach the client only as a generic 500.
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use modelyard_blobs::BlobError;
 use modelyard_domain::Blocker;
 use modelyard_storage::StoreError;
 use serde::Serialize;
@@ -69,6 +70,16 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "Input validation failed")
             }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
+        }
+    }
+}
+
+/// Stored content is the server's own business: a failure is logged, the client hears a 500.
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::Store(e) => e.into(),
+            e => ApiError::Internal(format!("data directory: {e}")),
         }
     }
 }

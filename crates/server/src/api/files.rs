@@ -40,7 +40,7 @@ fn safe_id(id: &str) -> bool {
 }
 
 fn path_of(s: &AppState, id: &str) -> std::path::PathBuf {
-    s.config.data_dir.join("files").join(id)
+    s.blobs.layout().files().join(id)
 }
 
 fn signature(s: &AppState, id: &str, owner: &str, expiry: i64) -> String {
@@ -115,7 +115,7 @@ pub async fn create(State(s): State<AppState>, auth: Auth, req: Request) -> ApiR
     };
 
     let id = modelyard_domain::ids::object_id();
-    let dir = s.config.data_dir.join("files");
+    let dir = s.blobs.layout().files();
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -404,7 +404,7 @@ async fn resolve_url(
 pub fn sweep_expired(s: AppState) {
     let started = std::time::SystemTime::now();
     tokio::spawn(async move {
-        remove_stale_parts(&s.config.data_dir.join("files"), started).await;
+        remove_stale_parts(&s.blobs.layout().files(), started).await;
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         loop {
             tick.tick().await;

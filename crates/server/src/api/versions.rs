@@ -50,7 +50,7 @@ pub async fn build_log(
             "The version {id} of {owner}/{name} does not exist."
         ))
     })?;
-    let yaml = std::fs::read_to_string(s.artifacts_dir().join(&v.artifact).join("cog.yaml"))
+    let yaml = std::fs::read_to_string(s.blobs.tree(&v.artifact)?.join("cog.yaml"))
         .map_err(|e| crate::error::ApiError::Internal(format!("cog.yaml of {id}: {e}")))?;
     let cog = modelyard_domain::cog_yaml::parse(&yaml).map_err(crate::error::ApiError::Internal)?;
     let none = || {
