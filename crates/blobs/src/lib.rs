@@ -39,7 +39,9 @@ pub struct Blobs {
 }
 
 /// Proof that [`Blobs::lock`] is held: what places or removes content takes one.
-pub struct Held<'a>(#[allow(dead_code)] MutexGuard<'a, ()>);
+pub struct Held<'a> {
+    _guard: MutexGuard<'a, ()>,
+}
 
 impl Blobs {
     /// The data directory at `root`; `store` says which content versions still use.
@@ -58,7 +60,9 @@ impl Blobs {
     /// Takes the content lock. Hold it from placing content until the version that uses it is
     /// recorded (or released again), and nothing else: deletions wait on it.
     pub async fn lock(&self) -> Held<'_> {
-        Held(self.lock.lock().await)
+        Held {
+            _guard: self.lock.lock().await,
+        }
     }
 
     /// The stored tree of an artifact digest (it may not exist).

@@ -3,7 +3,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
-use modelyard_blobs::{digest_file, BlobError, Blobs, Released, Stored, TreeFile};
+use modelyard_blobs::{digest_file, BlobError, Blobs, Held, Released, Stored, TreeFile};
 use modelyard_domain::{AccountKind, Caller, NewModel, NewVersion};
 use modelyard_storage::prelude::*;
 use modelyard_storage::SqlStore;
@@ -45,6 +45,11 @@ async fn data() -> Data {
 impl Data {
     /// Stages `files` (name, content) as a tree and stores it under its digest.
     async fn put_tree(&self, digest: &str, files: &[(&str, &[u8])]) -> bool {
+        let held = self.blobs.lock().await;
+        self.put_tree_held(&held, digest, files).await
+    }
+
+    async fn put_tree_held(&self, held: &Held<'_>, digest: &str, files: &[(&str, &[u8])]) -> bool {
         let stage = self.blobs.stage().unwrap();
         let tree = stage.path().join("tree");
         let mut listed = vec![];
@@ -58,9 +63,8 @@ impl Data {
                 executable: false,
             });
         }
-        let held = self.blobs.lock().await;
         self.blobs
-            .put_tree(&held, digest, &tree, listed)
+            .put_tree(held, digest, &tree, listed)
             .await
             .unwrap()
     }
@@ -181,6 +185,30 @@ async fn trees_share_blobs_and_go_only_when_unreferenced() {
         d.blobs.release(Stored::Artifact(&b)).await.unwrap(),
         Released::Removed
     );
+}
+
+#[tokio::test]
+async fn a_release_waits_for_content_being_stored_and_then_keeps_it() {
+    let d = data().await;
+    let a = "e".repeat(64);
+    // A deletion freed the tree: it is on disk, and no version uses it.
+    d.put_tree(&a, &[("predict.py", b"x")]).await;
+    // A push of the same content holds the lock while it records its version...
+    let held = d.blobs.lock().await;
+    assert!(!d.put_tree_held(&held, &a, &[("predict.py", b"x")]).await);
+    let release = d.blobs.release(Stored::Artifact(&a));
+    tokio::pin!(release);
+    // ...so the deletion's release waits...
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), &mut release)
+            .await
+            .is_err()
+    );
+    d.version(&a, None).await;
+    drop(held);
+    // ...and then finds the content used again, and keeps it.
+    assert_eq!(release.await.unwrap(), Released::InUse);
+    assert!(d.blobs.tree(&a).unwrap().join("predict.py").is_file());
 }
 
 #[tokio::test]
