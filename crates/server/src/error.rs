@@ -3,6 +3,7 @@
 //! The operations' own errors (`ops::OpError`) map onto it one to one; the rest are HTTP's.
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use modelyard_blobs::BlobError;
 use modelyard_domain::Blocker;
 use modelyard_storage::StoreError;
 use serde_json::json;
@@ -78,6 +79,12 @@ impl From<OpError> for ApiError {
             OpError::Invalid { detail, fields } => ApiError::Invalid { detail, fields },
             OpError::Internal(m) => ApiError::Internal(m),
         }
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        OpError::from(e).into()
     }
 }
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use modelyard_blobs::Blobs;
 use modelyard_runner::sandbox::Sandbox;
 use modelyard_storage::{SqlStore, Store};
 use tower_http::trace::TraceLayer;
@@ -34,26 +35,17 @@ pub use web::hash_password;
 /// The largest JSON body the API reads; pushes have their own, configurable limit.
 pub(crate) const JSON_LIMIT: usize = 1024 * 1024;
 
-/// Creates `dir` and its missing parents, readable only by the server's user (0700).
-pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
 /// Creates the data directory and the SQLite file if missing, as the server user's alone: the
 /// directory 0700, the database 0600 (SQLite gives its `-wal` and `-shm` files the database's
 /// mode). `modelyard admin` calls this too, so whichever runs first, the result is the same.
 pub fn prepare_data_dir(config: &Config) -> Result<(), StartError> {
-    private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
+    modelyard_blobs::private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
     if config.database_url.is_none() {
         use std::os::unix::fs::OpenOptionsExt;
-        let db = config.data_dir.join("modelyard.db");
+        let db = config.layout().database();
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -93,8 +85,9 @@ pub struct Bound {
 }
 
 pub async fn bind(config: Config) -> Result<Bound, StartError> {
-    let store = open_store(&config).await?;
-    push::clean_staging(&config.data_dir);
+    let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
+    let blobs = Arc::new(Blobs::new(&config.data_dir, store.clone()));
+    blobs.clean_staging();
     let listen = |source| StartError::Listen {
         addr: config.addr,
         source,
@@ -107,17 +100,16 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let key = state::server_key(&config.data_dir)?;
+    let key = state::server_key(blobs.layout())?;
     let sandbox = start_sandbox(&config).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
-    let mut state = AppState::new(store.clone(), config, public, key, sandbox.clone());
-    push::audit_artifacts(state.artifacts_dir());
+    let mut state = AppState::new(store.clone(), blobs, config, public, key, sandbox.clone());
+    push::audit_artifacts(state.blobs.layout().artifacts());
     if state.config.run_jobs {
         let c = &state.config;
         let runner = modelyard_runner::Runner::start(
             store,
             modelyard_runner::RunnerConfig {
-                data_dir: c.data_dir.clone(),
+                blobs: state.blobs.clone(),
                 python: c.python.clone(),
                 max_servers: c.max_servers,
                 idle: c.server_idle,
@@ -148,7 +140,7 @@ async fn start_sandbox(config: &Config) -> Result<Arc<Sandbox>, StartError> {
     let sandbox = Sandbox::new(
         config.sandbox.clone(),
         &config.python,
-        &config.data_dir.join("sandbox"),
+        &config.layout().sandbox(),
     )
     .map_err(StartError::Sandbox)?;
     if sandbox.confined() {

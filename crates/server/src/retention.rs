@@ -45,7 +45,7 @@ pub fn start(s: AppState) {
 }
 
 pub async fn sweep(s: &AppState) {
-    let outputs = s.config.data_dir.join("outputs");
+    let outputs = s.blobs.layout().outputs();
     let Ok(mut dir) = tokio::fs::read_dir(&outputs).await else {
         return;
     };

@@ -1,5 +1,5 @@
 //! Why the server could not start, or stopped serving: what `modelyard serve` and `admin`
-//! report. The runner's own errors are still sentences; they are carried as they are.
+//! report. The sandbox's errors are still sentences; they are carried as they are.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -30,8 +30,8 @@ pub enum StartError {
     Sandbox(String),
     /// Model code cannot be confined on this host; the runner's words name the fix.
     Unconfined(String),
-    /// The runner did not start (its words).
-    Runner(String),
+    /// The runner did not start.
+    Runner(modelyard_runner::StartError),
     /// Serving failed after it began.
     Serve(std::io::Error),
 }
@@ -52,7 +52,8 @@ impl std::fmt::Display for StartError {
                 write!(f, "cannot write {}: {source}", path.display())
             }
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
-            StartError::Sandbox(m) | StartError::Runner(m) => f.write_str(m),
+            StartError::Sandbox(m) => f.write_str(m),
+            StartError::Runner(e) => write!(f, "{e}"),
             StartError::Unconfined(m) => write!(f, "cannot run model code safely: {m}"),
             StartError::Serve(e) => write!(f, "server error: {e}"),
         }

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
+use modelyard_blobs::{Blobs, Layout};
 use modelyard_domain::Caller;
 use modelyard_runner::sandbox::Sandbox;
 use modelyard_runner::Runner;
@@ -22,9 +23,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The base of absolute URLs, without a trailing slash.
     pub public_url: Arc<str>,
-    /// Serializes placing and removing artifact trees, so a push of content that a deletion is
-    /// freeing at the same moment can never lose its files.
-    pub artifacts: Arc<tokio::sync::Mutex<()>>,
+    /// The data directory, shared with the runner: where things live, content stored by
+    /// digest, and the lock under which pushes, trainings and deletions place and remove it.
+    pub blobs: Arc<Blobs>,
     /// Compiled input validators, by version id and schema name.
     pub validators: Arc<Mutex<Validators>>,
     /// Runs queued jobs; absent on an API-only node.
@@ -46,6 +47,7 @@ const CALLER_TTL: Duration = Duration::from_secs(1);
 impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
+        blobs: Arc<Blobs>,
         config: Config,
         public_url: String,
         key: String,
@@ -56,7 +58,7 @@ impl AppState {
             store,
             public_url: public_url.trim_end_matches('/').into(),
             config: Arc::new(config),
-            artifacts: Default::default(),
+            blobs,
             validators: Default::default(),
             runner: None,
             key: key.into(),
@@ -94,8 +96,9 @@ impl AppState {
         }
     }
 
+    /// Where stored project trees live (tests look there).
     pub fn artifacts_dir(&self) -> PathBuf {
-        self.config.data_dir.join("artifacts")
+        self.blobs.layout().artifacts()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -115,8 +118,8 @@ impl AppState {
 }
 
 /// The key in the data dir, made on first start and readable only by its owner.
-pub fn server_key(data_dir: &std::path::Path) -> Result<String, crate::StartError> {
-    let path = data_dir.join("server.key");
+pub fn server_key(layout: &Layout) -> Result<String, crate::StartError> {
+    let path = layout.server_key();
     if let Ok(k) = std::fs::read_to_string(&path) {
         if k.trim().len() >= 32 {
             return Ok(k.trim().to_string());

@@ -1,5 +1,6 @@
 //! What an operation can answer besides its result. No HTTP here: `crate::error` maps these to
 //! problem+json statuses for the API, and `web::error` to pages.
+use modelyard_blobs::BlobError;
 use modelyard_domain::Blocker;
 use modelyard_storage::StoreError;
 use serde::Serialize;
@@ -65,6 +66,16 @@ impl From<StoreError> for OpError {
             // Logged as an internal error; the client learns nothing of the stored value.
             e @ StoreError::Corrupt(_) => OpError::Internal(e.to_string()),
             StoreError::Internal(m) => OpError::Internal(m),
+        }
+    }
+}
+
+/// Stored content is the server's own business: a failure is logged, the client hears a 500.
+impl From<BlobError> for OpError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::Store(e) => e.into(),
+            e => OpError::Internal(format!("data directory: {e}")),
         }
     }
 }

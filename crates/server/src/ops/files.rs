@@ -24,7 +24,7 @@ fn safe_id(id: &str) -> bool {
 
 /// Where uploads are kept, and written to while they arrive.
 pub fn dir(s: &AppState) -> PathBuf {
-    s.config.data_dir.join("files")
+    s.blobs.layout().files()
 }
 
 fn path_of(s: &AppState, id: &str) -> PathBuf {

@@ -1,5 +1,6 @@
 //! Versions: looking one up (by model and id, by the API's `version` spec, the latest), its
 //! environment's build log, and deleting one.
+use modelyard_blobs::Stored;
 use modelyard_domain::rules::{can_manage, can_view};
 use modelyard_domain::*;
 
@@ -109,7 +110,7 @@ pub async fn build_log(
             "The version {id} of {owner}/{name} does not exist."
         ))
     })?;
-    let yaml = std::fs::read_to_string(s.artifacts_dir().join(&v.artifact).join("cog.yaml"))
+    let yaml = std::fs::read_to_string(s.blobs.tree(&v.artifact)?.join("cog.yaml"))
         .map_err(|e| OpError::Internal(format!("cog.yaml of {id}: {e}")))?;
     let cog = cog_yaml::parse(&yaml).map_err(OpError::Internal)?;
     let none = || {
@@ -151,14 +152,22 @@ pub async fn delete_version(
     }
     let d = s.store.delete_version(m.id, &v.id, caller, dry_run).await?;
     if let Some(artifact) = &d.unreferenced_artifact {
-        crate::push::release_artifact(s, artifact).await;
+        release(s, Stored::Artifact(artifact)).await;
     }
     if let (true, Some(w)) = (d.deleted, &v.weights) {
-        crate::push::release_weights(s, w).await;
+        release(s, Stored::Weights(w)).await;
     }
     finish(
         d,
         dry_run,
         &format!("The version {} of {}", v.id, m.full_name()),
     )
+}
+
+/// Removes stored content no version refers to any more. It runs after the deletion committed:
+/// a failure leaves files behind, which the operator hears of, not the client.
+async fn release(s: &AppState, what: Stored<'_>) {
+    if let Err(e) = s.blobs.release(what).await {
+        tracing::warn!(error = %e, "could not remove stored content no version uses");
+    }
 }
