@@ -212,7 +212,7 @@ impl Envs {
                     a.extend(packages.iter().map(Into::into));
                     (inside.join("bin/python"), a)
                 };
-                let started = jail.command(&program, &args)?;
+                let started = jail.command(&program, &args).map_err(|e| e.to_string())?;
                 let mut cmd = started.cmd;
                 let mut child = cmd
                     .stdin(std::process::Stdio::piped())

@@ -510,7 +510,9 @@ impl Pool {
         if spec.key.train {
             args.extend(["--x-mode", "train"]);
         }
-        let started = jail.command(&python, args).map_err(err)?;
+        let started = jail
+            .command(&python, args)
+            .map_err(|e| err(e.to_string()))?;
         let mut cmd = started.cmd;
         cmd.stdin(std::process::Stdio::piped())
             .stdout(log.try_clone().map_err(|e| err(e.to_string()))?)

@@ -118,10 +118,56 @@ const WRAPPER_INSIDE: &str = "/opt/modelyard/wrapper.py";
 /// Where [`Jail::project`] mounts the stored project read-only.
 const PROJECT: &str = "/opt/modelyard/project";
 
+/// Why a sandbox could not be set up or started. The messages name the fix where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot run {python}: {source}")]
+    Python {
+        python: String,
+        source: std::io::Error,
+    },
+    #[error("{python} does not run: {stderr}")]
+    PythonFails { python: String, stderr: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the sandbox check did not finish within 60 seconds")]
+    CheckTimeout,
+    #[error(
+        "bubblewrap (bwrap) is not installed: install it (Debian/Ubuntu: apt-get install \
+         bubblewrap; scripts/setup.sh does this), or pass --unsafe-no-sandbox to run pushed \
+         model code unconfined"
+    )]
+    NoBubblewrap,
+    #[error("cannot start bubblewrap: {0}")]
+    Bubblewrap(std::io::Error),
+    #[error(
+        "the sandbox does not work on this host ({status}): {stderr}. Model code needs Linux \
+         namespaces: run as root, or enable unprivileged user namespaces \
+         (sysctl kernel.unprivileged_userns_clone=1, and on Ubuntu \
+         kernel.apparmor_restrict_unprivileged_userns=0); or pass --unsafe-no-sandbox to run \
+         pushed model code unconfined"
+    )]
+    Unsupported { status: String, stderr: String },
+    #[error("the sandbox ran model code as user '{0}', not an unprivileged user")]
+    Privileged(String),
+    #[error("cannot make the model's cgroup: {0}")]
+    Cgroup(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
+    move |source| SandboxError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 impl Sandbox {
     /// Resolves the interpreter and prepares what every sandbox shares. `state` is a directory
     /// of the server's own (the data directory's `sandbox/`).
-    pub fn new(cfg: SandboxConfig, python: &str, state: &Path) -> Result<Sandbox, String> {
+    pub fn new(cfg: SandboxConfig, python: &str, state: &Path) -> Result<Sandbox, SandboxError> {
         let out = std::process::Command::new(python)
             .args([
                 "-c",
@@ -130,12 +176,15 @@ impl Sandbox {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .output()
-            .map_err(|e| format!("cannot run {python}: {e}"))?;
+            .map_err(|source| SandboxError::Python {
+                python: python.into(),
+                source,
+            })?;
         if !out.status.success() {
-            return Err(format!(
-                "{python} does not run: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            return Err(SandboxError::PythonFails {
+                python: python.into(),
+                stderr: String::from_utf8_lossy(&out.stderr).into(),
+            });
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let mut lines = text.lines();
@@ -148,17 +197,18 @@ impl Sandbox {
             .map(|m| m.uid() == 0)
             .unwrap_or(false);
         let etc = state.join("etc");
-        std::fs::create_dir_all(&etc).map_err(|e| format!("{}: {e}", etc.display()))?;
+        std::fs::create_dir_all(&etc).map_err(io(&etc))?;
         let (uid, gid) = (cfg.uid, cfg.gid);
+        let passwd = etc.join("passwd");
         std::fs::write(
-            etc.join("passwd"),
+            &passwd,
             format!("model:x:{uid}:{gid}:model:{SCRATCH}:/bin/sh\n"),
         )
-        .map_err(|e| e.to_string())?;
-        std::fs::write(etc.join("group"), format!("model:x:{gid}:\n"))
-            .map_err(|e| e.to_string())?;
+        .map_err(io(&passwd))?;
+        let group = etc.join("group");
+        std::fs::write(&group, format!("model:x:{gid}:\n")).map_err(io(&group))?;
         let wrapper = state.join("wrapper.py");
-        std::fs::write(&wrapper, WRAPPER).map_err(|e| format!("{}: {e}", wrapper.display()))?;
+        std::fs::write(&wrapper, WRAPPER).map_err(io(&wrapper))?;
         let cgroups = if cfg.confine {
             match Cgroups::detect() {
                 Ok(c) => Some(c),
@@ -205,11 +255,11 @@ impl Sandbox {
 
     /// Runs a trivial confined program, so a host that cannot sandbox is found at start, with
     /// the fix named, rather than at the first push.
-    pub async fn check(&self) -> Result<(), String> {
+    pub async fn check(&self) -> Result<(), SandboxError> {
         if !self.cfg.confine {
             return Ok(());
         }
-        let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let scratch = tempfile::tempdir().map_err(io(&std::env::temp_dir()))?;
         let jail = self.jail(scratch.path());
         let probe = "import os, sys; sys.stdout.write(str(os.getuid()))";
         let mut started = jail.command(self.python(), ["-c", probe])?;
@@ -218,34 +268,23 @@ impl Sandbox {
             started.cmd.output()
         })
         .await
-        .map_err(|_| "the sandbox check did not finish within 60 seconds".to_string())?
+        .map_err(|_| SandboxError::CheckTimeout)?
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                "bubblewrap (bwrap) is not installed: install it (Debian/Ubuntu: apt-get install \
-                 bubblewrap; scripts/setup.sh does this), or pass --unsafe-no-sandbox to run \
-                 pushed model code unconfined"
-                    .to_string()
+                SandboxError::NoBubblewrap
             } else {
-                format!("cannot start bubblewrap: {e}")
+                SandboxError::Bubblewrap(e)
             }
         })?;
         let uid = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
-            return Err(format!(
-                "the sandbox does not work on this host ({}): {}. Model code needs Linux \
-                 namespaces: run as root, or enable unprivileged user namespaces \
-                 (sysctl kernel.unprivileged_userns_clone=1, and on Ubuntu \
-                 kernel.apparmor_restrict_unprivileged_userns=0); or pass --unsafe-no-sandbox \
-                 to run pushed model code unconfined",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            return Err(SandboxError::Unsupported {
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().into(),
+            });
         }
         if uid.trim() == "0" || uid.trim().is_empty() {
-            return Err(format!(
-                "the sandbox ran model code as user '{}', not an unprivileged user",
-                uid.trim()
-            ));
+            return Err(SandboxError::Privileged(uid.trim().into()));
         }
         Ok(())
     }
@@ -496,7 +535,7 @@ impl Jail<'_> {
     }
 
     /// The command for `program args`, sandboxed. The environment is exactly what was set.
-    pub fn command<I, S>(self, program: &Path, args: I) -> Result<Started, String>
+    pub fn command<I, S>(self, program: &Path, args: I) -> Result<Started, SandboxError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -684,9 +723,10 @@ impl Jail<'_> {
         a.extend(inner);
 
         let cgroup = match (&sb.cgroups, &self.limits) {
-            (Some(c), Some(name)) => {
-                Some(c.create(name, sb.cfg.memory_limit, sb.cfg.max_processes)?)
-            }
+            (Some(c), Some(name)) => Some(
+                c.create(name, sb.cfg.memory_limit, sb.cfg.max_processes)
+                    .map_err(SandboxError::Cgroup)?,
+            ),
             _ => None,
         };
         let mut cmd = match &cgroup {

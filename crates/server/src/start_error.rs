@@ -1,8 +1,9 @@
 //! Why the server could not start, or stopped serving: what `modelyard serve` and `admin`
-//! report. The sandbox's errors are still sentences; they are carried as they are.
+//! report.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use modelyard_runner::sandbox::SandboxError;
 use modelyard_storage::StoreError;
 
 #[derive(Debug)]
@@ -26,10 +27,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    /// The sandbox could not be set up (the runner's words).
-    Sandbox(String),
-    /// Model code cannot be confined on this host; the runner's words name the fix.
-    Unconfined(String),
+    /// The sandbox could not be set up.
+    Sandbox(SandboxError),
+    /// Model code cannot be confined on this host; the error names the fix.
+    Unconfined(SandboxError),
     /// The runner did not start.
     Runner(modelyard_runner::StartError),
     /// Serving failed after it began.
@@ -52,7 +53,7 @@ impl std::fmt::Display for StartError {
                 write!(f, "cannot write {}: {source}", path.display())
             }
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
-            StartError::Sandbox(m) => f.write_str(m),
+            StartError::Sandbox(e) => write!(f, "{e}"),
             StartError::Runner(e) => write!(f, "{e}"),
             StartError::Unconfined(m) => write!(f, "cannot run model code safely: {m}"),
             StartError::Serve(e) => write!(f, "server error: {e}"),
