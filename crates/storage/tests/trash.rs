@@ -152,7 +152,7 @@ async fn a_trashed_version_is_gone_from_every_read(store: SqlStore) {
     assert!(d.purge_at.is_some());
     assert!(d.unreferenced.artifacts.is_empty(), "the trash keeps files");
     // Gone from every read at once.
-    assert_eq!(version_ids(&store, m.id).await, [old.id.clone()]);
+    assert_eq!(version_ids(&store, m.id).await, vec![old.id.clone()]);
     assert!(store.version(m.id, &v.id).await.unwrap().is_none());
     assert!(store.version_by_id(&v.id).await.unwrap().is_none());
     let got = store.model("alice", "m").await.unwrap().unwrap();
@@ -317,7 +317,7 @@ async fn restore_brings_a_version_back_with_its_predictions(store: SqlStore) {
     assert!(matches!(r, Restore::NotInTrash), "{r:?}");
     let back = restored_version(&store, m.id, &v.id, &alice).await;
     assert_eq!(back.id, v.id);
-    assert_eq!(version_ids(&store, m.id).await, [v.id.clone()]);
+    assert_eq!(version_ids(&store, m.id).await, vec![v.id.clone()]);
     assert!(store.version_by_id(&v.id).await.unwrap().is_some());
     for id in &mine {
         let j = store
@@ -514,7 +514,7 @@ async fn purge_deletes_for_good_and_frees_files(store: SqlStore) {
         .await
         .unwrap();
     assert_eq!(r, Purge::NotInTrash);
-    assert_eq!(version_ids(&store, m.id).await, [shared.id.clone()]);
+    assert_eq!(version_ids(&store, m.id).await, vec![shared.id.clone()]);
     let trail = audit_trail(&store, a).await;
     assert_eq!(
         &trail[2..],

@@ -183,7 +183,8 @@ impl VersionStore for SqlStore {
                 .bind(model_id)
                 .execute(&mut *tx)
                 .await?;
-            unreferenced = super::unreferenced(&mut tx, &[d.artifact.clone()], &d.weights).await?;
+            unreferenced =
+                super::unreferenced(&mut tx, std::slice::from_ref(&d.artifact), &d.weights).await?;
         }
         let done = Deletion {
             unreferenced_artifact: unreferenced.artifacts.first().cloned(),
