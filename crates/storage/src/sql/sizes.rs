@@ -9,6 +9,10 @@ use crate::rows::placeholders;
 use crate::store::{AccountStorage, SizeStore, Storage};
 use crate::{Result, StoreError};
 
+/// Rows per INSERT when recording an artifact's blobs (two parameters each, well under both
+/// backends' limits).
+const RECORD_CHUNK: usize = 500;
+
 /// Which versions outside the set still keep a file.
 #[derive(Clone, Copy)]
 enum KeptBy {
@@ -103,24 +107,35 @@ pub(super) fn version_item_frees() -> String {
 #[async_trait]
 impl SizeStore for SqlStore {
     async fn record_artifact(&self, artifact: &str, blobs: &[(String, i64)]) -> Result<()> {
+        // One statement per chunk: a project can hold thousands of files. Each blob once, since
+        // PostgreSQL refuses to update a row twice in one statement.
+        let mut unique: Vec<&(String, i64)> = blobs.iter().collect();
+        unique.sort_by(|a, b| a.0.cmp(&b.0));
+        unique.dedup_by(|a, b| a.0 == b.0);
         let mut tx = self.begin_write().await?;
-        for (blob, bytes) in blobs {
-            sqlx::query(
-                "INSERT INTO blobs (blob, bytes) VALUES ($1, $2) \
-                 ON CONFLICT (blob) DO UPDATE SET bytes = excluded.bytes",
-            )
-            .bind(blob)
-            .bind(bytes)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO artifact_blobs (artifact, blob) VALUES ($1, $2) \
-                 ON CONFLICT (artifact, blob) DO NOTHING",
-            )
-            .bind(artifact)
-            .bind(blob)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in unique.chunks(RECORD_CHUNK) {
+            let values = (0..chunk.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO blobs (blob, bytes) VALUES {values} \
+                 ON CONFLICT (blob) DO UPDATE SET bytes = excluded.bytes"
+            );
+            let mut q = sqlx::query(&sql);
+            for (blob, bytes) in chunk {
+                q = q.bind(blob).bind(bytes);
+            }
+            q.execute(&mut *tx).await?;
+            let sql = format!(
+                "INSERT INTO artifact_blobs (artifact, blob) VALUES {values} \
+                 ON CONFLICT (artifact, blob) DO NOTHING"
+            );
+            let mut q = sqlx::query(&sql);
+            for (blob, _) in chunk {
+                q = q.bind(artifact).bind(blob);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
