@@ -168,7 +168,7 @@ impl TrashStore for SqlStore {
         purge_at: DateTime<Utc>,
     ) -> Result<Deletion> {
         let (mut tx, lock) = self.begin_deletion(dry_run).await?;
-        let d = versions::decide(&mut tx, lock, model_id, version_id, caller).await?;
+        let d = versions::decide(&mut tx, lock, model_id, version_id, caller, true).await?;
         if dry_run {
             return Ok(d.preview());
         }
@@ -586,7 +586,7 @@ impl TrashStore for SqlStore {
             // One read transaction for the whole preview; nothing is locked or written.
             let mut tx = self.pool.begin().await?;
             for id in rest {
-                match versions::decide(&mut tx, "", model_id, id, caller).await {
+                match versions::decide(&mut tx, "", model_id, id, caller, false).await {
                     Ok(d) if d.blockers.is_empty() => out.deleted.push(id.clone()),
                     Ok(d) => out.kept.push((id.clone(), KeptReason::Blocked(d.blockers))),
                     Err(StoreError::NotFound(_)) => {}

@@ -171,7 +171,7 @@ impl VersionStore for SqlStore {
         dry_run: bool,
     ) -> Result<Deletion> {
         let (mut tx, lock) = self.begin_deletion(dry_run).await?;
-        let d = decide(&mut tx, lock, model_id, version_id, caller).await?;
+        let d = decide(&mut tx, lock, model_id, version_id, caller, true).await?;
         if dry_run {
             return Ok(d.preview());
         }
@@ -229,7 +229,8 @@ impl Decision {
 }
 
 /// Locks the model, then the version (both outside the trash: else `NotFound`), gathers the
-/// facts and applies `rules::version_deletion_blockers`. A visibility change, a new prediction,
+/// facts and applies `rules::version_deletion_blockers`; `frees` adds what the deletion frees
+/// (a prune counts it once for all its versions instead). A visibility change, a new prediction,
 /// training, deployment release or fine-tuned version all wait for (or fail after) the locks.
 pub(super) async fn decide(
     tx: &mut Transaction<'static, Any>,
@@ -237,6 +238,7 @@ pub(super) async fn decide(
     model_id: i64,
     version_id: &str,
     caller: &Caller,
+    frees: bool,
 ) -> Result<Decision> {
     let m = sqlx::query(&format!(
         "SELECT owner_id, visibility, name FROM models WHERE id = $1 AND trashed_at IS NULL{lock}"
@@ -343,7 +345,11 @@ pub(super) async fn decide(
         deployments,
     };
     let blockers = version_deletion_blockers(&facts, caller.account.id);
-    let frees_bytes = super::sizes::frees(tx, &[version_id.to_string()]).await?;
+    let frees_bytes = if frees {
+        super::sizes::frees(tx, &[version_id.to_string()]).await?
+    } else {
+        0
+    };
     Ok(Decision {
         owner_id,
         target: format!("{model}:{version_id}"),
