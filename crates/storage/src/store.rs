@@ -413,10 +413,13 @@ pub trait TrashStore: Send + Sync {
         by: PurgeBy<'_>,
     ) -> Result<Purge>;
     /// The trashes of these accounts, most recently deleted first, with what each item frees.
+    /// Paged by the time of deletion: `page.after` is the last item's `trashed_at` in
+    /// microseconds.
     async fn trash(&self, owner_ids: &[i64], page: PageReq) -> Result<Vec<TrashItem>>;
-    /// At most `limit` items whose `purge_at` is past `now`, soonest first, for the sweep.
-    /// Versions of a trashed model are listed too (purging the model takes them along, and
-    /// then their own purge finds them gone: `NotInTrash`).
+    /// At most `limit` items whose `purge_at` is past `now`, soonest first, for the sweep
+    /// (`frees_bytes` is 0 here: the sweep needs none). Versions of a trashed model are listed
+    /// too (purging the model takes them along, and then their own purge finds them gone:
+    /// `NotInTrash`).
     async fn expired_trash(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<TrashItem>>;
     /// Deletes every version of the model that the rules let go, except the `keep` newest:
     /// one decision per version, each in its own transaction like a single deletion, to the
