@@ -19,6 +19,9 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "no import circles in the server crate"
+python3 scripts/module-cycles.py crates/server/src
+
 # Model servers are found by their Cog command line; any still running after a suite is a leak.
 left_behind() {
   local found

@@ -16,7 +16,7 @@ pub fn database_url(db: &DbArgs) -> Result<String, Failure> {
         database_url: non_empty(db.database_url.clone()),
         ..Default::default()
     };
-    modelyard_server::prepare_data_dir(&config).map_err(Failure::Message)?;
+    modelyard_server::prepare_data_dir(&config).map_err(|e| Failure::Message(e.to_string()))?;
     Ok(config.database_url())
 }
 

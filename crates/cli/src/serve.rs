@@ -37,7 +37,7 @@ pub async fn run(args: ServeArgs) -> Outcome {
     };
     modelyard_server::serve(config, shutdown())
         .await
-        .map_err(Failure::Message)?;
+        .map_err(|e| Failure::Message(e.to_string()))?;
     Ok(ExitCode::SUCCESS)
 }
 

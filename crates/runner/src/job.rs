@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use modelyard_blobs::Stored;
 use modelyard_domain::*;
 use modelyard_storage::JobEnd;
 use rand::RngCore;
@@ -61,7 +62,8 @@ async fn make_spec(
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the version was deleted")?;
-    let project = inner.cfg.data_dir.join("artifacts").join(&version.artifact);
+    let blobs = &inner.cfg.blobs;
+    let project = blobs.tree(&version.artifact).map_err(|e| e.to_string())?;
     let yaml = std::fs::read_to_string(project.join("cog.yaml"))
         .map_err(|e| format!("the version's project cannot be read: {e}"))?;
     let cog = cog_yaml::parse(&yaml).map_err(|e| format!("cog.yaml {e}"))?;
@@ -84,8 +86,10 @@ async fn make_spec(
         stub,
         weights: version
             .weights
-            .as_ref()
-            .map(|w| inner.cfg.data_dir.join("weights").join(w)),
+            .as_deref()
+            .map(|w| blobs.weights_file(w))
+            .transpose()
+            .map_err(|e| e.to_string())?,
         streams: !train
             && version.openapi_schema["components"]["schemas"]["Output"]["x-cog-array-type"]
                 == "iterator",
@@ -467,19 +471,16 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
     }
     let url = url.as_str();
     let file = local_file(inner, url).ok_or("the training's weights were not uploaded")?;
-    // Weights can be gigabytes: hashed over chunks, then linked (or copied by the kernel),
-    // never read into memory.
-    let sha = sha256_file(&file).await.map_err(|e| e.to_string())?;
+    // Weights can be gigabytes: hashed over chunks before the lock is taken, then linked (or
+    // copied by the kernel) under it, never read into memory.
+    let sha = modelyard_blobs::digest_file(&file)
+        .await
+        .map_err(|e| format!("could not read the weights: {e}"))?;
     let name = file
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("weights")
         .to_string();
-    let rel = format!("{sha}/{name}");
-    let dest = inner.cfg.data_dir.join("weights").join(&rel);
-    place_weights(&file, &dest)
-        .await
-        .map_err(|e| format!("could not store the weights: {e}"))?;
     let (_, base) = inner
         .store
         .version_by_id(&job.version_id)
@@ -497,20 +498,45 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the destination model was deleted")?;
-    let (v, _) = inner
+    // Stored and recorded under the data directory's lock, as a push does: a deletion freeing
+    // the same weights at this moment cannot remove them from under the new version.
+    let blobs = &inner.cfg.blobs;
+    let held = blobs.lock().await;
+    let placed = blobs
+        .put_weights(&held, &file, &sha, &name)
+        .await
+        .map_err(|e| format!("could not store the weights: {e}"))?;
+    let created = inner
         .store
         .create_version(NewVersion {
             model_id: model.id,
-            content_digest: hex::encode(Sha256::digest(format!("{}:{rel}", base.artifact))),
+            content_digest: hex::encode(Sha256::digest(format!(
+                "{}:{}",
+                base.artifact, placed.key
+            ))),
             cog_version: base.cog_version.clone(),
             openapi_schema: base.openapi_schema.clone(),
             artifact: base.artifact.clone(),
             base_version_id: Some(base.id.clone()),
             training_id: Some(job.id.clone()),
-            weights: Some(rel),
+            weights: Some(placed.key.clone()),
         })
-        .await
-        .map_err(|e| format!("could not create the fine-tuned version: {e}"))?;
+        .await;
+    let (v, _) = match created {
+        Ok(v) => v,
+        Err(e) => {
+            if placed.new {
+                let released = blobs
+                    .release_held(&held, Stored::Weights(&placed.key))
+                    .await;
+                if let Err(e) = released {
+                    tracing::warn!(job = %job.id, error = %e, "could not remove weights no version uses");
+                }
+            }
+            return Err(format!("could not create the fine-tuned version: {e}"));
+        }
+    };
+    drop(held);
     end.output = Some(json!({"version": format!("{destination}:{}", v.id), "weights": url}));
     end.result_version_id = Some(v.id);
     Ok(())
@@ -660,9 +686,10 @@ pub fn output_path(inner: &Inner, job_id: &str, token: &str, name: &str) -> Opti
     }
     let p = inner
         .cfg
-        .data_dir
-        .join("outputs")
-        .join(job_id)
+        .blobs
+        .layout()
+        .job_outputs(job_id)
+        .ok()?
         .join(token)
         .join(name);
     p.is_file().then_some(p)
@@ -693,8 +720,9 @@ pub async fn remove_expired(inner: &Inner) {
     match inner.store.remove_job_data("api", before).await {
         Ok(ids) => {
             for id in ids {
-                let dir = inner.cfg.data_dir.join("outputs").join(&id);
-                let _ = tokio::fs::remove_dir_all(dir).await;
+                if let Ok(dir) = inner.cfg.blobs.layout().job_outputs(&id) {
+                    let _ = tokio::fs::remove_dir_all(dir).await;
+                }
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not remove expired prediction data"),
@@ -738,7 +766,13 @@ pub async fn store_output_from(
     let mut t = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut t);
     let token = hex::encode(t);
-    let dir = inner.cfg.data_dir.join("outputs").join(job_id).join(&token);
+    let dir = inner
+        .cfg
+        .blobs
+        .layout()
+        .job_outputs(job_id)
+        .map_err(|e| StoreError::Failed(e.to_string()))?
+        .join(&token);
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| StoreError::Failed(e.to_string()))?;
@@ -790,48 +824,6 @@ async fn write_capped(
     Ok(n)
 }
 
-/// The hex sha256 of a file, read in chunks.
-async fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
-    use tokio::io::AsyncReadExt;
-    let mut f = tokio::fs::File::open(path).await?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(hex::encode(h.finalize()));
-        }
-        h.update(&buf[..n]);
-    }
-}
-
-/// Puts a training's weights file at `dest` (named by its content): a hard link when the data
-/// directory is one file system (no bytes move), else a copy done by the kernel. It appears
-/// under its name only whole (a temporary name, then a rename); when `dest` exists already, the
-/// same content is stored and is kept as it is.
-async fn place_weights(file: &std::path::Path, dest: &std::path::Path) -> std::io::Result<()> {
-    if tokio::fs::try_exists(dest).await? {
-        return Ok(());
-    }
-    let dir = dest.parent().unwrap_or(dest);
-    tokio::fs::create_dir_all(dir).await?;
-    let mut t = [0u8; 8];
-    rand::thread_rng().fill_bytes(&mut t);
-    let tmp = dir.join(format!(".{}.part", hex::encode(t)));
-    let placed = match tokio::fs::hard_link(file, &tmp).await {
-        Ok(()) => Ok(()),
-        Err(_) => tokio::fs::copy(file, &tmp).await.map(|_| ()),
-    };
-    let placed = match placed {
-        Ok(()) => tokio::fs::rename(&tmp, dest).await,
-        Err(e) => Err(e),
-    };
-    if placed.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    placed
-}
-
 #[cfg(test)]
 mod flat_tests {
     use super::*;
@@ -856,28 +848,5 @@ mod flat_tests {
             write_capped(&data[..], &exact, 100_000).await,
             Err(StoreError::Failed(_))
         ));
-    }
-
-    #[tokio::test]
-    async fn weights_are_hashed_in_chunks_and_placed_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("w.bin");
-        // Over two read chunks, so the chunks are joined correctly.
-        let data: Vec<u8> = (0..(2 << 20) + 17).map(|i| (i * 31 % 251) as u8).collect();
-        std::fs::write(&src, &data).unwrap();
-        assert_eq!(
-            sha256_file(&src).await.unwrap(),
-            hex::encode(Sha256::digest(&data))
-        );
-        let dest = dir.path().join("weights/abc/w.bin");
-        place_weights(&src, &dest).await.unwrap();
-        assert_eq!(std::fs::read(&dest).unwrap(), data);
-        // Stored already: left as it is, and no temporary file stays.
-        place_weights(&src, &dest).await.unwrap();
-        let names: Vec<_> = std::fs::read_dir(dest.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["w.bin"]);
     }
 }

@@ -21,16 +21,19 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use modelyard_blobs::{BlobError, Blobs};
 use modelyard_domain::Status;
-use modelyard_storage::Store;
+use modelyard_storage::{Store, StoreError};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
 
 pub use env::{tail, Envs};
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunnerConfig {
-    pub data_dir: PathBuf,
+    /// The data directory, shared with the server: its paths, and the lock under which a
+    /// training stores weights and records its version.
+    pub blobs: Arc<Blobs>,
     /// The Python that has Cog installed; version environments are built from it.
     pub python: String,
     /// How many Cog servers may run at once.
@@ -45,6 +48,15 @@ pub struct RunnerConfig {
     pub sandbox: Arc<sandbox::Sandbox>,
     /// API predictions lose input, output, files and logs after this long.
     pub api_retention: Duration,
+}
+
+/// Why the runner did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot recover the jobs of the previous run: {0}")]
+    Recover(#[from] StoreError),
+    #[error("cannot prepare the data directory: {0}")]
+    DataDir(#[from] BlobError),
 }
 
 /// What happens to a job while it runs, for server-sent events.
@@ -125,28 +137,14 @@ pub struct Runner {
 impl Runner {
     /// Recovers from a previous run (jobs that were running failed; taken ones are queued
     /// again) and starts dispatching.
-    pub async fn start(store: Arc<dyn Store>, cfg: RunnerConfig) -> Result<Runner, String> {
+    pub async fn start(store: Arc<dyn Store>, cfg: RunnerConfig) -> Result<Runner, StartError> {
         let (failed, requeued) = store
             .recover_jobs("The server restarted while this ran; run it again.")
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if failed + requeued > 0 {
             tracing::warn!(failed, requeued, "recovered jobs from the previous run");
         }
-        for d in ["work", "envs", "outputs", "weights"] {
-            std::fs::create_dir_all(cfg.data_dir.join(d)).map_err(|e| e.to_string())?;
-        }
-        // Servers of an earlier run of this data directory are gone: so are their directories.
-        if let Ok(entries) = std::fs::read_dir(cfg.data_dir.join("work")) {
-            for e in entries.flatten() {
-                let p = e.path();
-                let _ = if p.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                } else {
-                    std::fs::remove_file(&p)
-                };
-            }
-        }
+        cfg.blobs.prepare_runner()?;
         let mut callback_key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut callback_key);
         let label = format!(
@@ -159,7 +157,7 @@ impl Runner {
             label: label.clone(),
             pool: pool::Pool::new(
                 pool::PoolConfig {
-                    work_dir: cfg.data_dir.join("work"),
+                    work_dir: cfg.blobs.layout().work(),
                     max: cfg.max_servers,
                     idle: cfg.idle,
                     setup_timeout: cfg.setup_timeout,
@@ -168,7 +166,7 @@ impl Runner {
                 },
                 weak.clone(),
             ),
-            envs: Envs::new(cfg.data_dir.join("envs"), cfg.sandbox.clone()),
+            envs: Envs::new(cfg.blobs.layout().envs(), cfg.sandbox.clone()),
             store,
             cfg,
             channels: Default::default(),

@@ -2,6 +2,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use modelyard_blobs::Layout;
+
 pub use modelyard_runner::sandbox::{Gpus, SandboxConfig};
 
 /// Everything `modelyard serve` can be told.
@@ -40,8 +42,13 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(u) => u.clone(),
-            None => format!("sqlite://{}", self.data_dir.join("modelyard.db").display()),
+            None => format!("sqlite://{}", self.layout().database().display()),
         }
+    }
+
+    /// What the data directory holds, and where.
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.data_dir)
     }
 }
 

@@ -1,19 +1,15 @@
 //! The one error type of the HTTP layer. Every error leaves as `application/problem+json`;
 //! internal errors are logged with their context and reach the client only as a generic 500.
+//! The operations' own errors (`ops::OpError`) map onto it one to one; the rest are HTTP's.
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use modelyard_blobs::BlobError;
 use modelyard_domain::Blocker;
 use modelyard_storage::StoreError;
-use serde::Serialize;
 use serde_json::json;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct InvalidField {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub field: String,
-    pub description: String,
-}
+use crate::ops::InvalidField;
+use crate::ops::OpError;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -73,17 +69,28 @@ impl ApiError {
     }
 }
 
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::NotFound(m) => ApiError::NotFound(m),
+            OpError::Forbidden(m) => ApiError::Forbidden(m),
+            OpError::Conflict(m) => ApiError::Conflict(m),
+            OpError::Blocked { detail, blockers } => ApiError::Blocked { detail, blockers },
+            OpError::Invalid { detail, fields } => ApiError::Invalid { detail, fields },
+            OpError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        OpError::from(e).into()
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(what) => ApiError::NotFound(format!("The {what} was not found.")),
-            StoreError::Conflict(m) => ApiError::Conflict(m),
-            // The rules' backstop refused a write: the same 409 as any conflict.
-            e @ StoreError::ForeignKey => ApiError::Conflict(e.to_string()),
-            // Logged as an internal error; the client learns nothing of the stored value.
-            e @ StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
-            StoreError::Internal(m) => ApiError::Internal(m),
-        }
+        OpError::from(e).into()
     }
 }
 

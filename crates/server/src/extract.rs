@@ -118,6 +118,14 @@ pub struct PageQuery {
 
 pub const PAGE_SIZE: i64 = 100;
 
+/// The cursor of the page after `rows`: the last row's position when the page is full, none
+/// when this is the last page.
+pub fn next_cursor<T>(rows: &[T], cursor: impl Fn(&T) -> i64) -> Option<i64> {
+    (rows.len() as i64 == PAGE_SIZE)
+        .then(|| rows.last().map(cursor))
+        .flatten()
+}
+
 impl PageQuery {
     pub fn page(&self) -> Result<modelyard_domain::PageReq, ApiError> {
         let after =
@@ -198,5 +206,18 @@ where
                     .unwrap_or_else(|| "query".into());
                 ApiError::invalid(&field, format!("the query string is not accepted: {msg}"))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_next_cursor_only_after_a_full_page() {
+        let full: Vec<i64> = (10..10 + PAGE_SIZE).collect();
+        assert_eq!(next_cursor(&full, |n| *n), Some(9 + PAGE_SIZE));
+        assert_eq!(next_cursor(&full[1..], |n| *n), None);
+        assert_eq!(next_cursor(&[] as &[i64], |n| *n), None);
     }
 }

@@ -8,9 +8,10 @@ mod extract;
 pub mod ops;
 mod push;
 mod retention;
+mod start_error;
 pub mod state;
+mod throttle;
 mod user_content;
-mod validate;
 mod views;
 mod web;
 mod webhooks;
@@ -20,40 +21,31 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use modelyard_blobs::Blobs;
 use modelyard_runner::sandbox::Sandbox;
 use modelyard_storage::{SqlStore, Store};
 use tower_http::trace::TraceLayer;
 
 pub use config::{defaults, Config, Gpus, SandboxConfig};
 pub use error::ApiError;
+pub use start_error::StartError;
 pub use state::AppState;
 pub use web::hash_password;
 
 /// The largest JSON body the API reads; pushes have their own, configurable limit.
 pub(crate) const JSON_LIMIT: usize = 1024 * 1024;
 
-/// Creates `dir` and its missing parents, readable only by the server's user (0700).
-pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
 /// Creates the data directory and the SQLite file if missing, as the server user's alone: the
 /// directory 0700, the database 0600 (SQLite gives its `-wal` and `-shm` files the database's
 /// mode). `modelyard admin` calls this too, so whichever runs first, the result is the same.
-pub fn prepare_data_dir(config: &Config) -> Result<(), String> {
-    private_dir(&config.data_dir).map_err(|e| {
-        format!(
-            "cannot create the data directory {}: {e}",
-            config.data_dir.display()
-        )
+pub fn prepare_data_dir(config: &Config) -> Result<(), StartError> {
+    modelyard_blobs::private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
     })?;
     if config.database_url.is_none() {
         use std::os::unix::fs::OpenOptionsExt;
-        let db = config.data_dir.join("modelyard.db");
+        let db = config.layout().database();
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -62,23 +54,24 @@ pub fn prepare_data_dir(config: &Config) -> Result<(), String> {
         {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("cannot create {}: {e}", db.display())),
+            Err(source) => return Err(StartError::DatabaseFile { path: db, source }),
         }
     }
     Ok(())
 }
 
 /// Opens (and migrates) the configured database, creating the data dir when needed.
-pub async fn open_store(config: &Config) -> Result<SqlStore, String> {
+pub async fn open_store(config: &Config) -> Result<SqlStore, StartError> {
     prepare_data_dir(config)?;
     SqlStore::connect(&config.database_url())
         .await
-        .map_err(|e| format!("cannot open the database: {e}"))
+        .map_err(StartError::Database)
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    api::router(state.clone())
+    // Addresses neither serves: problem+json under /v1, the web UI's HTML page elsewhere.
+    api::router(state.clone(), web::not_found)
         .merge(web::router(state))
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .layer(TraceLayer::new_for_http())
@@ -91,28 +84,32 @@ pub struct Bound {
     listener: tokio::net::TcpListener,
 }
 
-pub async fn bind(config: Config) -> Result<Bound, String> {
-    let store = open_store(&config).await?;
-    push::clean_staging(&config.data_dir);
+pub async fn bind(config: Config) -> Result<Bound, StartError> {
+    let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
+    let blobs = Arc::new(Blobs::new(&config.data_dir, store.clone()));
+    blobs.clean_staging();
+    let listen = |source| StartError::Listen {
+        addr: config.addr,
+        source,
+    };
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
     let public = config
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let key = state::server_key(&config.data_dir)?;
+    let key = state::server_key(blobs.layout())?;
     let sandbox = start_sandbox(&config).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
-    let mut state = AppState::new(store.clone(), config, public, key, sandbox.clone());
-    push::audit_artifacts(state.artifacts_dir());
+    let mut state = AppState::new(store.clone(), blobs, config, public, key, sandbox.clone());
+    push::audit_artifacts(state.blobs.layout().artifacts());
     if state.config.run_jobs {
         let c = &state.config;
         let runner = modelyard_runner::Runner::start(
             store,
             modelyard_runner::RunnerConfig {
-                data_dir: c.data_dir.clone(),
+                blobs: state.blobs.clone(),
                 python: c.python.clone(),
                 max_servers: c.max_servers,
                 idle: c.server_idle,
@@ -122,11 +119,12 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
                 api_retention: c.api_retention,
             },
         )
-        .await?;
+        .await
+        .map_err(StartError::Runner)?;
         state.runner = Some(runner.clone());
         // Webhooks follow the runner's events; expired uploads go with its housekeeping.
         webhooks::start(state.clone(), &runner);
-        api::files::sweep_expired(state.clone());
+        ops::files::sweep_expired(state.clone());
         retention::start(state.clone());
     }
     Ok(Bound {
@@ -138,17 +136,15 @@ pub async fn bind(config: Config) -> Result<Bound, String> {
 
 /// The sandbox pushed code runs in, checked now: a host that cannot confine model code refuses
 /// to start (naming the fix) rather than run it unconfined by surprise.
-async fn start_sandbox(config: &Config) -> Result<Arc<Sandbox>, String> {
+async fn start_sandbox(config: &Config) -> Result<Arc<Sandbox>, StartError> {
     let sandbox = Sandbox::new(
         config.sandbox.clone(),
         &config.python,
-        &config.data_dir.join("sandbox"),
-    )?;
+        &config.layout().sandbox(),
+    )
+    .map_err(StartError::Sandbox)?;
     if sandbox.confined() {
-        sandbox
-            .check()
-            .await
-            .map_err(|e| format!("cannot run model code safely: {e}"))?;
+        sandbox.check().await.map_err(StartError::Unconfined)?;
     } else {
         tracing::warn!(
             "--unsafe-no-sandbox: pushed model code runs UNCONFINED as this server's user. \
@@ -163,7 +159,7 @@ impl Bound {
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), String> {
+    ) -> Result<(), StartError> {
         tracing::info!(addr = %self.addr, url = %self.state.public_url, "modelyard is serving");
         let runner = self.state.runner.clone();
         // The peer address: sign-in attempts are limited per client address.
@@ -171,7 +167,7 @@ impl Bound {
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(|e| format!("server error: {e}"));
+            .map_err(StartError::Serve);
         // Every Cog server stops with us.
         if let Some(r) = runner {
             r.shutdown().await;
@@ -184,6 +180,6 @@ impl Bound {
 pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     bind(config).await?.serve(shutdown).await
 }

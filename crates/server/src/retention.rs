@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use modelyard_domain::{Job, JobKind};
+use modelyard_storage::StoreError;
 
-use crate::error::ApiResult;
 use crate::state::AppState;
 
 /// Whether a finished job's retention time has passed since it ended (or its data is already
@@ -24,7 +24,7 @@ pub fn job_expired(s: &AppState, job: &Job) -> bool {
 
 /// Whether the links of the job `id` (a prediction or a training) have expired; a job that does
 /// not exist has none.
-pub async fn expired(s: &AppState, id: &str) -> ApiResult<bool> {
+pub async fn expired(s: &AppState, id: &str) -> Result<bool, StoreError> {
     for kind in [JobKind::Prediction, JobKind::Training] {
         if let Some(job) = s.store.job(kind, id).await? {
             return Ok(job_expired(s, &job));
@@ -45,7 +45,7 @@ pub fn start(s: AppState) {
 }
 
 pub async fn sweep(s: &AppState) {
-    let outputs = s.config.data_dir.join("outputs");
+    let outputs = s.blobs.layout().outputs();
     let Ok(mut dir) = tokio::fs::read_dir(&outputs).await else {
         return;
     };

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
+use modelyard_blobs::{Blobs, Layout};
 use modelyard_domain::Caller;
 use modelyard_runner::sandbox::Sandbox;
 use modelyard_runner::Runner;
@@ -22,9 +23,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The base of absolute URLs, without a trailing slash.
     pub public_url: Arc<str>,
-    /// Serializes placing and removing artifact trees, so a push of content that a deletion is
-    /// freeing at the same moment can never lose its files.
-    pub artifacts: Arc<tokio::sync::Mutex<()>>,
+    /// The data directory, shared with the runner: where things live, content stored by
+    /// digest, and the lock under which pushes, trainings and deletions place and remove it.
+    pub blobs: Arc<Blobs>,
     /// Compiled input validators, by version id and schema name.
     pub validators: Arc<Mutex<Validators>>,
     /// Runs queued jobs; absent on an API-only node.
@@ -36,7 +37,7 @@ pub struct AppState {
     /// Callers by token hash, for a moment: a token lookup is two queries on every request.
     callers: Arc<Mutex<HashMap<String, (Caller, Instant)>>>,
     /// Failed web sign-ins, per account and per address.
-    pub(crate) sign_in: Arc<crate::web::Throttle>,
+    pub(crate) sign_in: Arc<crate::throttle::Throttle>,
 }
 
 /// How long a token lookup is reused. A token revoked, or a membership changed, through this
@@ -46,6 +47,7 @@ const CALLER_TTL: Duration = Duration::from_secs(1);
 impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
+        blobs: Arc<Blobs>,
         config: Config,
         public_url: String,
         key: String,
@@ -56,7 +58,7 @@ impl AppState {
             store,
             public_url: public_url.trim_end_matches('/').into(),
             config: Arc::new(config),
-            artifacts: Default::default(),
+            blobs,
             validators: Default::default(),
             runner: None,
             key: key.into(),
@@ -94,8 +96,9 @@ impl AppState {
         }
     }
 
+    /// Where stored project trees live (tests look there).
     pub fn artifacts_dir(&self) -> PathBuf {
-        self.config.data_dir.join("artifacts")
+        self.blobs.layout().artifacts()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -115,8 +118,8 @@ impl AppState {
 }
 
 /// The key in the data dir, made on first start and readable only by its owner.
-pub fn server_key(data_dir: &std::path::Path) -> Result<String, String> {
-    let path = data_dir.join("server.key");
+pub fn server_key(layout: &Layout) -> Result<String, crate::StartError> {
+    let path = layout.server_key();
     if let Ok(k) = std::fs::read_to_string(&path) {
         if k.trim().len() >= 32 {
             return Ok(k.trim().to_string());
@@ -125,7 +128,9 @@ pub fn server_key(data_dir: &std::path::Path) -> Result<String, String> {
     let mut bytes = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
     let key = hex::encode(bytes);
-    std::fs::write(&path, &key).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if let Err(source) = std::fs::write(&path, &key) {
+        return Err(crate::StartError::Key { path, source });
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -17,20 +17,15 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::Json;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use modelyard_domain::{Job, JobKind};
 use modelyard_runner::{Event, Runner};
-use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::error::{ApiError, ApiResult};
-use crate::extract::Auth;
 use crate::state::AppState;
 use crate::views;
 
@@ -43,19 +38,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const TRIES: u32 = 5;
 const FIRST_RETRY: Duration = Duration::from_secs(4);
 
-/// `GET /v1/webhooks/default/secret`: the caller's signing secret, made on first use.
-pub async fn default_secret(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
-    let caller = auth.required()?;
-    let key = s
-        .store
-        .webhook_secret(caller.account.id, &new_secret())
-        .await?;
-    Ok(Json(json!({ "key": key })))
-}
-
-fn new_secret() -> String {
+/// A new signing secret, in the Standard Webhooks form `whsec_<base64>`.
+pub fn new_secret() -> String {
     let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
     format!(
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -109,13 +95,17 @@ fn private_v4(a: Ipv4Addr) -> bool {
         || o[0] >= 240 // reserved
 }
 
-fn refused(why: impl Into<String>) -> ApiError {
-    ApiError::invalid("webhook", why)
+/// Why a webhook target is refused, in a sentence about the URL.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+fn refused(why: impl Into<String>) -> Refused {
+    Refused(why.into())
 }
 
 /// Whether a webhook may go to `url`: an http(s) URL, and unless private webhooks are allowed,
 /// https to a host that is (and resolves only to) public addresses.
-pub async fn check_target(allow_private: bool, url: &str) -> ApiResult<()> {
+pub async fn check_target(allow_private: bool, url: &str) -> Result<(), Refused> {
     let u = url::Url::parse(url).map_err(|_| refused("must be an http(s) URL"))?;
     let hint = "; this server accepts only https webhooks to public addresses unless it runs \
                 with --allow-private-webhooks (MODELYARD_ALLOW_PRIVATE_WEBHOOKS=1)";
@@ -333,7 +323,7 @@ impl Target<'_> {
             }
         };
         let mut id = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut id);
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut id);
         // One id for every try of the same message, so receivers can drop duplicates.
         let msg_id = format!("msg_{}", hex::encode(id));
         let body = payload.to_string();
@@ -343,7 +333,7 @@ impl Target<'_> {
                 tokio::time::sleep(FIRST_RETRY * 2u32.pow(attempt - 1)).await;
             }
             if let Err(e) = check_target(allow, self.url).await {
-                tracing::warn!(url = %self.url, error = ?e, "webhook target refused at delivery");
+                tracing::warn!(url = %self.url, error = %e.0, "webhook target refused at delivery");
                 return false;
             }
             let ts = chrono::Utc::now().timestamp();

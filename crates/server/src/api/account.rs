@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use crate::error::ApiResult;
 use crate::extract::Auth;
+use crate::ops::accounts;
 use crate::state::AppState;
 use crate::views;
 
@@ -15,4 +16,10 @@ pub async fn get_account(auth: Auth) -> ApiResult<Json<Value>> {
 pub async fn hardware(_: State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     auth.required()?;
     Ok(Json(json!([{"name": "CPU", "sku": "cpu"}])))
+}
+
+/// `GET /v1/webhooks/default/secret`: the caller's signing secret, made on first use.
+pub async fn webhook_secret(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    let key = accounts::webhook_secret(&s, &auth.required()?).await?;
+    Ok(Json(json!({ "key": key })))
 }

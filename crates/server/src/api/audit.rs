@@ -1,11 +1,9 @@
 use axum::extract::State;
-
-use crate::extract::Query;
 use axum::Json;
 use serde_json::Value;
 
 use crate::error::ApiResult;
-use crate::extract::{Auth, PageQuery, PAGE_SIZE};
+use crate::extract::{next_cursor, Auth, PageQuery, Query};
 use crate::state::AppState;
 use crate::views;
 
@@ -19,9 +17,7 @@ pub async fn list(
     let mut owners = caller.org_ids.clone();
     owners.push(caller.account.id);
     let events = s.store.audit_events(&owners, q.page()?).await?;
-    let next = (events.len() as i64 == PAGE_SIZE)
-        .then(|| events.last().map(|e| e.id))
-        .flatten();
+    let next = next_cursor(&events, |e| e.id);
     let results = events.iter().map(views::audit_event).collect();
     Ok(Json(views::page(&s, "/v1/audit-log", results, next)))
 }

@@ -5,57 +5,23 @@
 //! and `metadata` (a JSON object) parts. The bytes are stored as `data_dir/files/<id>`.
 //! A file's `urls.get` is a signed download URL (`?owner=&expiry=&signature=`) that works
 //! without a token until the file expires, so a Cog server can fetch it as an input.
-use std::time::Duration;
-
 use axum::extract::{Request, State};
-
-use crate::extract::{Path, Query};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use modelyard_domain::Caller;
-use modelyard_storage::{FileRecord, NewFile};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use modelyard_storage::FileRecord;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, PageQuery, PAGE_SIZE};
+use crate::extract::{next_cursor, Auth, PageQuery, Path, Query};
+use crate::ops::files::{self as op, download_url, Signed, Upload};
 use crate::state::AppState;
 use crate::views;
 
 /// The largest file `/v1/files` takes (Replicate's limit is 100 MiB too).
 const FILE_LIMIT: u64 = 100 * 1024 * 1024;
-
-/// How long an uploaded file lives (and its download URL works).
-pub const LIFETIME: Duration = Duration::from_secs(24 * 3600);
-
-fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("The file {id} does not exist."))
-}
-
-fn safe_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-fn path_of(s: &AppState, id: &str) -> std::path::PathBuf {
-    s.config.data_dir.join("files").join(id)
-}
-
-fn signature(s: &AppState, id: &str, owner: &str, expiry: i64) -> String {
-    s.capability("file", &format!("{id}\0{owner}\0{expiry}"))
-}
-
-/// The file's signed download URL.
-pub fn download_url(s: &AppState, f: &FileRecord, owner: &str) -> String {
-    let expiry = f.expires_at.map_or(i64::MAX, |t| t.timestamp());
-    let sig = signature(s, &f.id, owner, expiry);
-    s.url(&format!(
-        "/v1/files/{}/download?owner={owner}&expiry={expiry}&signature={sig}",
-        f.id
-    ))
-}
 
 fn view(s: &AppState, f: &FileRecord, owner: &str) -> Value {
     json!({
@@ -70,13 +36,6 @@ fn view(s: &AppState, f: &FileRecord, owner: &str) -> Value {
         "expires_at": f.expires_at.map(views::time),
         "urls": {"get": download_url(s, f, owner)},
     })
-}
-
-async fn own_file(s: &AppState, caller: &Caller, id: &str) -> ApiResult<FileRecord> {
-    match s.store.file(id).await? {
-        Some(f) if f.account_id == caller.account.id => Ok(f),
-        _ => Err(not_found(id)),
-    }
 }
 
 pub async fn create(State(s): State<AppState>, auth: Auth, req: Request) -> ApiResult<Response> {
@@ -114,12 +73,12 @@ pub async fn create(State(s): State<AppState>, auth: Auth, req: Request) -> ApiR
         e => ApiError::BadRequest(format!("The multipart body cannot be read: {e}")),
     };
 
-    let id = modelyard_domain::ids::object_id();
-    let dir = s.config.data_dir.join("files");
+    let part_id = modelyard_domain::ids::object_id();
+    let dir = op::dir(&s);
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let tmp = dir.join(format!(".{id}.part"));
+    let tmp = dir.join(format!(".{part_id}.part"));
     // The partial file goes whatever ends the upload: an error below, or this future dropped
     // half-way (the client went away, the server stopping).
     let mut partial = RemoveOnDrop(Some(tmp.clone()));
@@ -191,31 +150,16 @@ pub async fn create(State(s): State<AppState>, auth: Auth, req: Request) -> ApiR
     }
     .await;
     let (name, content_type, size, sha256, metadata) = result?;
-    tokio::fs::rename(&tmp, path_of(&s, &id))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    partial.0 = None;
-    let expires_at = chrono::Utc::now() + chrono::Duration::from_std(LIFETIME).unwrap_or_default();
-    let f = s
-        .store
-        .create_file(NewFile {
-            id: id.clone(),
-            account_id: caller.account.id,
-            name,
-            content_type,
-            size,
-            sha256,
-            metadata,
-            expires_at: Some(expires_at),
-        })
-        .await;
-    let f = match f {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(path_of(&s, &id)).await;
-            return Err(e.into());
-        }
+    let upload = Upload {
+        part: tmp,
+        name,
+        content_type,
+        size,
+        sha256,
+        metadata,
     };
+    let f = op::store_upload(&s, &caller, upload).await?;
+    partial.0 = None;
     Ok((
         StatusCode::CREATED,
         Json(view(&s, &f, &caller.account.username)),
@@ -242,9 +186,7 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     let caller = auth.required()?;
     let files = s.store.list_files(caller.account.id, q.page()?).await?;
-    let next = (files.len() as i64 == PAGE_SIZE)
-        .then(|| files.last().map(|f| f.cursor))
-        .flatten();
+    let next = next_cursor(&files, |f| f.cursor);
     let results = files
         .iter()
         .map(|f| view(&s, f, &caller.account.username))
@@ -258,7 +200,7 @@ pub async fn get_file(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let caller = auth.required()?;
-    let f = own_file(&s, &caller, &id).await?;
+    let f = op::own_file(&s, &caller, &id).await?;
     Ok(Json(view(&s, &f, &caller.account.username)))
 }
 
@@ -268,29 +210,8 @@ pub async fn delete_file(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let caller = auth.required()?;
-    if !safe_id(&id) || !s.store.delete_file(caller.account.id, &id).await? {
-        return Err(not_found(&id));
-    }
-    let _ = tokio::fs::remove_file(path_of(&s, &id)).await;
+    op::delete_file(&s, &caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-pub struct Signed {
-    owner: Option<String>,
-    expiry: Option<String>,
-    signature: Option<String>,
-}
-
-/// Whether a signed download URL's query is valid now for file `id`.
-fn signed_ok(s: &AppState, id: &str, q: &Signed) -> bool {
-    let (Some(owner), Some(expiry), Some(sig)) = (&q.owner, &q.expiry, &q.signature) else {
-        return false;
-    };
-    let Ok(expiry) = expiry.parse::<i64>() else {
-        return false;
-    };
-    expiry > chrono::Utc::now().timestamp() && *sig == signature(s, id, owner, expiry)
 }
 
 /// `urls.get`: the bytes, to whoever holds the signed URL (no token needed).
@@ -299,146 +220,14 @@ pub async fn download(
     Path(id): Path<String>,
     Query(q): Query<Signed>,
 ) -> ApiResult<Response> {
-    if !safe_id(&id) || !signed_ok(&s, &id, &q) {
-        return Err(not_found(&id));
-    }
-    let f = s.store.file(&id).await?.ok_or_else(|| not_found(&id))?;
-    let mut resp =
-        crate::user_content::stored_file_response(&path_of(&s, &id), &f.content_type, &f.name)
-            .await
-            .map_err(|_| not_found(&id))?;
+    let op::Download { file: f, path } = op::signed_download(&s, &id, &q).await?;
+    let mut resp = crate::user_content::stored_file_response(&path, &f.content_type, &f.name)
+        .await
+        .map_err(|_| op::missing(&id))?;
     if let Ok(etag) =
         header::HeaderValue::from_str(&format!("\"{}\"", &f.sha256[..32.min(f.sha256.len())]))
     {
         resp.headers_mut().insert(header::ETAG, etag);
     }
     Ok(resp)
-}
-
-/// Input values that are URLs of this server's Files API become the file's signed download
-/// URL, which the Cog server fetches without a token. The caller must own the file, or hold a
-/// valid signed URL of it. Done before the input is validated and recorded, so the record
-/// shows exactly what the model was given.
-pub(crate) async fn resolve_inputs(
-    s: &AppState,
-    caller: &Caller,
-    input: &mut Map<String, Value>,
-) -> ApiResult<()> {
-    for (field, value) in input.iter_mut() {
-        resolve_value(s, caller, field, value).await?;
-    }
-    Ok(())
-}
-
-async fn resolve_value(s: &AppState, caller: &Caller, field: &str, v: &mut Value) -> ApiResult<()> {
-    match v {
-        Value::String(text) => {
-            if let Some(url) = resolve_url(s, caller, field, text).await? {
-                *text = url;
-            }
-        }
-        Value::Array(items) => {
-            for item in items {
-                Box::pin(resolve_value(s, caller, field, item)).await?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-async fn resolve_url(
-    s: &AppState,
-    caller: &Caller,
-    field: &str,
-    text: &str,
-) -> ApiResult<Option<String>> {
-    let prefix = s.url("/v1/files/");
-    let Some(rest) = text.strip_prefix(&prefix) else {
-        return Ok(None);
-    };
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let id = path
-        .strip_suffix("/download")
-        .unwrap_or(path)
-        .trim_end_matches('/');
-    let bad = || {
-        ApiError::invalid(
-            field,
-            format!("{text} is not a file of yours (it may have expired or been deleted)"),
-        )
-    };
-    if !safe_id(id) {
-        return Err(bad());
-    }
-    let f = s.store.file(id).await?.ok_or_else(bad)?;
-    let mine = f.account_id == caller.account.id;
-    let mut signed = Signed {
-        owner: None,
-        expiry: None,
-        signature: None,
-    };
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "owner" => signed.owner = Some(v.into_owned()),
-            "expiry" => signed.expiry = Some(v.into_owned()),
-            "signature" => signed.signature = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    let capability = signed_ok(s, id, &signed);
-    if !(mine || capability) {
-        return Err(bad());
-    }
-    if f.expires_at.is_some_and(|t| t < chrono::Utc::now()) {
-        return Err(bad());
-    }
-    if capability {
-        // Already a working capability URL: keep it as given.
-        return Ok(None);
-    }
-    Ok(Some(download_url(s, &f, &caller.account.username)))
-}
-
-/// Removes expired uploads, their records and bytes, every few minutes.
-pub fn sweep_expired(s: AppState) {
-    let started = std::time::SystemTime::now();
-    tokio::spawn(async move {
-        remove_stale_parts(&s.config.data_dir.join("files"), started).await;
-        let mut tick = tokio::time::interval(Duration::from_secs(300));
-        loop {
-            tick.tick().await;
-            match s.store.remove_expired_files(chrono::Utc::now()).await {
-                Ok(ids) => {
-                    for id in ids.iter().filter(|id| safe_id(id)) {
-                        let _ = tokio::fs::remove_file(path_of(&s, id)).await;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "could not remove expired files"),
-            }
-        }
-    });
-}
-
-/// Removes partial uploads (`.<id>.part`) that a crash or `kill -9` left, untouched since
-/// before this server started (an upload in progress writes to its own all the time).
-async fn remove_stale_parts(dir: &std::path::Path, started: std::time::SystemTime) {
-    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
-        return;
-    };
-    while let Ok(Some(e)) = entries.next_entry().await {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if !(name.starts_with('.') && name.ends_with(".part")) {
-            continue;
-        }
-        let stale = e
-            .metadata()
-            .await
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t < started);
-        if stale {
-            let _ = tokio::fs::remove_file(e.path()).await;
-        }
-    }
 }

@@ -1,25 +1,22 @@
-//! Predictions and trainings: recorded, validated against the version's schema, and queued.
+//! Predictions and trainings over HTTP: the body and the `Cancel-After` and `Prefer: wait`
+//! headers in, the job's JSON out (held until it ends, when asked to). `ops::jobs` does the rest.
 use std::time::Duration;
 
 use axum::extract::State;
-
-use crate::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
-use modelyard_domain::rules::{can_manage, can_view};
 use modelyard_domain::*;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, Json, PageQuery, PAGE_SIZE};
-use crate::ops;
+use crate::extract::{next_cursor, Auth, Json, PageQuery, Path, Query};
+use crate::ops::deployments;
+use crate::ops::jobs::{self as op, JobRequest, JobSource, JobTarget};
+use crate::ops::versions::{self, ModelVersion};
 use crate::state::AppState;
-use crate::validate;
 use crate::views;
-
-const EVENTS: &[&str] = &["start", "output", "logs", "completed"];
 
 #[derive(Deserialize)]
 pub struct CreateJob {
@@ -29,46 +26,24 @@ pub struct CreateJob {
     webhook: Option<String>,
     webhook_events_filter: Option<Vec<String>>,
     destination: Option<String>,
-    // Accepted and ignored, as the clients send them.
+    // Accepted and ignored, as the clients send them: every prediction can be streamed.
     #[serde(default, rename = "stream")]
     _stream: Option<Value>,
     #[serde(default, rename = "webhook_completed")]
     _webhook_completed: Option<Value>,
-    /// From the `Cancel-After` header, not the body.
-    #[serde(skip)]
-    deadline: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-fn webhook_filter(b: &CreateJob) -> ApiResult<Vec<String>> {
-    let filter = b.webhook_events_filter.clone().unwrap_or_default();
-    if let Some(bad) = filter.iter().find(|e| !EVENTS.contains(&e.as_str())) {
-        return Err(ApiError::invalid(
-            "webhook_events_filter",
-            format!("{bad:?} is not one of start, output, logs, completed"),
-        ));
-    }
-    if let Some(w) = &b.webhook {
-        let ok = url::Url::parse(w).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
-        if !ok {
-            return Err(ApiError::invalid("webhook", "must be an http(s) URL"));
-        }
-    }
-    Ok(filter)
 }
 
 impl CreateJob {
-    /// A prediction with this input and nothing else: what the web playground submits.
-    pub(crate) fn with_input(input: Map<String, Value>) -> Self {
-        CreateJob {
-            version: None,
-            input,
-            webhook: None,
-            webhook_events_filter: None,
-            destination: None,
-            _stream: None,
-            _webhook_completed: None,
-            deadline: None,
-        }
+    /// The operation's request: the body, with `Cancel-After` from the headers.
+    fn request(self, h: &HeaderMap, target: JobTarget) -> ApiResult<JobRequest> {
+        Ok(JobRequest {
+            target,
+            input: self.input,
+            webhook: self.webhook,
+            webhook_events_filter: self.webhook_events_filter,
+            deadline: cancel_after(h)?,
+            source: JobSource::Api,
+        })
     }
 }
 
@@ -189,90 +164,18 @@ async fn created(s: &AppState, h: &HeaderMap, job: Job) -> ApiResult<Response> {
     Ok(resp)
 }
 
-async fn create(
+/// A prediction of `mv`, answered 201 (after waiting, when asked to).
+async fn predict(
     s: &AppState,
     h: &HeaderMap,
     caller: &Caller,
-    (m, v): (&Model, &Version),
-    mut b: CreateJob,
-    deployment_id: Option<i64>,
-) -> ApiResult<Response> {
-    b.deadline = cancel_after(h)?;
-    let job = record_prediction(s, caller, m, v, b, deployment_id, "api").await?;
-    created(s, h, job).await
-}
-
-/// Validates and records a prediction: the one path for the API (`source` "api") and the web
-/// playground ("web").
-pub(crate) async fn record_prediction(
-    s: &AppState,
-    caller: &Caller,
-    m: &Model,
-    v: &Version,
+    mv: &ModelVersion,
     b: CreateJob,
     deployment_id: Option<i64>,
-    source: &str,
-) -> ApiResult<Job> {
-    let filter = webhook_filter(&b)?;
-    if let Some(w) = &b.webhook {
-        crate::webhooks::check_target(s.config.allow_private_webhooks, w).await?;
-    }
-    let mut b = b;
-    super::files::resolve_inputs(s, caller, &mut b.input).await?;
-    let input = validate::input(s, v, validate::Schema::Predict, Value::Object(b.input))?;
-    let job = s
-        .store
-        .create_job(NewJob {
-            kind: JobKind::Prediction,
-            account_id: caller.account.id,
-            version_id: v.id.clone(),
-            deployment_id,
-            destination_model_id: None,
-            input,
-            source: source.into(),
-            webhook: b.webhook,
-            webhook_events_filter: filter,
-            deadline: b.deadline,
-        })
-        .await
-        .map_err(|e| match e {
-            modelyard_storage::StoreError::NotFound(_) => ApiError::NotFound(format!(
-                "The version {} of {} was deleted.",
-                v.id,
-                m.full_name()
-            )),
-            e => e.into(),
-        })?;
-    if let Some(r) = &s.runner {
-        r.submit(job.clone());
-    }
-    Ok(job)
-}
-
-/// `version` is "owner/name:id", a bare id, or "owner/name" for the latest version.
-async fn resolve_version(s: &AppState, caller: &Caller, spec: &str) -> ApiResult<(Model, Version)> {
-    let not_found = || ApiError::NotFound(format!("The version {spec} does not exist."));
-    if let Some((model, id)) = spec.split_once(':') {
-        let (owner, name) = model.split_once('/').ok_or_else(not_found)?;
-        return ops::visible_version(s, Some(caller), owner, name, id).await;
-    }
-    if let Some((owner, name)) = spec.split_once('/') {
-        let m = ops::visible_model(s, Some(caller), owner, name).await?;
-        let v = m.latest_version.clone().ok_or_else(|| {
-            ApiError::invalid("version", format!("{owner}/{name} has no versions yet"))
-        })?;
-        return Ok((m, v));
-    }
-    if !ids::is_version_id(spec) {
-        return Err(ApiError::invalid(
-            "version",
-            "must be owner/name:id, owner/name, or a 64-character version id",
-        ));
-    }
-    match s.store.version_by_id(spec).await? {
-        Some((m, v)) if can_view(Some(caller), m.owner_id, m.visibility) => Ok((m, v)),
-        _ => Err(not_found()),
-    }
+) -> ApiResult<Response> {
+    let r = b.request(h, JobTarget::Prediction { deployment_id })?;
+    let job = op::create_job(s, caller, mv, r).await?;
+    created(s, h, job).await
 }
 
 pub async fn create_prediction(
@@ -286,8 +189,8 @@ pub async fn create_prediction(
         .version
         .clone()
         .ok_or_else(|| ApiError::invalid("version", "is required"))?;
-    let (m, v) = resolve_version(&s, &caller, &spec).await?;
-    create(&s, &headers, &caller, (&m, &v), b, None).await
+    let mv = versions::resolve_version(&s, &caller, &spec).await?;
+    predict(&s, &headers, &caller, &mv, b, None).await
 }
 
 pub async fn create_for_model(
@@ -298,13 +201,8 @@ pub async fn create_for_model(
     Json(b): Json<CreateJob>,
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
-    let m = ops::visible_model(&s, Some(&caller), &owner, &name).await?;
-    let v = m.latest_version.clone().ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "{owner}/{name} has no versions yet; push one first."
-        ))
-    })?;
-    create(&s, &headers, &caller, (&m, &v), b, None).await
+    let mv = versions::latest_version(&s, &caller, &owner, &name).await?;
+    predict(&s, &headers, &caller, &mv, b, None).await
 }
 
 pub async fn create_for_deployment(
@@ -315,15 +213,9 @@ pub async fn create_for_deployment(
     Json(b): Json<CreateJob>,
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
-    let d = ops::owned_deployment(&s, &caller, &owner, &name).await?;
-    if d.release.max_instances == 0 {
-        return Err(ApiError::Conflict(format!(
-            "The deployment {} is disabled (max_instances is 0); raise max_instances to run it.",
-            d.full_name()
-        )));
-    }
-    let (m, v) = ops::deployment_version(&s, &caller, &d).await?;
-    create(&s, &headers, &caller, (&m, &v), b, Some(d.id)).await
+    let d = deployments::owned_deployment(&s, &caller, &owner, &name).await?;
+    let mv = deployments::version_to_run(&s, &caller, &d).await?;
+    predict(&s, &headers, &caller, &mv, b, Some(d.id)).await
 }
 
 pub async fn create_training(
@@ -334,74 +226,16 @@ pub async fn create_training(
     Json(b): Json<CreateJob>,
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
-    let (_, v) = ops::visible_version(&s, Some(&caller), &owner, &name, &id).await?;
-    let dest = b.destination.clone().ok_or_else(|| {
-        ApiError::invalid("destination", "is required (owner/name of your model)")
-    })?;
-    let (d_owner, d_name) = dest
-        .split_once('/')
-        .ok_or_else(|| ApiError::invalid("destination", "must be owner/name"))?;
-    let dest_model = match s.store.model(d_owner, d_name).await? {
-        Some(m) if can_manage(&caller, m.owner_id) => m,
-        Some(m) if can_view(Some(&caller), m.owner_id, m.visibility) => {
-            return Err(ApiError::Forbidden(format!(
-                "The destination {dest} is not yours: train into a model you own."
-            )))
-        }
-        _ => {
-            return Err(ApiError::invalid(
-                "destination",
-                format!("the model {dest} does not exist; create it first"),
-            ))
-        }
-    };
-    let filter = webhook_filter(&b)?;
-    if let Some(w) = &b.webhook {
-        crate::webhooks::check_target(s.config.allow_private_webhooks, w).await?;
-    }
-    let mut b = b;
-    super::files::resolve_inputs(&s, &caller, &mut b.input).await?;
-    let deadline = cancel_after(&headers)?;
-    let input = validate::input(&s, &v, validate::Schema::Train, Value::Object(b.input))?;
-    let job = s
-        .store
-        .create_job(NewJob {
-            kind: JobKind::Training,
-            account_id: caller.account.id,
-            version_id: v.id.clone(),
-            deployment_id: None,
-            destination_model_id: Some(dest_model.id),
-            input,
-            source: "api".into(),
-            webhook: b.webhook,
-            webhook_events_filter: filter,
-            deadline,
-        })
-        .await?;
-    if let Some(r) = &s.runner {
-        r.submit(job.clone());
-    }
+    let mv = versions::visible_version(&s, Some(&caller), &owner, &name, &id).await?;
+    let destination = b.destination.clone();
+    let r = b.request(&headers, JobTarget::Training { destination })?;
+    let job = op::create_job(&s, &caller, &mv, r).await?;
     created(&s, &headers, job).await
 }
 
-async fn own_job(s: &AppState, caller: &Caller, kind: JobKind, id: &str) -> ApiResult<Job> {
-    match s.store.job(kind, id).await? {
-        Some(j) if j.account_id == caller.account.id => Ok(j),
-        _ => Err(ApiError::NotFound(format!(
-            "The {} {id} does not exist.",
-            kind.as_str()
-        ))),
-    }
-}
-
 async fn list(s: &AppState, caller: &Caller, kind: JobKind, q: PageQuery) -> ApiResult<Value> {
-    let jobs = s
-        .store
-        .list_jobs(kind, caller.account.id, q.page()?)
-        .await?;
-    let next = (jobs.len() as i64 == PAGE_SIZE)
-        .then(|| jobs.last().map(|j| j.cursor))
-        .flatten();
+    let jobs = op::list_jobs(s, caller, kind, q.page()?).await?;
+    let next = next_cursor(&jobs, |j| j.cursor);
     let results = jobs.iter().map(|j| views::job(s, j)).collect();
     let path = match kind {
         JobKind::Prediction => "/v1/predictions",
@@ -435,7 +269,7 @@ pub async fn get_prediction(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<JsonOut<Value>> {
-    let j = own_job(&s, &auth.required()?, JobKind::Prediction, &id).await?;
+    let j = op::own_job(&s, &auth.required()?, JobKind::Prediction, &id).await?;
     Ok(JsonOut(views::job(&s, &j)))
 }
 
@@ -444,7 +278,7 @@ pub async fn get_training(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<JsonOut<Value>> {
-    let j = own_job(&s, &auth.required()?, JobKind::Training, &id).await?;
+    let j = op::own_job(&s, &auth.required()?, JobKind::Training, &id).await?;
     Ok(JsonOut(views::job(&s, &j)))
 }
 
@@ -453,8 +287,7 @@ pub async fn cancel_prediction(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<JsonOut<Value>> {
-    let j = own_job(&s, &auth.required()?, JobKind::Prediction, &id).await?;
-    let j = ops::cancel_job(&s, JobKind::Prediction, &j.id).await?;
+    let j = op::cancel_job(&s, &auth.required()?, JobKind::Prediction, &id).await?;
     Ok(JsonOut(views::job(&s, &j)))
 }
 
@@ -463,8 +296,7 @@ pub async fn cancel_training(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<JsonOut<Value>> {
-    let j = own_job(&s, &auth.required()?, JobKind::Training, &id).await?;
-    let j = ops::cancel_job(&s, JobKind::Training, &j.id).await?;
+    let j = op::cancel_job(&s, &auth.required()?, JobKind::Training, &id).await?;
     Ok(JsonOut(views::job(&s, &j)))
 }
 

@@ -1,15 +1,18 @@
 //! The HTTP API under /v1. The route table below is the one source for the router and for the
 //! test that holds the published OpenAPI document to it.
+//! Like `web/`, an adapter around `ops/`: handlers parse the request, call one operation and
+//! answer in Replicate's JSON. Neither adapter imports the other.
 mod account;
 mod audit;
-pub(crate) mod deployments;
-pub(crate) mod files;
-pub(crate) mod jobs;
+mod deployments;
+mod files;
+mod jobs;
 mod live;
-pub(crate) mod models;
+mod models;
 mod versions;
 
 use axum::extract::Request;
+use axum::handler::Handler;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
@@ -64,16 +67,21 @@ api_routes! {
     get "/v1/files/{id}" => files::get_file,
     delete "/v1/files/{id}" => files::delete_file,
     get "/v1/files/{id}/download" => files::download,
-    get "/v1/webhooks/default/secret" => crate::webhooks::default_secret,
+    get "/v1/webhooks/default/secret" => account::webhook_secret,
     get "/files/{job}/{token}/{name}" => live::file,
 }
 
-pub fn router(state: AppState) -> Router {
+/// The API's routes; `fallback` answers any other address (the caller knows what else is
+/// served there, such as the web UI's pages).
+pub fn router<H, T>(state: AppState, fallback: H) -> Router
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
     routes()
         .route("/openapi.json", get(openapi))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        // problem+json under /v1, the web UI's HTML page elsewhere.
-        .fallback(crate::web::not_found)
+        .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), query_method))
         .with_state(state)
 }

@@ -1,27 +1,21 @@
+//! Models: the list and search, creating, reading, changing and deleting one.
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
-
-use crate::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use modelyard_domain::names::{validate_link, validate_name};
-use modelyard_domain::rules::can_manage;
 use modelyard_domain::*;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{body_rejection, Auth, DryRun, Json, PageQuery, PAGE_SIZE};
-use crate::ops::{self, DeleteOutcome};
+use crate::extract::{body_rejection, next_cursor, Auth, DryRun, Json, PageQuery, Path, Query};
+use crate::ops::models::{self as op, check_link, ModelRequest, HARDWARE};
+use crate::ops::DeleteOutcome;
 use crate::state::AppState;
 use crate::views;
 
-pub const HARDWARE: &[&str] = &["cpu"];
-
 fn models_page(s: &AppState, path: &str, models: Vec<Model>) -> Value {
-    let next = (models.len() as i64 == PAGE_SIZE)
-        .then(|| models.last().map(|m| m.id))
-        .flatten();
+    let next = next_cursor(&models, |m| m.id);
     let results = models.iter().map(|m| views::model(s, m)).collect();
     views::page(s, path, results, next)
 }
@@ -114,43 +108,18 @@ pub async fn create(
     Json(b): Json<CreateModel>,
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
-    validate_name("model", &b.name).map_err(|e| ApiError::invalid("name", e))?;
-    check_link("github_url", &b.github_url)?;
-    check_link("paper_url", &b.paper_url)?;
-    check_link("license_url", &b.license_url)?;
-    check_link("cover_image_url", &b.cover_image_url)?;
-    if !HARDWARE.contains(&b.hardware.as_str()) {
-        return Err(ApiError::invalid(
-            "hardware",
-            format!(
-                "{:?} is not available here; GET /v1/hardware lists what is",
-                b.hardware
-            ),
-        ));
-    }
-    let owner = s.store.account(&b.owner).await?.ok_or_else(|| {
-        ApiError::invalid("owner", format!("there is no account named {:?}", b.owner))
-    })?;
-    if !can_manage(&caller, owner.id) {
-        return Err(ApiError::Forbidden(format!(
-            "You can create models only for yourself or an organization you belong to, not for {}.",
-            owner.username
-        )));
-    }
-    let m = s
-        .store
-        .create_model(NewModel {
-            owner_id: owner.id,
-            name: b.name,
-            description: b.description,
-            visibility: Some(b.visibility),
-            hardware: b.hardware,
-            github_url: b.github_url,
-            paper_url: b.paper_url,
-            license_url: b.license_url,
-            cover_image_url: b.cover_image_url,
-        })
-        .await?;
+    let r = ModelRequest {
+        owner: b.owner,
+        name: b.name,
+        visibility: b.visibility,
+        hardware: b.hardware,
+        description: b.description,
+        github_url: b.github_url,
+        paper_url: b.paper_url,
+        license_url: b.license_url,
+        cover_image_url: b.cover_image_url,
+    };
+    let m = op::create_model(&s, &caller, r).await?;
     Ok((StatusCode::CREATED, axum::Json(views::model(&s, &m))).into_response())
 }
 
@@ -159,7 +128,7 @@ pub async fn get_model(
     auth: Auth,
     Path((owner, name)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<Value>> {
-    let m = ops::visible_model(&s, auth.0.as_ref(), &owner, &name).await?;
+    let m = op::visible_model(&s, auth.0.as_ref(), &owner, &name).await?;
     Ok(axum::Json(views::model(&s, &m)))
 }
 
@@ -168,13 +137,6 @@ fn opt_link(field: &str, v: &Value) -> ApiResult<Option<String>> {
     let link = opt_string(field, v)?;
     check_link(field, &link)?;
     Ok(link)
-}
-
-fn check_link(field: &str, link: &Option<String>) -> ApiResult<()> {
-    match link {
-        Some(l) => validate_link(field, l).map_err(|e| ApiError::invalid(field, e)),
-        None => Ok(()),
-    }
 }
 
 fn opt_string(field: &str, v: &Value) -> ApiResult<Option<String>> {
@@ -227,9 +189,9 @@ pub async fn update(
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<axum::Json<Value>> {
     let caller = auth.required()?;
-    let m = ops::managed_model(&s, &caller, &owner, &name).await?;
+    let m = op::managed_model(&s, &caller, &owner, &name).await?;
     let patch = parse_patch(&body)?;
-    let m = s.store.update_model(m.id, patch).await?;
+    let m = op::update_model(&s, &caller, &m, patch).await?;
     Ok(axum::Json(views::model(&s, &m)))
 }
 
@@ -252,6 +214,6 @@ pub async fn delete_model(
     Query(q): Query<DryRun>,
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
-    let o = ops::delete_model(&s, &caller, &owner, &name, q.get()?).await?;
+    let o = op::delete_model(&s, &caller, &owner, &name, q.get()?).await?;
     Ok(delete_response(o))
 }

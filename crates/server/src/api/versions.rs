@@ -1,13 +1,13 @@
+//! Versions: the list, one version, its environment's build log, and deleting one. (Pushing a
+//! version is `push/`.)
 use axum::extract::State;
-
-use crate::extract::{Path, Query};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 
 use crate::error::ApiResult;
-use crate::extract::{Auth, DryRun, PageQuery, PAGE_SIZE};
-use crate::ops;
+use crate::extract::{next_cursor, Auth, DryRun, PageQuery, Path, Query};
+use crate::ops::versions as op;
 use crate::state::AppState;
 use crate::views;
 
@@ -17,11 +17,8 @@ pub async fn list(
     Path((owner, name)): Path<(String, String)>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<Value>> {
-    let m = ops::visible_model(&s, auth.0.as_ref(), &owner, &name).await?;
-    let versions = s.store.versions(m.id, q.page()?).await?;
-    let next = (versions.len() as i64 == PAGE_SIZE)
-        .then(|| versions.last().map(|v| v.cursor))
-        .flatten();
+    let versions = op::list_versions(&s, auth.0.as_ref(), &owner, &name, q.page()?).await?;
+    let next = next_cursor(&versions, |v| v.cursor);
     let results = versions.iter().map(views::version).collect();
     let path = format!("/v1/models/{owner}/{name}/versions");
     Ok(Json(views::page(&s, &path, results, next)))
@@ -32,8 +29,8 @@ pub async fn get_version(
     auth: Auth,
     Path((owner, name, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let (_, v) = ops::visible_version(&s, auth.0.as_ref(), &owner, &name, &id).await?;
-    Ok(Json(views::version(&v)))
+    let mv = op::visible_version(&s, auth.0.as_ref(), &owner, &name, &id).await?;
+    Ok(Json(views::version(&mv.version)))
 }
 
 /// The log of building the version's Python environment (an extension), for its owners.
@@ -41,35 +38,9 @@ pub async fn build_log(
     State(s): State<AppState>,
     auth: Auth,
     Path((owner, name, id)): Path<(String, String, String)>,
-) -> ApiResult<axum::response::Response> {
-    use axum::response::IntoResponse;
+) -> ApiResult<Response> {
     let caller = auth.required()?;
-    let m = ops::managed_model(&s, &caller, &owner, &name).await?;
-    let v = s.store.version(m.id, &id).await?.ok_or_else(|| {
-        crate::error::ApiError::NotFound(format!(
-            "The version {id} of {owner}/{name} does not exist."
-        ))
-    })?;
-    let yaml = std::fs::read_to_string(s.artifacts_dir().join(&v.artifact).join("cog.yaml"))
-        .map_err(|e| crate::error::ApiError::Internal(format!("cog.yaml of {id}: {e}")))?;
-    let cog = modelyard_domain::cog_yaml::parse(&yaml).map_err(crate::error::ApiError::Internal)?;
-    let none = || {
-        crate::error::ApiError::NotFound(if cog.python_packages.is_empty() {
-            "This version needs no environment of its own (its cog.yaml lists no python_packages)."
-                .into()
-        } else {
-            "The environment has not been built yet: it is built when the version first runs."
-                .into()
-        })
-    };
-    if cog.python_packages.is_empty() {
-        return Err(none());
-    }
-    let log = s
-        .runner
-        .as_ref()
-        .and_then(|r| r.build_log(&cog.python_packages))
-        .ok_or_else(none)?;
+    let log = op::build_log(&s, &caller, &owner, &name, &id).await?;
     // The log holds what the model's packages printed: served like any user-supplied text.
     let mut resp = (
         [(
@@ -90,6 +61,6 @@ pub async fn delete_version(
     Query(q): Query<DryRun>,
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
-    let o = ops::delete_version(&s, &caller, &owner, &name, &id, q.get()?).await?;
+    let o = op::delete_version(&s, &caller, &owner, &name, &id, q.get()?).await?;
     Ok(super::models::delete_response(o))
 }

@@ -13,6 +13,7 @@ use axum::extract::{Request, State};
 use crate::extract::Path as UrlPath;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use modelyard_blobs::{BlobError, Released, Stored, TreeFile};
 use modelyard_domain::NewVersion;
 use modelyard_runner::sandbox;
 use serde::Deserialize;
@@ -62,13 +63,8 @@ pub async fn push(
         ));
     }
     let limit = s.config.max_upload_bytes;
-    let tmp_root = staging_root(&s.config.data_dir);
-    crate::private_dir(&tmp_root).map_err(internal)?;
     // Dropped on every path out of here, so a refused upload leaves nothing behind.
-    let tmp = tempfile::Builder::new()
-        .prefix("push-")
-        .tempdir_in(&tmp_root)
-        .map_err(internal)?;
+    let tmp = s.blobs.stage()?;
     let tree = tmp.path().join("tree");
     // Unpacked while it arrives: the upload is never held whole, in memory or on disk.
     let mut body = stream::reader(req.into_body(), limit as u64);
@@ -103,28 +99,20 @@ pub async fn push(
             .map_err(unpack_error)?;
     }
 
-    // Place the tree and record the version under the artifacts lock, so a deletion freeing the
-    // same content at this moment cannot remove the files from under the new version.
-    let _guard = s.artifacts.lock().await;
-    let final_dir = s.artifacts_dir().join(&digest);
-    let placed = if final_dir.exists() {
-        false
-    } else {
-        tokio::fs::create_dir_all(s.artifacts_dir())
-            .await
-            .map_err(internal)?;
-        // Files are stored once by content: a new version that changes only its code adds only
-        // its code, however large its weights.
-        let (t, blobs) = (tree.clone(), blobs_dir(&s));
-        tokio::task::spawn_blocking(move || share_files(&t, &blobs, &files))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
-        tokio::fs::rename(&tree, &final_dir)
-            .await
-            .map_err(internal)?;
-        true
-    };
+    // Place the tree and record the version under the data directory's lock, so a deletion
+    // freeing the same content at this moment cannot remove the files from under the new
+    // version. Files are stored once by content: a new version that changes only its code adds
+    // only its code, however large its weights.
+    let held = s.blobs.lock().await;
+    let files = files
+        .into_iter()
+        .map(|(path, sha256, executable)| TreeFile {
+            path,
+            sha256,
+            executable,
+        })
+        .collect();
+    let placed = s.blobs.put_tree(&held, &digest, &tree, files).await?;
     let created = s
         .store
         .create_version(NewVersion {
@@ -141,9 +129,8 @@ pub async fn push(
     let (version, new) = match created {
         Ok(v) => v,
         Err(e) => {
-            if placed && !s.store.artifact_in_use(&digest).await.unwrap_or(true) {
-                let _ = tokio::fs::remove_dir_all(&final_dir).await;
-                sweep_blobs(&blobs_dir(&s)).await;
+            if placed {
+                logged(s.blobs.release_held(&held, Stored::Artifact(&digest)).await);
             }
             return Err(e.into());
         }
@@ -161,16 +148,6 @@ fn unpack_error(e: UnpackError) -> ApiError {
         UnpackError::Invalid(m) => ApiError::invalid("upload", m),
         UnpackError::TooLarge(m) => ApiError::PayloadTooLarge(format!("The {m}.")),
     }
-}
-
-/// Where pushes stage their uploads; private to the server's user.
-fn staging_root(data_dir: &Path) -> std::path::PathBuf {
-    data_dir.join("tmp")
-}
-
-/// Removes the staging folders of pushes a crash interrupted; run at start, before serving.
-pub fn clean_staging(data_dir: &Path) {
-    unpack::clean_staging(&staging_root(data_dir));
 }
 
 /// Checks the stored projects once, in the background, at start: a version stored before links
@@ -265,99 +242,10 @@ async fn introspect(s: &AppState, tree: &Path, cog: &cogyaml::CogYaml) -> ApiRes
     })
 }
 
-/// Removes a fine-tune's stored weights once no version is set up with them.
-pub async fn release_weights(s: &AppState, weights: &str) {
-    let _guard = s.artifacts.lock().await;
-    // `weights` is "<sha256>/<name>", as the runner stored it: the digest's directory goes.
-    let Some(digest) = weights
-        .split('/')
-        .next()
-        .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()))
-    else {
-        return;
-    };
-    match s.store.weights_in_use(weights).await {
-        Ok(false) => {
-            let dir = s.config.data_dir.join("weights").join(digest);
-            if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(error = %e, dir = %dir.display(), "could not remove unused weights");
-                }
-            }
-        }
-        Ok(true) => {}
-        Err(e) => tracing::warn!(error = %e, "could not check whether weights are still used"),
+/// A release after a failed push: a failure leaves files behind, which the operator hears of,
+/// not the client.
+fn logged(r: Result<Released, BlobError>) {
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not remove stored content no version uses");
     }
-}
-
-/// Removes an artifact tree once no version references it.
-pub async fn release_artifact(s: &AppState, digest: &str) {
-    let _guard = s.artifacts.lock().await;
-    match s.store.artifact_in_use(digest).await {
-        Ok(false) => {
-            let dir = s.artifacts_dir().join(digest);
-            if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(error = %e, dir = %dir.display(), "could not remove an unused artifact");
-                }
-            }
-            sweep_blobs(&blobs_dir(s)).await;
-        }
-        Ok(true) => {}
-        Err(e) => tracing::warn!(error = %e, "could not check whether an artifact is still used"),
-    }
-}
-
-/// Where files are stored by content: `blobs/<sha256>` (`-x` for executables, whose mode
-/// differs), each hard-linked into every artifact tree that holds that content.
-fn blobs_dir(s: &AppState) -> std::path::PathBuf {
-    s.config.data_dir.join("blobs")
-}
-
-/// Replaces each file of `tree` with a hard link to the stored blob of its content, storing the
-/// blob first when it is new. Called under the artifacts lock.
-fn share_files(
-    tree: &Path,
-    blobs: &Path,
-    files: &[(std::path::PathBuf, String, bool)],
-) -> std::io::Result<()> {
-    crate::private_dir(blobs)?;
-    // Outside the tree, so no name of the project's can collide with it.
-    let staged = tree.with_file_name("dedupe");
-    for (rel, sha, exec) in files {
-        let blob = blobs.join(if *exec {
-            format!("{sha}-x")
-        } else {
-            sha.clone()
-        });
-        let file = tree.join(rel);
-        if blob.exists() {
-            // Same bytes: this tree's copy goes, the stored one takes its place.
-            std::fs::hard_link(&blob, &staged)?;
-            std::fs::rename(&staged, &file)?;
-        } else {
-            std::fs::hard_link(&file, &blob)?;
-        }
-    }
-    Ok(())
-}
-
-/// Removes blobs no artifact tree links to any more (their only link is the store's own).
-/// Called under the artifacts lock, after a tree is removed.
-async fn sweep_blobs(blobs: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let blobs = blobs.to_path_buf();
-    let _ = tokio::task::spawn_blocking(move || {
-        let Ok(entries) = std::fs::read_dir(&blobs) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if e.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1) {
-                if let Err(err) = std::fs::remove_file(e.path()) {
-                    tracing::warn!(error = %err, blob = %e.path().display(), "could not remove an unused blob");
-                }
-            }
-        }
-    })
-    .await;
 }

@@ -14,7 +14,7 @@
 //!
 //! `dest` must be a private, empty staging directory: nothing outside it is touched.
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -491,28 +491,6 @@ fn digest(nodes: &BTreeMap<PathBuf, Node>) -> String {
         h.update(b"\n");
     }
     hex::encode(h.finalize())
-}
-
-/// Removes what pushes interrupted by a crash left in the staging area (`tmp/push-*`).
-pub fn clean_staging(tmp_root: &Path) {
-    let Ok(dir) = std::fs::read_dir(tmp_root) else {
-        return;
-    };
-    for e in dir.flatten() {
-        let name: OsString = e.file_name();
-        if !name.as_bytes().starts_with(b"push-") {
-            continue;
-        }
-        let path = e.path();
-        // remove_dir_all does not follow links inside the tree it removes.
-        let res = match e.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-            _ => std::fs::remove_file(&path),
-        };
-        if let Err(err) = res {
-            tracing::warn!(error = %err, path = %path.display(), "could not remove an old push staging folder");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
-use modelyard_domain::ids::{new_token, token_hash};
-use modelyard_domain::*;
-use modelyard_storage::MemberRemoval;
 use serde_json::json;
 
 use super::error::{WebError, WebResult};
 use super::render;
 use super::session::{self, Posted, Viewer};
+use crate::ops::accounts::{self as op, my_org};
+use crate::ops::OpError;
 use crate::state::AppState;
 use crate::views::time;
 
@@ -58,35 +57,37 @@ pub async fn page(State(s): State<AppState>, viewer: Viewer) -> WebResult {
     account_page(&s, &viewer, StatusCode::OK, None, None).await
 }
 
-pub async fn create_token(State(s): State<AppState>, posted: Posted) -> WebResult {
-    let caller = posted.caller();
-    let name = posted.form.text("name").unwrap_or_else(|| "web".into());
-    if name.chars().count() > 100 {
-        return account_page(
-            &s,
-            &posted.viewer,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            Some("A token's name has at most 100 characters.".into()),
-        )
-        .await;
+/// A refusal the account page explains (422); a missing thing is the page's 404.
+async fn refused(s: &AppState, viewer: &Viewer, e: OpError) -> WebResult {
+    match e {
+        OpError::Invalid { detail, .. } => {
+            account_page(
+                s,
+                viewer,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                Some(detail),
+            )
+            .await
+        }
+        OpError::NotFound(_) => Err(WebError::not_found()),
+        e => Err(e.into()),
     }
-    let token = new_token();
-    s.store
-        .add_named_token(caller.account.id, &token_hash(&token), &name)
-        .await?;
-    // Shown once, on this very response: it is not kept anywhere.
-    account_page(&s, &posted.viewer, StatusCode::OK, Some(token), None).await
+}
+
+pub async fn create_token(State(s): State<AppState>, posted: Posted) -> WebResult {
+    let name = posted.form.text("name").unwrap_or_else(|| "web".into());
+    match op::create_token(&s, posted.caller(), &name).await {
+        // Shown once, on this very response: it is not kept anywhere.
+        Ok(token) => account_page(&s, &posted.viewer, StatusCode::OK, Some(token), None).await,
+        Err(e) => refused(&s, &posted.viewer, e).await,
+    }
 }
 
 pub async fn revoke_token(State(s): State<AppState>, posted: Posted) -> WebResult {
-    let caller = posted.caller();
     let hash = posted.form.text("hash").unwrap_or_default();
-    let revoked = s.store.revoke_token(caller.account.id, &hash).await?;
-    // After the revocation, so no request can remember the token again.
-    s.forget_callers();
-    if !revoked {
-        return Err(WebError::not_found());
+    if let Err(e) = op::revoke_token(&s, posted.caller(), &hash).await {
+        return refused(&s, &posted.viewer, e).await;
     }
     Ok(session::flash(
         &s,
@@ -95,37 +96,21 @@ pub async fn revoke_token(State(s): State<AppState>, posted: Posted) -> WebResul
     ))
 }
 
-/// An organization the signed-in user belongs to (anyone else's is a 404).
-async fn my_org(s: &AppState, caller: &Caller, org: &str) -> WebResult<Account> {
-    match s.store.account(org).await? {
-        Some(a) if a.kind == AccountKind::Organization && caller.org_ids.contains(&a.id) => Ok(a),
-        _ => Err(WebError::not_found()),
-    }
-}
-
 pub async fn add_member(
     State(s): State<AppState>,
     Path(org): Path<String>,
     posted: Posted,
 ) -> WebResult {
-    let org = my_org(&s, posted.caller(), &org).await?;
-    let username = posted.form.text("username").unwrap_or_default();
-    let user = match s.store.account(&username).await? {
-        Some(u) if u.kind == AccountKind::User => u,
-        _ => {
-            let msg = format!("There is no user named {username:?}.");
-            return account_page(
-                &s,
-                &posted.viewer,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                Some(msg),
-            )
-            .await;
-        }
+    let added = match my_org(&s, posted.caller(), &org).await {
+        Ok(org) => op::add_member(&s, &org, &posted.form.text("username").unwrap_or_default())
+            .await
+            .map(|user| (org, user)),
+        Err(e) => Err(e),
     };
-    s.store.add_member(org.id, user.id).await?;
-    s.forget_callers();
+    let (org, user) = match added {
+        Ok(done) => done,
+        Err(e) => return refused(&s, &posted.viewer, e).await,
+    };
     let msg = format!("{} is a member of {}.", user.username, org.username);
     Ok(session::flash(
         &s,
@@ -139,33 +124,16 @@ pub async fn remove_member(
     Path(org): Path<String>,
     posted: Posted,
 ) -> WebResult {
-    let org = my_org(&s, posted.caller(), &org).await?;
-    let username = posted.form.text("username").unwrap_or_default();
-    let Some(user) = s.store.account(&username).await? else {
-        return Err(WebError::not_found());
+    let removed = match my_org(&s, posted.caller(), &org).await {
+        Ok(org) => op::remove_member(&s, &org, &posted.form.text("username").unwrap_or_default())
+            .await
+            .map(|user| (org, user)),
+        Err(e) => Err(e),
     };
-    // The rule (an organization keeps a member) is checked in the transaction that removes, so
-    // two removals at once cannot both pass it.
-    match s.store.remove_member(org.id, user.id).await? {
-        MemberRemoval::Removed => {}
-        MemberRemoval::NotAMember => return Err(WebError::not_found()),
-        MemberRemoval::Refused(blockers) => {
-            let msg = blockers
-                .iter()
-                .map(|b| b.detail.as_str())
-                .collect::<Vec<_>>()
-                .join(" ");
-            return account_page(
-                &s,
-                &posted.viewer,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                Some(msg),
-            )
-            .await;
-        }
-    }
-    s.forget_callers();
+    let (org, user) = match removed {
+        Ok(done) => done,
+        Err(e) => return refused(&s, &posted.viewer, e).await,
+    };
     let msg = format!("Removed {} from {}.", user.username, org.username);
     Ok(session::flash(
         &s,

@@ -13,8 +13,8 @@ use super::form::Form;
 use super::password::{dummy_hash, verify_password};
 use super::render;
 use super::session::{self, cookie, ClientAddr, Posted, Viewer, LOGIN_COOKIE, SESSION_COOKIE};
-use super::throttle;
 use crate::state::AppState;
+use crate::throttle;
 
 #[derive(Deserialize)]
 pub struct Next {

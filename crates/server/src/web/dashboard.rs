@@ -9,6 +9,8 @@ use super::models::model_card;
 use super::predictions::job_row;
 use super::render;
 use super::session::Viewer;
+use crate::ops::jobs::list_jobs;
+use crate::ops::models::owned_models;
 use crate::state::AppState;
 
 pub async fn home(State(s): State<AppState>, viewer: Viewer) -> WebResult<Response> {
@@ -27,25 +29,17 @@ pub async fn home(State(s): State<AppState>, viewer: Viewer) -> WebResult<Respon
             ctx,
         ));
     };
-    let mut owners = caller.org_ids.clone();
-    owners.push(caller.account.id);
-    let mine = s.store.models_owned_by(&owners, 100).await?;
-    let jobs = s
-        .store
-        .list_jobs(
-            JobKind::Prediction,
-            caller.account.id,
-            PageReq {
-                after: None,
-                limit: 10,
-            },
-        )
-        .await?;
+    let mine = owned_models(&s, caller, 100).await?;
+    let recent = PageReq {
+        after: None,
+        limit: 10,
+    };
+    let jobs = list_jobs(&s, caller, JobKind::Prediction, recent).await?;
     let others = s.store.list_models(Some(caller), None, page).await?;
     let ctx = json!({
         "models": mine.iter().map(model_card).collect::<Vec<_>>(),
         "predictions": jobs.iter().map(job_row).collect::<Vec<_>>(),
-        "public_models": others.iter().filter(|m| !owners.contains(&m.owner_id)).map(model_card).collect::<Vec<_>>(),
+        "public_models": others.iter().filter(|m| !caller.org_ids.contains(&m.owner_id) && m.owner_id != caller.account.id).map(model_card).collect::<Vec<_>>(),
     });
     Ok(render::page(
         &s,

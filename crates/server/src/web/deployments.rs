@@ -10,16 +10,17 @@ use super::error::{WebError, WebResult};
 use super::form::Form;
 use super::render;
 use super::session::{self, Posted, Viewer};
-use crate::api::deployments::{
-    create_deployment, update_deployment, CreateDeployment, UpdateDeployment,
+use crate::ops::deployments::{
+    self as op, create_deployment, update_deployment, DeploymentRequest, ReleaseChange,
 };
-use crate::error::ApiError;
-use crate::ops::{self, DeleteOutcome};
+use crate::ops::models::{owned_models, visible_model};
+use crate::ops::versions::list_versions;
+use crate::ops::{DeleteOutcome, OpError};
 use crate::state::AppState;
 use crate::views::time;
 
 /// `visible`: whether the viewer may still see the release's version (see
-/// `ops::deployment_version`); the page says so when not.
+/// `ops::deployments::deployment_version`); the page says so when not.
 fn deployment_view(d: &Deployment, visible: bool) -> Value {
     let r = &d.release;
     json!({
@@ -48,26 +49,20 @@ async fn list_page(
     error: Option<String>,
 ) -> WebResult {
     let caller = viewer.required()?;
-    let mut owners = caller.org_ids.clone();
-    owners.push(caller.account.id);
-    let ds = s
-        .store
-        .list_deployments(
-            &owners,
-            PageReq {
-                after: None,
-                limit: 100,
-            },
-        )
-        .await?;
+    let ds = op::list_deployments(
+        s,
+        caller,
+        PageReq {
+            after: None,
+            limit: 100,
+        },
+    )
+    .await?;
     let mut views = Vec::with_capacity(ds.len());
     for d in &ds {
-        views.push(deployment_view(
-            d,
-            ops::release_visible(s, caller, d).await?,
-        ));
+        views.push(deployment_view(d, op::release_visible(s, caller, d).await?));
     }
-    let mine = s.store.models_owned_by(&owners, 100).await?;
+    let mine = owned_models(s, caller, 100).await?;
     let models: Vec<String> = mine
         .iter()
         .filter(|m| m.latest_version.is_some())
@@ -106,11 +101,12 @@ fn number(f: &Form, key: &str) -> Result<i64, String> {
         .map_err(|_| format!("{key} must be a whole number"))
 }
 
-fn problem(e: ApiError) -> Result<String, WebError> {
+/// A refusal the form's page explains; anything else is an error page.
+fn problem(e: OpError) -> Result<String, WebError> {
     match e {
-        ApiError::Invalid { detail, .. }
-        | ApiError::Conflict(detail)
-        | ApiError::NotFound(detail) => Ok(detail),
+        OpError::Invalid { detail, .. } | OpError::Conflict(detail) | OpError::NotFound(detail) => {
+            Ok(detail)
+        }
         e => Err(e.into()),
     }
 }
@@ -119,8 +115,8 @@ pub async fn create(State(s): State<AppState>, posted: Posted) -> WebResult {
     let f = &posted.form;
     let caller = posted.caller();
     let model = f.text("model").unwrap_or_default();
-    let b = (|| -> Result<CreateDeployment, String> {
-        Ok(CreateDeployment {
+    let b = (|| -> Result<DeploymentRequest, String> {
+        Ok(DeploymentRequest {
             name: f.text("name").unwrap_or_default(),
             model: model.clone(),
             version: String::new(),
@@ -147,7 +143,7 @@ pub async fn create(State(s): State<AppState>, posted: Posted) -> WebResult {
         Some(v) => v,
         None => {
             let (o, n) = model.split_once('/').unwrap_or_default();
-            match ops::visible_model(&s, Some(caller), o, n).await {
+            match visible_model(&s, Some(caller), o, n).await {
                 Ok(m) => m.latest_version.map(|v| v.id).unwrap_or_default(),
                 Err(e) => {
                     let msg = problem(e)?;
@@ -195,29 +191,23 @@ async fn deployment_page(
     delete_error: Option<String>,
 ) -> WebResult {
     let caller = viewer.required()?;
-    let blockers = match ops::delete_deployment(s, caller, &d.owner, &d.name, true).await? {
+    let blockers = match op::delete_deployment(s, caller, &d.owner, &d.name, true).await? {
         DeleteOutcome::Preview(b) => b,
         DeleteOutcome::Deleted => vec![],
     };
     let (mo, mn) = d.release.model.split_once('/').unwrap_or_default();
-    let versions: Vec<String> = match ops::visible_model(s, Some(caller), mo, mn).await {
-        Ok(m) => s
-            .store
-            .versions(
-                m.id,
-                PageReq {
-                    after: None,
-                    limit: 100,
-                },
-            )
-            .await?
-            .into_iter()
-            .map(|v| v.id)
-            .collect(),
-        Err(_) => vec![],
+    let page = PageReq {
+        after: None,
+        limit: 100,
+    };
+    // The versions to choose from; none when the model is no longer visible.
+    let versions: Vec<String> = match list_versions(s, Some(caller), mo, mn, page).await {
+        Ok(vs) => vs.into_iter().map(|v| v.id).collect(),
+        Err(OpError::NotFound(_)) => vec![],
+        Err(e) => return Err(e.into()),
     };
     let ctx = json!({
-        "deployment": deployment_view(d, ops::release_visible(s, caller, d).await?),
+        "deployment": deployment_view(d, op::release_visible(s, caller, d).await?),
         "versions": versions,
         "blockers": blockers.iter().map(|b| json!({"kind": b.kind, "detail": b.detail})).collect::<Vec<_>>(),
         "error": error,
@@ -239,7 +229,7 @@ pub async fn page(
     Path((owner, name)): Path<(String, String)>,
 ) -> WebResult {
     let caller = viewer.required()?;
-    let d = ops::owned_deployment(&s, caller, &owner, &name).await?;
+    let d = op::owned_deployment(&s, caller, &owner, &name).await?;
     deployment_page(&s, &viewer, &d, StatusCode::OK, None, None).await
 }
 
@@ -250,18 +240,13 @@ pub async fn update(
     posted: Posted,
 ) -> WebResult {
     let caller = posted.caller();
-    let d = ops::owned_deployment(&s, caller, &owner, &name).await?;
+    let d = op::owned_deployment(&s, caller, &owner, &name).await?;
     let f = &posted.form;
     let b = if f.get("action") == Some("disable") {
-        Ok(UpdateDeployment {
-            version: None,
-            hardware: None,
-            min_instances: Some(0),
-            max_instances: Some(0),
-        })
+        Ok(ReleaseChange::disable())
     } else {
-        (|| -> Result<UpdateDeployment, String> {
-            Ok(UpdateDeployment {
+        (|| -> Result<ReleaseChange, String> {
+            Ok(ReleaseChange {
                 version: f.text("version").filter(|v| *v != d.release.version_id),
                 hardware: None,
                 min_instances: Some(number(f, "min_instances")?),
@@ -303,7 +288,7 @@ pub async fn delete(
     posted: Posted,
 ) -> WebResult {
     let caller = posted.caller();
-    let d = ops::owned_deployment(&s, caller, &owner, &name).await?;
+    let d = op::owned_deployment(&s, caller, &owner, &name).await?;
     if posted.form.text("confirm").as_deref() != Some(d.full_name().as_str()) {
         let msg = format!(
             "Type {} exactly to confirm. Nothing was deleted.",
@@ -319,7 +304,7 @@ pub async fn delete(
         )
         .await;
     }
-    match ops::delete_deployment(&s, caller, &owner, &name, false).await {
+    match op::delete_deployment(&s, caller, &owner, &name, false).await {
         Ok(_) => {
             let msg = format!("Deleted the deployment {}.", d.full_name());
             Ok(session::flash(
@@ -328,7 +313,7 @@ pub async fn delete(
                 &msg,
             ))
         }
-        Err(ApiError::Blocked { .. }) => {
+        Err(OpError::Blocked { .. }) => {
             let msg = "Something blocks this deletion; see below. Nothing was deleted.".to_string();
             deployment_page(
                 &s,

@@ -3,7 +3,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::json;
 
-use crate::error::ApiError;
+use super::templates;
+use crate::ops::OpError;
 
 #[derive(Debug)]
 pub enum WebError {
@@ -25,27 +26,21 @@ impl WebError {
         WebError::Page(StatusCode::FORBIDDEN, msg.into())
     }
     pub fn internal(msg: impl std::fmt::Display) -> Self {
-        WebError::from(ApiError::Internal(msg.to_string()))
+        WebError::from(OpError::Internal(msg.to_string()))
     }
 }
 
-impl From<ApiError> for WebError {
-    fn from(e: ApiError) -> Self {
+/// An operation's refusal as a page. (Not signed in never gets here: the pages ask for a
+/// session before they call an operation.)
+impl From<OpError> for WebError {
+    fn from(e: OpError) -> Self {
         let (status, msg) = match e {
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
-            ApiError::Unauthenticated => return WebError::SignIn("/".into()),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
-            ApiError::Blocked { detail, .. } => (StatusCode::CONFLICT, detail),
-            ApiError::Invalid { detail, .. } => (StatusCode::UNPROCESSABLE_ENTITY, detail),
-            ApiError::BadRequest(m)
-            | ApiError::PayloadTooLarge(m)
-            | ApiError::UnsupportedMediaType(m) => (StatusCode::BAD_REQUEST, m),
-            ApiError::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "This page does not take that request.".into(),
-            ),
-            ApiError::Internal(m) => {
+            OpError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            OpError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            OpError::Conflict(m) => (StatusCode::CONFLICT, m),
+            OpError::Blocked { detail, .. } => (StatusCode::CONFLICT, detail),
+            OpError::Invalid { detail, .. } => (StatusCode::UNPROCESSABLE_ENTITY, detail),
+            OpError::Internal(m) => {
                 tracing::error!(error = %m, "internal error in the web UI");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -59,7 +54,7 @@ impl From<ApiError> for WebError {
 
 impl From<modelyard_storage::StoreError> for WebError {
     fn from(e: modelyard_storage::StoreError) -> Self {
-        ApiError::from(e).into()
+        OpError::from(e).into()
     }
 }
 
@@ -78,7 +73,7 @@ impl IntoResponse for WebError {
                     "message": message,
                     "error_page": true,
                 });
-                let mut resp = super::render::html("error.html", ctx);
+                let mut resp = templates::html("error.html", ctx);
                 *resp.status_mut() = status;
                 resp
             }

@@ -1,9 +1,10 @@
 //! The web UI: HTML pages served by the binary beside the API, at Replicate's URLs
 //! (`/{owner}/{name}`, `/{owner}/{name}/versions/{id}`, `/deployments/{owner}/{name}`, `/p/{id}`).
 //!
-//! Every change goes through the same functions as the API (`ops`, `api::jobs::record_prediction`,
-//! `api::deployments::*`), so no rule lives in one entry point only. Pages work without
-//! JavaScript; `static/app.js` only adds live prediction status and typed-confirmation hints.
+//! Like `api/`, an adapter around `ops/`: every change goes through the same operations as the
+//! API, so no rule lives in one entry point only, and neither adapter imports the other. Pages
+//! work without JavaScript; `static/app.js` only adds live prediction status and
+//! typed-confirmation hints.
 mod account;
 mod assets;
 mod auth;
@@ -13,11 +14,12 @@ mod error;
 mod form;
 mod models;
 mod password;
+mod playground;
 mod predictions;
 mod render;
 mod schema;
 mod session;
-mod throttle;
+mod templates;
 mod versions;
 
 use axum::extract::Request;
@@ -31,7 +33,6 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use password::hash_password;
-pub(crate) use throttle::Throttle;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -65,7 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{owner}/{name}", get(models::overview))
         .route(
             "/{owner}/{name}/playground",
-            get(models::playground).post(predictions::run),
+            get(playground::playground).post(playground::run),
         )
         .route("/{owner}/{name}/api", get(models::api_tab))
         .route("/{owner}/{name}/predictions", get(models::predictions_tab))

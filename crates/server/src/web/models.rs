@@ -1,7 +1,8 @@
-//! The model page and its tabs: Overview, Playground, API, Predictions, Settings (and deleting).
+//! The model page and its tabs: Overview, API, Predictions, Settings (and deleting). The
+//! Playground is `playground.rs`.
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use modelyard_domain::rules::can_manage;
 use modelyard_domain::*;
 use serde_json::{json, Value};
@@ -11,8 +12,8 @@ use super::predictions::job_row;
 use super::render;
 use super::schema;
 use super::session::{self, Posted, Viewer};
-use crate::error::ApiError;
-use crate::ops::{self, DeleteOutcome};
+use crate::ops::models::{delete_model, managed_model, update_model, visible_model};
+use crate::ops::{DeleteOutcome, OpError};
 use crate::state::AppState;
 use crate::views::time;
 
@@ -52,7 +53,7 @@ pub fn model_ctx(viewer: &Viewer, m: &Model, tab: &str) -> Value {
     })
 }
 
-fn merge(mut a: Value, b: Value) -> Value {
+pub fn merge(mut a: Value, b: Value) -> Value {
     if let (Value::Object(a), Value::Object(b)) = (&mut a, b) {
         a.extend(b);
     }
@@ -60,7 +61,7 @@ fn merge(mut a: Value, b: Value) -> Value {
 }
 
 pub async fn visible(s: &AppState, viewer: &Viewer, owner: &str, name: &str) -> WebResult<Model> {
-    Ok(ops::visible_model(s, viewer.caller(), owner, name).await?)
+    Ok(visible_model(s, viewer.caller(), owner, name).await?)
 }
 
 pub async fn overview(
@@ -77,47 +78,6 @@ pub async fn overview(
         &m.full_name(),
         ctx,
     ))
-}
-
-/// The playground's page; `form` and `errors` when a submitted form comes back to be fixed.
-pub fn playground_page(
-    s: &AppState,
-    viewer: &Viewer,
-    m: &Model,
-    form: Option<&super::form::Form>,
-    errors: &[(String, String)],
-    message: Option<String>,
-) -> Response {
-    let fields = m
-        .latest_version
-        .as_ref()
-        .map(|v| schema::fields(&v.openapi_schema, form, errors));
-    let ctx = merge(
-        model_ctx(viewer, m, "playground"),
-        json!({"fields": fields, "errors": errors.iter().map(|(f, e)| format!("{f}: {e}")).collect::<Vec<_>>(), "message": message}),
-    );
-    let status = if errors.is_empty() && message.is_none() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    render::page_status(
-        s,
-        viewer,
-        status,
-        "playground.html",
-        &format!("Playground · {}", m.full_name()),
-        ctx,
-    )
-}
-
-pub async fn playground(
-    State(s): State<AppState>,
-    viewer: Viewer,
-    Path((owner, name)): Path<(String, String)>,
-) -> WebResult {
-    let m = visible(&s, &viewer, &owner, &name).await?;
-    Ok(playground_page(&s, &viewer, &m, None, &[], None))
 }
 
 pub async fn api_tab(
@@ -240,7 +200,7 @@ async fn settings_page(
 ) -> WebResult {
     let caller = viewer.required()?;
     // The same preview as DELETE ?dry_run=true.
-    let blockers = match ops::delete_model(s, caller, &m.owner, &m.name, true).await? {
+    let blockers = match delete_model(s, caller, &m.owner, &m.name, true).await? {
         DeleteOutcome::Preview(b) => b,
         DeleteOutcome::Deleted => vec![],
     };
@@ -275,7 +235,7 @@ pub async fn settings(
     Path((owner, name)): Path<(String, String)>,
 ) -> WebResult {
     let caller = viewer.required()?;
-    let m = ops::managed_model(&s, caller, &owner, &name).await?;
+    let m = managed_model(&s, caller, &owner, &name).await?;
     settings_page(&s, &viewer, &m, StatusCode::OK, None, None).await
 }
 
@@ -294,7 +254,7 @@ pub async fn save_settings(
     Path((owner, name)): Path<(String, String)>,
     posted: Posted,
 ) -> WebResult {
-    let m = ops::managed_model(&s, posted.caller(), &owner, &name).await?;
+    let m = managed_model(&s, posted.caller(), &owner, &name).await?;
     let f = &posted.form;
     let patch = (|| -> Result<ModelPatch, String> {
         Ok(ModelPatch {
@@ -326,7 +286,7 @@ pub async fn save_settings(
         }
     };
     let changed_visibility = patch.visibility.filter(|v| *v != m.visibility);
-    let m = s.store.update_model(m.id, patch).await?;
+    let m = update_model(&s, posted.caller(), &m, patch).await?;
     let msg = match changed_visibility {
         Some(v) => format!("Saved. {} is now {}.", m.full_name(), v.as_str()),
         None => "Saved.".to_string(),
@@ -344,7 +304,7 @@ pub async fn delete(
     posted: Posted,
 ) -> WebResult {
     let caller = posted.caller();
-    let m = ops::managed_model(&s, caller, &owner, &name).await?;
+    let m = managed_model(&s, caller, &owner, &name).await?;
     if posted.form.text("confirm").as_deref() != Some(m.full_name().as_str()) {
         let msg = format!(
             "Type {} exactly to confirm. Nothing was deleted.",
@@ -360,13 +320,13 @@ pub async fn delete(
         )
         .await;
     }
-    match ops::delete_model(&s, caller, &owner, &name, false).await {
+    match delete_model(&s, caller, &owner, &name, false).await {
         Ok(_) => {
             let msg = format!("Deleted the model {}.", m.full_name());
             Ok(session::flash(&s, Redirect::to("/").into_response(), &msg))
         }
         // Something came to block it since the page was drawn: show the blockers again.
-        Err(ApiError::Blocked { .. }) => {
+        Err(OpError::Blocked { .. }) => {
             let msg =
                 "Something now blocks this deletion; see below. Nothing was deleted.".to_string();
             settings_page(

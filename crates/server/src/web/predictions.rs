@@ -1,19 +1,17 @@
-//! Prediction pages (`/p/{id}`, where the API's `urls.web` points), the playground's run, and
-//! the small JSON the page polls for live status.
+//! Prediction pages (`/p/{id}`, where the API's `urls.web` points), canceling, and the small
+//! JSON the page polls for live status.
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use modelyard_domain::*;
 use serde_json::{json, Value};
 
 use super::error::{WebError, WebResult};
-use super::models::{playground_page, visible};
 use super::render;
-use super::schema;
 use super::session::{self, Posted, Viewer};
-use crate::api::jobs::{record_prediction, CreateJob};
 use crate::error::ApiError;
+use crate::ops::jobs::{cancel_job, own_job_of_any_kind};
+use crate::ops::OpError;
 use crate::state::AppState;
 use crate::views::{self, time};
 
@@ -32,14 +30,12 @@ pub fn job_row(j: &Job) -> Value {
 /// A prediction or training of the signed-in person: anyone else's is the same 404 as none.
 async fn own_job(s: &AppState, viewer: &Viewer, id: &str) -> WebResult<Job> {
     let caller = viewer.required()?;
-    for kind in [JobKind::Prediction, JobKind::Training] {
-        if let Some(j) = s.store.job(kind, id).await? {
-            if j.account_id == caller.account.id {
-                return Ok(j);
-            }
-        }
-    }
-    Err(WebError::not_found())
+    own_job_of_any_kind(s, caller, id)
+        .await
+        .map_err(|e| match e {
+            OpError::NotFound(_) => WebError::not_found(),
+            e => e.into(),
+        })
 }
 
 /// Output as the page shows it: text as text, images as images, anything else as JSON.
@@ -113,66 +109,13 @@ pub async fn status(State(s): State<AppState>, viewer: Viewer, Path(id): Path<St
     resp
 }
 
-pub async fn run(
-    State(s): State<AppState>,
-    Path((owner, name)): Path<(String, String)>,
-    posted: Posted,
-) -> WebResult {
-    let m = visible(&s, &posted.viewer, &owner, &name).await?;
-    let Some(v) = m.latest_version.clone() else {
-        return Err(WebError::Page(
-            StatusCode::NOT_FOUND,
-            format!("{} has no versions yet; push one first.", m.full_name()),
-        ));
-    };
-    let input = schema::input(&v.openapi_schema, &posted.form);
-    // The API's own path, recorded as a web prediction.
-    match record_prediction(
-        &s,
-        posted.caller(),
-        &m,
-        &v,
-        CreateJob::with_input(input),
-        None,
-        "web",
-    )
-    .await
-    {
-        Ok(j) => Ok(Redirect::to(&format!("/p/{}", j.id)).into_response()),
-        Err(ApiError::Invalid { fields, detail }) => {
-            let errors: Vec<(String, String)> = fields
-                .into_iter()
-                .map(|f| {
-                    (
-                        f.field
-                            .strip_prefix("input.")
-                            .unwrap_or(&f.field)
-                            .to_string(),
-                        f.description,
-                    )
-                })
-                .collect();
-            let message = errors.is_empty().then_some(detail);
-            Ok(playground_page(
-                &s,
-                &posted.viewer,
-                &m,
-                Some(&posted.form),
-                &errors,
-                message,
-            ))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 pub async fn cancel(
     State(s): State<AppState>,
     Path(id): Path<String>,
     posted: Posted,
 ) -> WebResult {
     let j = own_job(&s, &posted.viewer, &id).await?;
-    let j = crate::ops::cancel_job(&s, j.kind, &j.id).await?;
+    let j = cancel_job(&s, posted.caller(), j.kind, &j.id).await?;
     let msg = if j.status == Status::Canceled {
         "Canceled."
     } else {

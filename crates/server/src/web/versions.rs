@@ -11,8 +11,8 @@ use super::models::{blocker_view, model_ctx, visible};
 use super::render;
 use super::schema;
 use super::session::{self, Posted, Viewer};
-use crate::error::ApiError;
-use crate::ops::{self, DeleteOutcome};
+use crate::ops::versions::{delete_version, visible_version, ModelVersion};
+use crate::ops::{DeleteOutcome, OpError};
 use crate::state::AppState;
 use crate::views::time;
 
@@ -61,7 +61,7 @@ async fn version_page(
     let manager = viewer.caller().filter(|c| can_manage(c, m.owner_id));
     // Owners see what uses the version: the same preview as DELETE ?dry_run=true.
     let blockers = match manager {
-        Some(c) => match ops::delete_version(s, c, &m.owner, &m.name, &v.id, true).await? {
+        Some(c) => match delete_version(s, c, &m.owner, &m.name, &v.id, true).await? {
             DeleteOutcome::Preview(b) => Some(b),
             DeleteOutcome::Deleted => Some(vec![]),
         },
@@ -114,7 +114,10 @@ pub async fn page(
     viewer: Viewer,
     Path((owner, name, id)): Path<(String, String, String)>,
 ) -> WebResult {
-    let (m, v) = ops::visible_version(&s, viewer.caller(), &owner, &name, &id).await?;
+    let ModelVersion {
+        model: m,
+        version: v,
+    } = visible_version(&s, viewer.caller(), &owner, &name, &id).await?;
     version_page(&s, &viewer, &m, &v, StatusCode::OK, None).await
 }
 
@@ -124,7 +127,10 @@ pub async fn delete(
     posted: Posted,
 ) -> WebResult {
     let caller = posted.caller();
-    let (m, v) = ops::visible_version(&s, Some(caller), &owner, &name, &id).await?;
+    let ModelVersion {
+        model: m,
+        version: v,
+    } = visible_version(&s, Some(caller), &owner, &name, &id).await?;
     let typed = posted.form.text("confirm").unwrap_or_default();
     if typed.len() < CONFIRM_LEN || !v.id.starts_with(&typed) {
         let msg = format!(
@@ -141,7 +147,7 @@ pub async fn delete(
         )
         .await;
     }
-    match ops::delete_version(&s, caller, &owner, &name, &v.id, false).await {
+    match delete_version(&s, caller, &owner, &name, &v.id, false).await {
         Ok(_) => {
             let msg = format!(
                 "Deleted the version {} of {}.",
@@ -154,7 +160,7 @@ pub async fn delete(
                 &msg,
             ))
         }
-        Err(ApiError::Blocked { .. }) => {
+        Err(OpError::Blocked { .. }) => {
             let msg =
                 "Something now blocks this deletion; see below. Nothing was deleted.".to_string();
             version_page(&s, &posted.viewer, &m, &v, StatusCode::CONFLICT, Some(msg)).await

@@ -327,16 +327,3 @@ fn the_tree_on_disk_is_checked_for_links_that_leave_it() {
         Err(UnpackError::Invalid(_))
     ));
 }
-
-#[test]
-fn staging_left_by_a_crash_is_removed() {
-    let d = tempfile::tempdir().unwrap();
-    let tmp = d.path();
-    std::fs::create_dir_all(tmp.join("push-abc/tree/sub")).unwrap();
-    std::fs::write(tmp.join("push-abc/tree/sub/f"), b"x").unwrap();
-    std::os::unix::fs::symlink("/", tmp.join("push-abc/tree/root")).unwrap();
-    std::fs::create_dir(tmp.join("other")).unwrap();
-    clean_staging(tmp);
-    assert!(!tmp.join("push-abc").exists());
-    assert!(tmp.join("other").is_dir());
-}

@@ -6,7 +6,7 @@ use jsonschema::error::ValidationErrorKind;
 use modelyard_domain::Version;
 use serde_json::Value;
 
-use crate::error::{ApiError, ApiResult, InvalidField};
+use super::error::{InvalidField, OpError, OpResult};
 use crate::state::AppState;
 
 #[derive(Clone, Copy)]
@@ -28,7 +28,7 @@ fn validator(
     s: &AppState,
     v: &Version,
     which: Schema,
-) -> ApiResult<Option<Arc<jsonschema::Validator>>> {
+) -> OpResult<Option<Arc<jsonschema::Validator>>> {
     let key = (v.id.clone(), which.name());
     if let Some(found) = s.validators.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(Some(found));
@@ -39,7 +39,7 @@ fn validator(
     {
         return match which {
             Schema::Predict => Ok(None),
-            Schema::Train => Err(ApiError::invalid(
+            Schema::Train => Err(OpError::invalid(
                 "version",
                 format!(
                     "version {} cannot be trained: its cog.yaml has no train entry",
@@ -54,7 +54,7 @@ fn validator(
         .with_draft(jsonschema::Draft::Draft202012)
         .build(&root)
         .map_err(|e| {
-            ApiError::Internal(format!("schema of version {} does not compile: {e}", v.id))
+            OpError::Internal(format!("schema of version {} does not compile: {e}", v.id))
         })?;
     let compiled = Arc::new(compiled);
     if let Ok(mut m) = s.validators.lock() {
@@ -65,7 +65,7 @@ fn validator(
 
 /// Checks `input` and returns it as it will be stored. A `null` counts as leaving the input
 /// out, as Cog treats it.
-pub fn input(s: &AppState, v: &Version, which: Schema, input: Value) -> ApiResult<Value> {
+pub fn input(s: &AppState, v: &Version, which: Schema, input: Value) -> OpResult<Value> {
     let input = match input {
         Value::Object(mut m) => {
             m.retain(|_, v| !v.is_null());
@@ -105,7 +105,7 @@ pub fn input(s: &AppState, v: &Version, which: Schema, input: Value) -> ApiResul
     if fields.is_empty() {
         return Ok(input);
     }
-    Err(ApiError::Invalid {
+    Err(OpError::Invalid {
         detail: fields
             .iter()
             .map(|f| format!("{}: {}", f.field, f.description))

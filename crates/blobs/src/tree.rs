@@ -1,0 +1,92 @@
+//! Project trees stored by content digest, each file a hard link to the blob of its content.
+use std::path::{Path, PathBuf};
+
+use crate::error::{io, Result};
+use crate::{private_dir, Blobs, Held};
+
+/// A file of a staged tree and the sha256 of its content.
+#[derive(Clone, Debug)]
+pub struct TreeFile {
+    /// Relative to the tree.
+    pub path: PathBuf,
+    pub sha256: String,
+    /// Executables are stored apart (`-x`): a hard link shares the mode too.
+    pub executable: bool,
+}
+
+impl Blobs {
+    /// Stores the tree staged at `staged` as the artifact `digest`, each file shared with every
+    /// other tree that holds the same content. `staged` must lie in a private folder of the
+    /// caller's ([`Blobs::stage`]); it is moved, not copied. When the digest is stored already,
+    /// nothing changes and the answer is `false`.
+    pub async fn put_tree(
+        &self,
+        _held: &Held<'_>,
+        digest: &str,
+        staged: &Path,
+        files: Vec<TreeFile>,
+    ) -> Result<bool> {
+        let dest = self.tree(digest)?;
+        if dest.exists() {
+            return Ok(false);
+        }
+        let artifacts = self.layout().artifacts();
+        tokio::fs::create_dir_all(&artifacts)
+            .await
+            .map_err(io("create", &artifacts))?;
+        let (t, blobs) = (staged.to_path_buf(), self.layout().blobs());
+        tokio::task::spawn_blocking(move || share_files(&t, &blobs, &files)).await??;
+        tokio::fs::rename(staged, &dest)
+            .await
+            .map_err(io("move a staged tree to", &dest))?;
+        Ok(true)
+    }
+}
+
+/// Replaces each file of `tree` with a hard link to the stored blob of its content, storing the
+/// blob first when it is new.
+fn share_files(tree: &Path, blobs: &Path, files: &[TreeFile]) -> Result<()> {
+    private_dir(blobs).map_err(io("create", blobs))?;
+    // Outside the tree, so no name of the project's can collide with it.
+    let staged = tree.with_file_name("dedupe");
+    for f in files {
+        let blob = blobs.join(if f.executable {
+            format!("{}-x", f.sha256)
+        } else {
+            f.sha256.clone()
+        });
+        let file = tree.join(&f.path);
+        if blob.exists() {
+            // Same bytes: this tree's copy goes, the stored one takes its place.
+            std::fs::hard_link(&blob, &staged).map_err(io("link", &blob))?;
+            std::fs::rename(&staged, &file).map_err(io("replace", &file))?;
+        } else {
+            std::fs::hard_link(&file, &blob).map_err(io("store", &blob))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes blobs no tree links to any more (their only link is the store's own). Called under
+/// the lock, after a tree is removed.
+pub(crate) async fn sweep_blobs(blobs: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let blobs = blobs.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let entries = match std::fs::read_dir(&blobs) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("list", &blobs)(e)),
+        };
+        for e in entries.flatten() {
+            if e.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1) {
+                // One blob that stays is logged; the others still go.
+                if let Err(err) = std::fs::remove_file(e.path()) {
+                    tracing::warn!(error = %err, blob = %e.path().display(), "could not remove an unused blob");
+                }
+            }
+        }
+        Ok(())
+    })
+    .await?
+}
