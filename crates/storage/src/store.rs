@@ -38,9 +38,9 @@ pub struct Deletion {
     pub frees_bytes: i64,
 }
 
-/// Stored files no version references any more, for the caller to release from disk (under the
-/// artifacts lock, checking again with `artifact_in_use` / `weights_in_use`), then to forget
-/// with [`SizeStore::forget_artifact`] / [`SizeStore::forget_weights`].
+/// Stored files no version references any more, for the caller to release from disk
+/// (`Blobs::release`, which checks again with `artifact_in_use` / `weights_in_use`), then to
+/// forget with [`SizeStore::forget_artifact`] / [`SizeStore::forget_weights`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Unreferenced {
     pub artifacts: Vec<String>,
@@ -442,12 +442,12 @@ pub trait TrashStore: Send + Sync {
 pub trait SizeStore: Send + Sync {
     /// Records which blobs (file names under `blobs/`: the sha256, `-x` for an executable) an
     /// artifact tree links, and their sizes. Idempotent. Call it after the version exists and
-    /// under the artifacts lock, like [`Self::forget_artifact`].
+    /// under the data directory's lock (`Blobs::lock`), like [`Self::forget_artifact`].
     async fn record_artifact(&self, artifact: &str, blobs: &[(String, i64)]) -> Result<()>;
     /// Records the size of a stored weights file ("<sha256>/<name>", as versions name it).
     async fn record_weights(&self, weights: &str, bytes: i64) -> Result<()>;
-    /// Forgets an artifact's contents once no version references it (after its tree was
-    /// removed, under the artifacts lock), and the blobs no artifact links any more.
+    /// Forgets an artifact's contents once no version references it (after `Blobs::release`
+    /// removed its tree, under the same lock), and the blobs no artifact links any more.
     async fn forget_artifact(&self, artifact: &str) -> Result<()>;
     /// Forgets a weights file's size once no version uses it.
     async fn forget_weights(&self, weights: &str) -> Result<()>;
