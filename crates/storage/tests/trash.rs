@@ -932,7 +932,64 @@ async fn race_purge_vs_restore(store: SqlStore) {
         .count();
     assert_eq!(outcomes, ROUNDS);
     assert_eq!(run_count(&store, "alice/m").await, restored as i64);
-    eprintln!("{}: {restored} restored, {purged} purged", store.backend());
+    eprintln!(
+        "{}: versions: {restored} restored, {purged} purged",
+        store.backend()
+    );
+
+    // A model, with a version in the trash that goes with it when purged.
+    let (mut restored, mut purged) = (0, 0);
+    for round in 0..ROUNDS {
+        let m = model(&store, a, &format!("model{round}"), Visibility::Private).await;
+        let v = version(&store, m.id, &format!("m{round}"), &format!("am{round}")).await;
+        trash_version(&store, m.id, &v.id, &alice).await;
+        trash_model(&store, m.id, &alice).await;
+        let barrier = Arc::new(Barrier::new(2));
+        let restorer = {
+            let (store, alice) = (store.clone(), alice.clone());
+            contend(
+                &barrier,
+                async move { store.restore_model(m.id, &alice).await },
+            )
+        };
+        let purger = {
+            let (store, alice) = (store.clone(), alice.clone());
+            contend(&barrier, async move {
+                store.purge_model(m.id, PurgeBy::Owner(&alice)).await
+            })
+        };
+        let (r, p) = (
+            restorer.await.unwrap().unwrap(),
+            purger.await.unwrap().unwrap(),
+        );
+        let versions_left = count_rows("SELECT COUNT(*) FROM versions WHERE id = $1", &v.id).await;
+        match (r, p) {
+            (Restore::Restored(_), Purge::NotInTrash) => {
+                restored += 1;
+                assert_eq!(
+                    versions_left, 1,
+                    "round {round}: its version stays in the trash"
+                );
+                assert!(store
+                    .trashed_version("alice", &m.name, &v.id)
+                    .await
+                    .unwrap()
+                    .is_some());
+            }
+            (Restore::NotInTrash, Purge::Purged(u)) => {
+                purged += 1;
+                assert_eq!(versions_left, 0, "round {round}");
+                assert_eq!(u.artifacts, [format!("am{round}")]);
+                assert!(store.model("alice", &m.name).await.unwrap().is_none());
+            }
+            other => panic!("round {round}: exactly one must win: {other:?}"),
+        }
+    }
+    assert_eq!(restored + purged, ROUNDS);
+    eprintln!(
+        "{}: models: {restored} restored, {purged} purged",
+        store.backend()
+    );
 }
 
 async fn race_restore_vs_new_model_of_the_same_name(store: SqlStore) {
