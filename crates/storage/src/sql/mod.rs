@@ -7,6 +7,7 @@ mod deployments;
 mod files;
 mod jobs;
 mod models;
+mod prune;
 mod sessions;
 mod sizes;
 mod trash;

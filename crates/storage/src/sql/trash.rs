@@ -1,5 +1,5 @@
-//! The trash: deleting to it, restoring from it, purging it, listing it, and pruning a model's
-//! versions. Each change is one write transaction with its audit event; locks are taken model
+//! The trash: deleting to it, restoring from it, purging it and listing it (pruning a model's
+//! versions is in `prune.rs`). Each change is one write transaction with its audit event; locks are taken model
 //! first, then versions, as every deletion takes them, so a purge and a restore of the same
 //! item are serialized and exactly one of them finds it in the trash.
 use async_trait::async_trait;
@@ -13,11 +13,8 @@ use sqlx::Row;
 
 use super::{ids_or_none, models, now, sizes, versions, SqlStore, Tx};
 use crate::rows::{self, micros, placeholders, VERSION_SELECT};
-use crate::store::{
-    Deletion, KeptReason, Prune, Purge, PurgeBy, Restore, TrashItem, TrashKind, TrashStore,
-    VersionStore,
-};
-use crate::{Result, StoreError};
+use crate::store::{Deletion, Prune, Purge, PurgeBy, Restore, TrashItem, TrashKind, TrashStore};
+use crate::Result;
 
 /// The audit actor of the expiry sweep.
 const SWEEP: &str = "trash sweep";
@@ -564,60 +561,7 @@ impl TrashStore for SqlStore {
         dry_run: bool,
         purge_at: Option<DateTime<Utc>>,
     ) -> Result<Prune> {
-        let live: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM models WHERE id = $1 AND trashed_at IS NULL")
-                .bind(model_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        live.ok_or(StoreError::NotFound("model"))?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM versions WHERE model_id = $1 AND trashed_at IS NULL ORDER BY seq DESC",
-        )
-        .bind(model_id)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Prune::default();
-        let (newest, rest) = ids.split_at(keep.min(ids.len()));
-        out.kept = newest
-            .iter()
-            .map(|id| (id.clone(), KeptReason::Newest))
-            .collect();
-        if dry_run {
-            // One read transaction for the whole preview; nothing is locked or written.
-            let mut tx = self.pool.begin().await?;
-            for id in rest {
-                match versions::decide(&mut tx, "", model_id, id, caller, false).await {
-                    Ok(d) if d.blockers.is_empty() => out.deleted.push(id.clone()),
-                    Ok(d) => out.kept.push((id.clone(), KeptReason::Blocked(d.blockers))),
-                    Err(StoreError::NotFound(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            // Together: content the pruned versions share is freed once all of them go.
-            out.frees_bytes = sizes::frees(&mut tx, &out.deleted).await?;
-            return Ok(out);
-        }
-        // Newest first, each its own transaction like a single deletion. Each one's
-        // frees_bytes counts the ones before it as going, so the sum counts shared content once.
-        for id in rest {
-            let d = match purge_at {
-                Some(at) => self.trash_version(model_id, id, caller, false, at).await,
-                None => self.delete_version(model_id, id, caller, false).await,
-            };
-            match d {
-                Ok(d) if d.deleted => {
-                    out.frees_bytes += d.frees_bytes;
-                    out.unreferenced.artifacts.extend(d.unreferenced.artifacts);
-                    out.unreferenced.weights.extend(d.unreferenced.weights);
-                    out.deleted.push(id.clone());
-                }
-                Ok(d) => out.kept.push((id.clone(), KeptReason::Blocked(d.blockers))),
-                // Deleted by someone else meanwhile: not this prune's decision.
-                Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        super::prune::prune(self, model_id, keep, caller, dry_run, purge_at).await
     }
 }
 
