@@ -4,16 +4,16 @@ use std::time::Duration;
 
 use modelyard_client::{
     Client, DeletionPreview, DeploymentUpdate, ModelUpdate, NewDeployment, NewModel, NewPrediction,
-    NewTraining, Page, Wait,
+    NewTraining, Page, PruneRequest, Wait,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::input::{self, Target};
+use crate::input::{self, Item, Target};
 use crate::output;
 use crate::{
     Command, DeploymentsCmd, Failure, InputArgs, ModelFields, ModelsCmd, Outcome, PredictionsCmd,
-    TrainingsCmd, VersionsCmd,
+    TrainingsCmd, TrashCmd, VersionsCmd,
 };
 
 const POLL: Duration = Duration::from_millis(500);
@@ -54,6 +54,11 @@ pub async fn run(c: &Client, json: bool, command: Command) -> Outcome {
         Command::Predictions(cmd) => return predictions(c, json, cmd).await,
         Command::Trainings(cmd) => return trainings(c, json, cmd).await,
         Command::Deployments(cmd) => return deployments(c, json, cmd).await,
+        Command::Trash(cmd) => return trash(c, json, cmd).await,
+        Command::Storage => {
+            let st = c.storage().await?;
+            show(json, &st, output::storage);
+        }
         Command::Audit { all } => {
             let page = c.audit_log().await?;
             list(c, json, all, page, output::audit_event).await?;
@@ -119,6 +124,12 @@ fn preview(json: bool, what: &str, p: &DeletionPreview) -> ExitCode {
         );
         output::blockers(&p.blockers, false);
     }
+    if let (false, Some(n)) = (json, p.frees_bytes) {
+        println!(
+            "Deleting it frees {} ({n} bytes) once it is purged from the trash.",
+            output::bytes(n)
+        );
+    }
     if p.deletable {
         ExitCode::SUCCESS
     } else {
@@ -126,11 +137,17 @@ fn preview(json: bool, what: &str, p: &DeletionPreview) -> ExitCode {
     }
 }
 
-fn deleted(json: bool, what: &str) -> ExitCode {
+/// `restore` names what brings it back while it is in the trash; `None` for a purge.
+fn deleted(json: bool, what: &str, restore: Option<&str>) -> ExitCode {
     if json {
-        output::json(&json!({"deleted": true}));
+        output::json(&json!({"deleted": true, "purged": restore.is_none()}));
+    } else if let Some(item) = restore {
+        println!(
+            "Deleted {what}. If the server keeps a trash, it is there for a while: \
+             `modelyard trash restore {item}` brings it back."
+        );
     } else {
-        println!("Deleted {what}.");
+        println!("Deleted {what} for good.");
     }
     ExitCode::SUCCESS
 }
@@ -219,8 +236,12 @@ async fn models(c: &Client, json: bool, cmd: ModelsCmd) -> Outcome {
                     &c.models().delete_preview(owner, name).await?,
                 ));
             }
+            if d.purge {
+                c.models().purge(owner, name).await?;
+                return Ok(deleted(json, &what, None));
+            }
             c.models().delete(owner, name).await?;
-            return Ok(deleted(json, &what));
+            return Ok(deleted(json, &what, Some(&what)));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -245,9 +266,76 @@ async fn versions(c: &Client, json: bool, cmd: VersionsCmd) -> Outcome {
                 let p = c.versions().delete_preview(owner, name, id).await?;
                 return Ok(preview(json, &capitalized(&what), &p));
             }
+            if d.purge {
+                c.versions().purge(owner, name, id).await?;
+                return Ok(deleted(json, &what, None));
+            }
             c.versions().delete(owner, name, id).await?;
-            return Ok(deleted(json, &what));
+            return Ok(deleted(json, &what, Some(&version)));
         }
+        VersionsCmd::Prune {
+            model,
+            keep,
+            dry_run,
+        } => {
+            let (owner, name) = arg(input::model(&model))?;
+            let p = c
+                .versions()
+                .prune(owner, name, &PruneRequest { keep, dry_run })
+                .await?;
+            show(json, &p, |p| {
+                output::prune_lines(p, dry_run)
+                    .iter()
+                    .for_each(|l| println!("{l}"))
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn trash(c: &Client, json: bool, cmd: TrashCmd) -> Outcome {
+    match cmd {
+        TrashCmd::List { owner } => {
+            let page = c.trash(owner.as_deref()).await?;
+            let now = chrono::Utc::now();
+            list(c, json, false, page, |t| {
+                println!("{}", output::trash_line(t, now))
+            })
+            .await?;
+        }
+        TrashCmd::Restore { item } => match arg(input::item(&item))? {
+            Item::Model(owner, name) => {
+                let m = c.models().restore(owner, name).await?;
+                show(json, &m, |m| {
+                    println!(
+                        "Restored {}. Its versions stay in the trash: restore each with \
+                         `modelyard trash restore {}:VERSION_ID`.",
+                        m.full_name(),
+                        m.full_name()
+                    )
+                });
+            }
+            Item::Version(owner, name, id) => {
+                let v = c.versions().restore(owner, name, id).await?;
+                show(json, &v, |v| {
+                    println!("Restored the version {owner}/{name}:{}.", v.id)
+                });
+            }
+        },
+        TrashCmd::Purge { item } => match arg(input::item(&item))? {
+            Item::Model(owner, name) => {
+                c.models().purge(owner, name).await?;
+                return Ok(deleted(json, &format!("{owner}/{name}"), None));
+            }
+            Item::Version(owner, name, id) => {
+                c.versions().purge(owner, name, id).await?;
+                return Ok(deleted(
+                    json,
+                    &format!("the version {owner}/{name}:{id}"),
+                    None,
+                ));
+            }
+        },
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -449,7 +537,7 @@ async fn deployments(c: &Client, json: bool, cmd: DeploymentsCmd) -> Outcome {
                 return Ok(preview(json, &capitalized(&what), &p));
             }
             d.delete(owner, name).await?;
-            return Ok(deleted(json, &what));
+            return Ok(deleted(json, &what, None));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -38,6 +38,28 @@ pub fn version(s: &str) -> Result<(&str, &str, &str), String> {
         .ok_or_else(|| format!("{s:?} is not a version: write it as OWNER/NAME:VERSION_ID"))
 }
 
+/// A model or a version, as `trash restore` and `trash purge` take them.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Item<'a> {
+    Model(&'a str, &'a str),
+    Version(&'a str, &'a str, &'a str),
+}
+
+/// "owner/name" or "owner/name:version_id".
+pub fn item(s: &str) -> Result<Item<'_>, String> {
+    if s.contains(':') {
+        let (o, n, v) = version(s)?;
+        Ok(Item::Version(o, n, v))
+    } else {
+        let (o, n) = model(s).map_err(|_| {
+            format!(
+                "{s:?} is neither a model nor a version: write OWNER/NAME or OWNER/NAME:VERSION_ID"
+            )
+        })?;
+        Ok(Item::Model(o, n))
+    }
+}
+
 /// What `predictions create` runs.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Target<'a> {
@@ -70,6 +92,14 @@ mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn trash_items_are_models_or_versions() {
+        assert_eq!(item("a/b"), Ok(Item::Model("a", "b")));
+        assert_eq!(item("a/b:v1"), Ok(Item::Version("a", "b", "v1")));
+        assert!(item("ab").unwrap_err().contains("OWNER/NAME:VERSION_ID"));
+        assert!(item("a/b:").is_err());
     }
 
     #[test]

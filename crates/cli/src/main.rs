@@ -84,6 +84,11 @@ pub enum Command {
     /// Create, show, change and delete deployments.
     #[command(subcommand)]
     Deployments(DeploymentsCmd),
+    /// List, restore and purge what was deleted (the trash keeps it for a while).
+    #[command(subcommand)]
+    Trash(TrashCmd),
+    /// Show how many bytes your account stores, and what purging its trash would free.
+    Storage,
     /// Show the audit log: deletions and refused deletions.
     Audit {
         /// Follow every page instead of showing the first.
@@ -241,6 +246,38 @@ pub struct DeleteArgs {
     pub dry_run: bool,
 }
 
+/// Deleting a model or a version, which the server may keep in its trash for a while.
+#[derive(Args, Debug)]
+pub struct TrashableDeleteArgs {
+    /// Only say whether it could be deleted, what stands in the way (exit 1 if it cannot) and
+    /// how many bytes it would free.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete it for good at once instead of to the trash (also for what is in the trash).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub purge: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrashCmd {
+    /// List the trashes of the accounts you act for, most recently deleted first.
+    List {
+        /// Only this account's (you or an organization you belong to).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Bring back a model (OWNER/NAME) or a version (OWNER/NAME:VERSION_ID).
+    Restore {
+        /// OWNER/NAME or OWNER/NAME:VERSION_ID
+        item: String,
+    },
+    /// Delete a model or a version in the trash for good, now.
+    Purge {
+        /// OWNER/NAME or OWNER/NAME:VERSION_ID
+        item: String,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ModelsCmd {
     /// Create a model.
@@ -279,11 +316,11 @@ pub enum ModelsCmd {
         #[command(flatten)]
         fields: ModelFields,
     },
-    /// Delete a model (it must be private and have no versions).
+    /// Delete a model (it must be private and have no versions outside the trash).
     Delete {
         model: String,
         #[command(flatten)]
-        d: DeleteArgs,
+        d: TrashableDeleteArgs,
     },
 }
 
@@ -320,7 +357,19 @@ pub enum VersionsCmd {
         /// OWNER/NAME:VERSION_ID
         version: String,
         #[command(flatten)]
-        d: DeleteArgs,
+        d: TrashableDeleteArgs,
+    },
+    /// Delete every version the rules let go but the newest ones; prints why each kept one
+    /// stays.
+    Prune {
+        /// OWNER/NAME
+        model: String,
+        /// How many of the newest versions to keep.
+        #[arg(long)]
+        keep: u64,
+        /// Only show what would go and what it would free; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -573,6 +622,50 @@ mod tests {
             Command::Serve(a) => assert_eq!(a.addr.port(), 9),
             c => panic!("{c:?}"),
         }
+    }
+
+    #[test]
+    fn trash_and_prune_commands() {
+        let cli = Cli::try_parse_from([
+            "modelyard",
+            "versions",
+            "prune",
+            "a/b",
+            "--keep",
+            "3",
+            "--dry-run",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Versions(VersionsCmd::Prune {
+                model,
+                keep,
+                dry_run,
+            }) => {
+                assert_eq!((model.as_str(), keep, dry_run), ("a/b", 3, true));
+            }
+            c => panic!("{c:?}"),
+        }
+        let cli = Cli::try_parse_from(["modelyard", "trash", "restore", "a/b:v1"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Trash(TrashCmd::Restore { item }) if item == "a/b:v1")
+        );
+        let cli = Cli::try_parse_from(["modelyard", "models", "delete", "a/b", "--purge"]).unwrap();
+        assert!(matches!(cli.command, Command::Models(ModelsCmd::Delete { d, .. }) if d.purge));
+        // A preview of a purge is a preview: say which one is meant.
+        assert!(Cli::try_parse_from([
+            "modelyard",
+            "models",
+            "delete",
+            "a/b",
+            "--purge",
+            "--dry-run"
+        ])
+        .is_err());
+        assert!(
+            Cli::try_parse_from(["modelyard", "versions", "prune", "a/b"]).is_err(),
+            "--keep is required"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Readable output for people; `--json` prints the server's JSON instead.
 use modelyard_client::{
-    Account, AuditEvent, Blocker, Deployment, Error, Hardware, Model, Prediction, Version,
+    Account, AccountStorage, AuditEvent, Blocker, Deployment, Error, Hardware, Model, Prediction,
+    PruneResult, TrashItem, Version,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -262,6 +263,106 @@ pub fn blockers(bs: &[Blocker], to_stderr: bool) {
     }
 }
 
+/// A size for people: "0 B", "512 B", "1.5 KiB", "3.0 GiB".
+pub fn bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n.abs() < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if v.abs() < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+/// How long until `purge_at` (RFC 3339), in the two largest units: "6 days 23 hours",
+/// "4 minutes", or "any moment now" once it is due. The time as given if it does not parse.
+pub fn time_left(purge_at: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(purge_at) else {
+        return format!("until {purge_at}");
+    };
+    let secs = (at.with_timezone(&chrono::Utc) - now).num_seconds();
+    if secs <= 0 {
+        return "any moment now".into();
+    }
+    let parts = [
+        (secs / 86_400, "day"),
+        (secs % 86_400 / 3600, "hour"),
+        (secs % 3600 / 60, "minute"),
+        (secs % 60, "second"),
+    ];
+    let plural = |(n, unit): (i64, &str)| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    let first = parts.iter().position(|(n, _)| *n > 0).unwrap_or(3);
+    let mut out = plural(parts[first]);
+    if let Some(next) = parts.get(first + 1).filter(|(n, _)| *n > 0 && first < 3) {
+        out = format!("{out} {}", plural(*next));
+    }
+    out
+}
+
+/// One line of the trash: what, how much purging it frees, how long it stays.
+pub fn trash_line(t: &TrashItem, now: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "{:<7}  {}  frees {}  purged in {}",
+        t.kind,
+        t.target(),
+        bytes(t.frees_bytes),
+        time_left(&t.purge_at, now)
+    )
+}
+
+/// A prune's table: each version kept and why, each deleted one, and what it frees.
+pub fn prune_lines(p: &PruneResult, dry_run: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in &p.kept {
+        let why = match k.reason.as_str() {
+            "newest" => "kept: one of the newest".to_string(),
+            "blocked" => format!(
+                "kept: {} blocker{}",
+                k.blockers.len(),
+                if k.blockers.len() == 1 { "" } else { "s" }
+            ),
+            other => format!("kept: {other}"),
+        };
+        out.push(format!("{}  {why}", short(&k.id)));
+        out.extend(k.blockers.iter().map(|b| format!("    - {b}")));
+    }
+    let verb = if dry_run {
+        "would be deleted"
+    } else {
+        "deleted"
+    };
+    out.extend(p.deleted.iter().map(|id| format!("{}  {verb}", short(id))));
+    let n = p.deleted.len();
+    out.push(format!(
+        "{n} version{} {verb}, {} kept; {} {}.",
+        if n == 1 { "" } else { "s" },
+        p.kept.len(),
+        if dry_run {
+            "it would free"
+        } else {
+            "this frees"
+        },
+        bytes(p.frees_bytes)
+    ));
+    out
+}
+
+pub fn storage(s: &AccountStorage) {
+    println!("Stored:        {}", bytes(s.bytes));
+    println!("Only yours:    {}", bytes(s.unique_bytes));
+    println!(
+        "In the trash:  {} (freed when it is purged)",
+        bytes(s.trash_bytes)
+    );
+}
+
 /// Tells that there is more than was shown.
 pub fn more_hint(next: &Option<String>) {
     if next.is_some() {
@@ -304,6 +405,71 @@ pub fn sentence(m: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
+    fn time_left_in_two_units() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(time_left("2026-01-07T23:00:00Z", now), "6 days 23 hours");
+        assert_eq!(time_left("2026-01-02T00:00:00Z", now), "1 day");
+        assert_eq!(
+            time_left("2026-01-01T00:04:05Z", now),
+            "4 minutes 5 seconds"
+        );
+        assert_eq!(time_left("2026-01-01T00:00:01Z", now), "1 second");
+        assert_eq!(time_left("2025-12-31T00:00:00Z", now), "any moment now");
+        assert_eq!(time_left("soon", now), "until soon");
+        let t = TrashItem {
+            kind: "version".into(),
+            owner: "a".into(),
+            name: "m".into(),
+            version_id: Some("v".into()),
+            purge_at: "2026-01-01T02:00:00Z".into(),
+            frees_bytes: 2048,
+            ..Default::default()
+        };
+        assert_eq!(
+            trash_line(&t, now),
+            "version  a/m:v  frees 2.0 KiB  purged in 2 hours"
+        );
+    }
+
+    #[test]
+    fn prune_tables_say_why_each_stays() {
+        let p: PruneResult = serde_json::from_value(serde_json::json!({
+            "deleted": ["d".repeat(64)],
+            "kept": [
+                {"id": "n".repeat(64), "reason": "newest"},
+                {"id": "b".repeat(64), "reason": "blocked",
+                 "blockers": [{"kind": "public", "detail": "a/m is public."}]}
+            ],
+            "frees_bytes": 2048
+        }))
+        .unwrap();
+        assert_eq!(
+            prune_lines(&p, true),
+            [
+                "nnnnnnnnnnnn  kept: one of the newest",
+                "bbbbbbbbbbbb  kept: 1 blocker",
+                "    - public: a/m is public.",
+                "dddddddddddd  would be deleted",
+                "1 version would be deleted, 2 kept; it would free 2.0 KiB."
+            ]
+        );
+        assert_eq!(
+            prune_lines(&p, false).last().unwrap(),
+            "1 version deleted, 2 kept; this frees 2.0 KiB."
+        );
+    }
 
     #[test]
     fn short_ids_and_sentences() {

@@ -145,6 +145,14 @@ impl Client {
         Ok(())
     }
 
+    /// DELETE with `?purge=true`: for good at once, whether the item is live or in the trash.
+    async fn purge_at(&self, segments: &[&str]) -> Result<()> {
+        let mut url = self.url(segments)?;
+        url.set_query(Some("purge=true"));
+        self.send(self.request(Method::DELETE, url)).await?;
+        Ok(())
+    }
+
     async fn delete_preview_at(&self, segments: &[&str]) -> Result<DeletionPreview> {
         let mut url = self.url(segments)?;
         url.set_query(Some("dry_run=true"));
@@ -155,6 +163,7 @@ impl Client {
                 Ok(DeletionPreview {
                     deletable: false,
                     blockers: e.blockers,
+                    frees_bytes: None,
                 })
             }
             Err(e) => Err(e),
@@ -211,6 +220,21 @@ impl Client {
     /// token acts for, newest first.
     pub async fn audit_log(&self) -> Result<Page<AuditEvent>> {
         self.get_json(&["audit-log"]).await
+    }
+
+    /// `GET /v1/trash` (modelyard's extension): the trashes of the accounts the token acts
+    /// for, or only `owner`'s.
+    pub async fn trash(&self, owner: Option<&str>) -> Result<Page<TrashItem>> {
+        let mut url = self.url(&["trash"])?;
+        if let Some(o) = owner {
+            url.query_pairs_mut().append_pair("owner", o);
+        }
+        Self::read(self.send(self.request(Method::GET, url)).await?).await
+    }
+
+    /// `GET /v1/account/storage` (modelyard's extension).
+    pub async fn storage(&self) -> Result<AccountStorage> {
+        self.get_json(&["account", "storage"]).await
     }
 
     pub fn models(&self) -> Models<'_> {
@@ -319,6 +343,22 @@ impl Models<'_> {
     pub async fn delete_preview(&self, owner: &str, name: &str) -> Result<DeletionPreview> {
         self.c.delete_preview_at(&["models", owner, name]).await
     }
+
+    /// `DELETE /v1/models/{owner}/{name}?purge=true`: for good at once, live or in the trash.
+    pub async fn purge(&self, owner: &str, name: &str) -> Result<()> {
+        self.c.purge_at(&["models", owner, name]).await
+    }
+
+    /// `POST /v1/models/{owner}/{name}/restore`: back from the trash (its versions stay there).
+    pub async fn restore(&self, owner: &str, name: &str) -> Result<Model> {
+        self.c
+            .send_json(
+                Method::POST,
+                &["models", owner, name, "restore"],
+                &json!({}),
+            )
+            .await
+    }
 }
 
 pub struct Versions<'a> {
@@ -357,6 +397,37 @@ impl Versions<'_> {
     ) -> Result<DeletionPreview> {
         self.c
             .delete_preview_at(&["models", owner, name, "versions", id])
+            .await
+    }
+
+    /// `DELETE .../versions/{id}?purge=true`: for good at once, live or in the trash.
+    pub async fn purge(&self, owner: &str, name: &str, id: &str) -> Result<()> {
+        self.c
+            .purge_at(&["models", owner, name, "versions", id])
+            .await
+    }
+
+    /// `POST .../versions/{id}/restore`: back from the trash, with its predictions. Refused
+    /// (409, `model_in_trash`) while its model is in the trash.
+    pub async fn restore(&self, owner: &str, name: &str, id: &str) -> Result<Version> {
+        self.c
+            .send_json(
+                Method::POST,
+                &["models", owner, name, "versions", id, "restore"],
+                &json!({}),
+            )
+            .await
+    }
+
+    /// `POST .../versions/prune`: deletes every version the rules let go but the `keep`
+    /// newest (with `dry_run`, only says which).
+    pub async fn prune(&self, owner: &str, name: &str, req: &PruneRequest) -> Result<PruneResult> {
+        self.c
+            .send_json(
+                Method::POST,
+                &["models", owner, name, "versions", "prune"],
+                req,
+            )
             .await
     }
 

@@ -73,6 +73,9 @@ pub struct Model {
     pub run_count: i64,
     pub created_at: Option<String>,
     pub is_official: bool,
+    /// modelyard's extension: the bytes its versions store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -91,8 +94,20 @@ pub struct Version {
     pub created_at: Option<String>,
     pub cog_version: Option<String>,
     pub openapi_schema: Option<Value>,
+    /// modelyard's extension: the bytes of its artifact and weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// modelyard's extension: stored bytes, and those no other version (of another model, for a
+/// model) keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Storage {
+    pub bytes: i64,
+    pub unique_bytes: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -285,6 +300,71 @@ impl std::fmt::Display for Blocker {
 pub struct DeletionPreview {
     pub deletable: bool,
     pub blockers: Vec<Blocker>,
+    /// What the deletion frees once purged (servers with the trash say so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frees_bytes: Option<i64>,
+}
+
+/// One item of `GET /v1/trash` (modelyard's extension).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrashItem {
+    /// "model" or "version".
+    pub kind: String,
+    pub owner: String,
+    pub name: String,
+    pub version_id: Option<String>,
+    pub trashed_at: String,
+    pub purge_at: String,
+    pub frees_bytes: i64,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl TrashItem {
+    /// "owner/name", or "owner/name:id" for a version.
+    pub fn target(&self) -> String {
+        match &self.version_id {
+            Some(v) => format!("{}/{}:{v}", self.owner, self.name),
+            None => format!("{}/{}", self.owner, self.name),
+        }
+    }
+}
+
+/// `POST /v1/models/{owner}/{name}/versions/prune` (modelyard's extension).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PruneRequest {
+    pub keep: u64,
+    pub dry_run: bool,
+}
+
+/// What a prune did (or, for a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PruneResult {
+    pub deleted: Vec<String>,
+    pub kept: Vec<KeptVersion>,
+    pub frees_bytes: i64,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A version a prune kept, and why: "newest", or "blocked" with the blockers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeptVersion {
+    pub id: String,
+    pub reason: String,
+    pub blockers: Vec<Blocker>,
+}
+
+/// `GET /v1/account/storage` (modelyard's extension).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AccountStorage {
+    pub bytes: i64,
+    pub unique_bytes: i64,
+    pub trash_bytes: i64,
 }
 
 /// One field that failed input validation (in a 422 answer).
@@ -521,6 +601,41 @@ mod tests {
         assert_eq!(
             b.to_string(),
             "has_versions: d (model a/m; versions v1, v2 and 1 more)"
+        );
+    }
+
+    #[test]
+    fn trash_items_and_prunes_read_the_extension() {
+        let t: TrashItem = serde_json::from_value(json!({
+            "kind": "version", "owner": "a", "name": "m", "version_id": "abc",
+            "trashed_at": "2026-01-01T00:00:00Z", "purge_at": "2026-01-08T00:00:00Z",
+            "frees_bytes": 12
+        }))
+        .unwrap();
+        assert_eq!(t.target(), "a/m:abc");
+        let t: TrashItem = serde_json::from_value(
+            json!({"kind": "model", "owner": "a", "name": "m", "version_id": null}),
+        )
+        .unwrap();
+        assert_eq!(t.target(), "a/m");
+        let p: PruneResult = serde_json::from_value(json!({
+            "deleted": ["v1"], "frees_bytes": 5,
+            "kept": [{"id": "v3", "reason": "newest"},
+                     {"id": "v2", "reason": "blocked", "blockers": [{"kind": "public", "detail": "d"}]}]
+        }))
+        .unwrap();
+        assert_eq!(p.kept[1].blockers[0].kind, "public");
+        assert!(p.kept[0].blockers.is_empty());
+        // An older server's preview has no frees_bytes, and says so by leaving it out.
+        let d: DeletionPreview = serde_json::from_value(json!({"deletable": true})).unwrap();
+        assert_eq!(d.frees_bytes, None);
+        assert_eq!(
+            serde_json::to_value(PruneRequest {
+                keep: 2,
+                dry_run: true
+            })
+            .unwrap(),
+            json!({"keep": 2, "dry_run": true})
         );
     }
 

@@ -233,3 +233,90 @@ async fn an_unreachable_server_is_a_transport_error() {
     let err = c.account().await.unwrap_err();
     assert!(matches!(err, Error::Http(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn the_trash_on_the_wire() {
+    let (base, seen) = server(Box::new(|s, _| {
+        let body = match (s.method.as_str(), s.target.as_str()) {
+            ("DELETE", "/v1/models/alice/m?purge=true")
+            | ("DELETE", "/v1/models/alice/m/versions/v1?purge=true") => {
+                return (204, "application/json", String::new())
+            }
+            ("DELETE", "/v1/models/alice/m/versions/v1?dry_run=true") => {
+                json!({"deletable": true, "blockers": [], "frees_bytes": 4096})
+            }
+            ("POST", "/v1/models/alice/m/restore") => model("m"),
+            ("POST", "/v1/models/alice/m/versions/v1/restore") => json!({"id": "v1"}),
+            ("POST", "/v1/models/alice/m/versions/v2/restore") => {
+                return (
+                    409,
+                    "application/problem+json",
+                    json!({"title": "Conflict", "status": 409, "detail": "The model alice/m is in the trash.",
+                           "blockers": [{"kind": "model_in_trash", "detail": "The model alice/m is in the trash.", "model": "alice/m"}]})
+                    .to_string(),
+                )
+            }
+            ("POST", "/v1/models/alice/m/versions/prune") => json!({
+                "deleted": ["v0"], "kept": [{"id": "v1", "reason": "newest"}], "frees_bytes": 7}),
+            ("GET", "/v1/trash?owner=acme") => json!({"next": null, "results": [
+                {"kind": "model", "owner": "acme", "name": "x", "version_id": null,
+                 "trashed_at": "t", "purge_at": "p", "frees_bytes": 1}]}),
+            ("GET", "/v1/account/storage") => {
+                json!({"bytes": 3, "unique_bytes": 2, "trash_bytes": 1})
+            }
+            _ => {
+                return (
+                    404,
+                    "application/problem+json",
+                    r#"{"title":"Not found","status":404}"#.into(),
+                )
+            }
+        };
+        (200, "application/json", body.to_string())
+    }));
+    let c = Client::new(&base, Some("r8_t".into()));
+    c.models().purge("alice", "m").await.unwrap();
+    c.versions().purge("alice", "m", "v1").await.unwrap();
+    let p = c
+        .versions()
+        .delete_preview("alice", "m", "v1")
+        .await
+        .unwrap();
+    assert_eq!(p.frees_bytes, Some(4096));
+    assert_eq!(c.models().restore("alice", "m").await.unwrap().name, "m");
+    assert_eq!(
+        c.versions().restore("alice", "m", "v1").await.unwrap().id,
+        "v1"
+    );
+    match c.versions().restore("alice", "m", "v2").await {
+        Err(Error::Api(e)) => {
+            assert_eq!(e.status, 409);
+            assert_eq!(e.blockers[0].kind, "model_in_trash");
+        }
+        other => panic!("{other:?}"),
+    }
+    let req = modelyard_client::PruneRequest {
+        keep: 1,
+        dry_run: true,
+    };
+    let r = c.versions().prune("alice", "m", &req).await.unwrap();
+    assert_eq!(
+        (r.deleted.len(), r.kept[0].reason.as_str(), r.frees_bytes),
+        (1, "newest", 7)
+    );
+    let t = c.trash(Some("acme")).await.unwrap();
+    assert_eq!(t.results[0].target(), "acme/x");
+    assert_eq!(c.storage().await.unwrap().trash_bytes, 1);
+    let seen = seen.lock().unwrap();
+    let prune = seen
+        .iter()
+        .find(|s| s.target.ends_with("/prune"))
+        .expect("the prune request");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&prune.body).unwrap(),
+        json!({"keep": 1, "dry_run": true})
+    );
+    assert!(seen
+        .iter()
+        .all(|s| s.headers.get("authorization").map(String::as_str) == Some("Bearer r8_t")));
+}

@@ -1,5 +1,6 @@
-//! The deletion rules, and the one rule on memberships. Each is a plain function of facts that
-//! returns *every* blocker, so a refused person learns all that stands in the way at once.
+//! The deletion rules (and restoring from and purging the trash), and the one rule on
+//! memberships. Each is a plain function of facts that returns *every* blocker, so a refused
+//! person learns all that stands in the way at once.
 //! Storage gathers the facts and calls these inside the transaction that acts, so a concurrent
 //! request cannot slip between.
 use chrono::{DateTime, Duration, Utc};
@@ -20,6 +21,8 @@ pub enum BlockerKind {
     /// Removing the member would leave its organization with none. Only the web's account page
     /// removes members, so no API answer carries this kind.
     LastMember,
+    /// A version of a model in the trash: the model comes back first.
+    ModelInTrash,
 }
 
 /// Something that blocks a deletion, with a sentence a person can act on and the names involved.
@@ -117,6 +120,8 @@ pub struct FineTuneUse {
     pub training_status: Option<Status>,
     /// "owner/name:id" of the version the training produced, if any.
     pub derived_version: Option<String>,
+    /// The derived version is in the trash. It still blocks: restored, it would need its base.
+    pub derived_in_trash: bool,
 }
 
 pub struct VersionFacts {
@@ -171,6 +176,9 @@ pub fn version_deletion_blockers(f: &VersionFacts, caller_id: i64) -> Vec<Blocke
             continue;
         }
         let detail = match (&ft.derived_version, &ft.training_id) {
+            (Some(v), _) if ft.derived_in_trash => format!(
+                "Version {short} is the base of the fine-tuned version {v}, which is in the trash. Purge that version first."
+            ),
             (Some(v), _) => format!(
                 "Version {short} is the base of the fine-tuned version {v}. Delete that version first."
             ),
@@ -195,6 +203,63 @@ pub fn version_deletion_blockers(f: &VersionFacts, caller_id: i64) -> Vec<Blocke
         out.push(b);
     }
     out
+}
+
+/// What a restore from the trash needs to know.
+pub struct RestoreFacts {
+    /// "owner/name", or "owner/name:id" for a version.
+    pub item: String,
+    /// For a version: its model is in the trash too.
+    pub model_in_trash: bool,
+}
+
+/// A model comes back from the trash as it went (its name was kept for it); a version only
+/// once its model is back. Who may restore is [`can_manage`]: for anyone else the trash item
+/// does not exist.
+pub fn restore_blockers(f: &RestoreFacts) -> Vec<Blocker> {
+    let mut out = Vec::new();
+    if f.model_in_trash {
+        let model = f.item.split_once(':').map_or(f.item.as_str(), |(m, _)| m);
+        let mut b = Blocker::new(
+            BlockerKind::ModelInTrash,
+            format!(
+                "The model {model} is in the trash. Restore the model first, then {}.",
+                f.item
+            ),
+        );
+        b.model = Some(model.to_string());
+        out.push(b);
+    }
+    out
+}
+
+/// What purging (final deletion of what is in the trash) needs to know.
+pub struct PurgeFacts {
+    /// "owner/name", or "owner/name:id" for a version.
+    pub item: String,
+    /// Fine-tuned versions ("owner/name:id") made from a version being purged that are not
+    /// purged with it. Nothing can point to a trashed version, so this is the backstop's
+    /// sentence rather than a case anyone meets.
+    pub derived_versions: Vec<String>,
+}
+
+/// Purging a trashed item: every blocker. Who may purge is [`can_manage`] (or the expiry
+/// sweep); the trash itself was entered under the deletion rules.
+pub fn purge_blockers(f: &PurgeFacts) -> Vec<Blocker> {
+    f.derived_versions
+        .iter()
+        .map(|v| {
+            let mut b = Blocker::new(
+                BlockerKind::FineTuneBase,
+                format!(
+                    "{} is the base of the fine-tuned version {v}. Delete that version first.",
+                    f.item
+                ),
+            );
+            b.version = Some(v.clone());
+            b
+        })
+        .collect()
 }
 
 pub struct DeploymentFacts {
@@ -345,6 +410,7 @@ mod tests {
                 training_id: Some("t".into()),
                 training_status: Some(s),
                 derived_version: None,
+                derived_in_trash: false,
             }];
             assert!(version_deletion_blockers(&f, 1).is_empty());
         }
@@ -359,9 +425,15 @@ mod tests {
             training_id: None,
             training_status: None,
             derived_version: Some("alice/ft:b".into()),
+            derived_in_trash: false,
         }];
         let b = version_deletion_blockers(&f, 1);
         assert_eq!(b[0].version.as_deref(), Some("alice/ft:b"));
+        // A fine-tune in the trash still needs its base: it could be restored.
+        f.fine_tunes[0].derived_in_trash = true;
+        let b = version_deletion_blockers(&f, 1);
+        assert_eq!(kinds(&b), [BlockerKind::FineTuneBase]);
+        assert!(b[0].detail.contains("in the trash"), "{}", b[0].detail);
     }
 
     #[test]
@@ -377,6 +449,7 @@ mod tests {
             training_id: Some("t1".into()),
             training_status: Some(Status::Processing),
             derived_version: None,
+            derived_in_trash: false,
         }];
         f.deployments = vec!["alice/prod".into(), "acme/staging".into()];
         let b = version_deletion_blockers(&f, 1);
@@ -409,6 +482,45 @@ mod tests {
             b[0].detail,
             "bob is the last member of acme; an organization needs at least one."
         );
+    }
+
+    #[test]
+    fn a_version_comes_back_only_after_its_model() {
+        let mut f = RestoreFacts {
+            item: "alice/m:abc".into(),
+            model_in_trash: false,
+        };
+        assert!(restore_blockers(&f).is_empty());
+        f.model_in_trash = true;
+        let b = restore_blockers(&f);
+        assert_eq!(kinds(&b), [BlockerKind::ModelInTrash]);
+        assert_eq!(b[0].model.as_deref(), Some("alice/m"));
+        assert_eq!(
+            b[0].detail,
+            "The model alice/m is in the trash. Restore the model first, then alice/m:abc."
+        );
+        // A model itself always comes back: its name was kept for it.
+        let m = RestoreFacts {
+            item: "alice/m".into(),
+            model_in_trash: false,
+        };
+        assert!(restore_blockers(&m).is_empty());
+    }
+
+    #[test]
+    fn purge_names_every_fine_tune_left_behind() {
+        let mut f = PurgeFacts {
+            item: "alice/m".into(),
+            derived_versions: vec![],
+        };
+        assert!(purge_blockers(&f).is_empty());
+        f.derived_versions = vec!["bob/ft:1".into(), "bob/ft:2".into()];
+        let b = purge_blockers(&f);
+        assert_eq!(
+            kinds(&b),
+            [BlockerKind::FineTuneBase, BlockerKind::FineTuneBase]
+        );
+        assert_eq!(b[1].version.as_deref(), Some("bob/ft:2"));
     }
 
     #[test]

@@ -16,15 +16,17 @@ mod store;
 pub use error::StoreError;
 pub use sql::{FileRecord, NewFile, SqlStore};
 pub use store::{
-    AccountStore, AuditStore, Deletion, DeploymentStore, FileStore, JobEnd, JobStore,
-    MemberRemoval, ModelStore, PasswordRecord, SessionStore, Store, TokenRecord, VersionStore,
+    AccountStorage, AccountStore, AuditStore, Deletion, DeploymentStore, FileStore, JobEnd,
+    JobStore, KeptReason, MemberRemoval, ModelStore, NameInTrash, PasswordRecord, Prune, Purge,
+    PurgeBy, Restore, SessionStore, SizeStore, Storage, Store, TokenRecord, TrashItem, TrashKind,
+    TrashStore, Unreferenced, VersionStore,
 };
 
 /// Every storage trait, for code that calls methods on a concrete [`SqlStore`].
 pub mod prelude {
     pub use crate::store::{
         AccountStore, AuditStore, DeploymentStore, FileStore, JobStore, ModelStore, SessionStore,
-        Store, VersionStore,
+        SizeStore, Store, TrashStore, VersionStore,
     };
 }
 

@@ -55,7 +55,8 @@ pub const MODEL_SELECT: &str = "SELECT m.id, m.owner_id, a.username AS owner, m.
     v.openapi_schema AS v_schema, v.artifact AS v_artifact, v.base_version_id AS v_base, v.weights AS v_weights, \
     v.created_at AS v_created_at \
     FROM models m JOIN accounts a ON a.id = m.owner_id \
-    LEFT JOIN versions v ON v.seq = (SELECT MAX(seq) FROM versions WHERE model_id = m.id)";
+    LEFT JOIN versions v ON v.seq = \
+    (SELECT MAX(seq) FROM versions WHERE model_id = m.id AND trashed_at IS NULL)";
 
 pub fn model(r: &AnyRow) -> Result<Model> {
     let id: i64 = r.try_get("id")?;
@@ -92,9 +93,11 @@ pub fn model(r: &AnyRow) -> Result<Model> {
     })
 }
 
+/// With `purge_at`, set while the version is in the trash (callers that can meet one say so
+/// in their WHERE: `v.trashed_at IS NULL` hides it).
 pub const VERSION_SELECT: &str =
     "SELECT v.seq, v.id, v.model_id, v.cog_version, v.openapi_schema, \
-    v.artifact, v.base_version_id, v.weights, v.created_at FROM versions v";
+    v.artifact, v.base_version_id, v.weights, v.created_at, v.purge_at FROM versions v";
 
 pub fn version(r: &AnyRow) -> Result<Version> {
     Ok(Version {
@@ -110,13 +113,15 @@ pub fn version(r: &AnyRow) -> Result<Version> {
     })
 }
 
+/// Jobs of a version in the trash are kept but hidden: the join leaves them out of every read.
 pub const JOB_SELECT: &str = "SELECT j.seq, j.id, j.kind, j.account_id, acc.username AS account, \
     j.version_id, ma.username || '/' || mo.name AS model, \
     da.username || '/' || d.name AS deployment, dma.username || '/' || dm.name AS destination, \
     j.input, j.output, j.logs, j.error, j.status, j.source, j.webhook, j.webhook_events_filter, \
     j.data_removed, j.metrics, j.deadline, j.created_at, j.started_at, j.completed_at \
     FROM jobs j JOIN accounts acc ON acc.id = j.account_id \
-    JOIN versions v ON v.id = j.version_id JOIN models mo ON mo.id = v.model_id \
+    JOIN versions v ON v.id = j.version_id AND v.trashed_at IS NULL \
+    JOIN models mo ON mo.id = v.model_id \
     JOIN accounts ma ON ma.id = mo.owner_id \
     LEFT JOIN deployments d ON d.id = j.deployment_id LEFT JOIN accounts da ON da.id = d.owner_id \
     LEFT JOIN models dm ON dm.id = j.destination_model_id \

@@ -19,13 +19,168 @@ pub struct JobEnd {
 }
 
 /// What a deletion (or its preview) came to. `deleted` is false when blockers stood in the way
-/// or when it was only a preview.
+/// or when it was only a preview. A deletion to the trash is `deleted` too (it is gone from
+/// every read at once), with `purge_at` set.
 #[derive(Debug, Clone, Default)]
 pub struct Deletion {
     pub blockers: Vec<Blocker>,
     pub deleted: bool,
     /// An artifact that no version references any more, for the caller to remove from disk.
+    /// Also in `unreferenced.artifacts`, which a final model deletion may fill with more.
     pub unreferenced_artifact: Option<String>,
+    /// Every artifact and weights file a final deletion left unreferenced (a model's final
+    /// deletion also purges its versions in the trash). Empty for a move to the trash.
+    pub unreferenced: Unreferenced,
+    /// Set when the item went to the trash: when the sweep will purge it.
+    pub purge_at: Option<DateTime<Utc>>,
+    /// The bytes the deletion frees once purged (also in a preview): the stored files of what
+    /// goes that no other version keeps, counting what is already in the trash as going too.
+    pub frees_bytes: i64,
+}
+
+/// Stored files no version references any more, for the caller to release from disk
+/// (`Blobs::release`, which checks again with `artifact_in_use` / `weights_in_use`), then to
+/// forget with [`SizeStore::forget_artifact`] / [`SizeStore::forget_weights`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unreferenced {
+    pub artifacts: Vec<String>,
+    pub weights: Vec<String>,
+}
+
+/// A model or a version in its owner's trash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrashKind {
+    Model,
+    Version,
+}
+
+impl TrashKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrashKind::Model => "model",
+            TrashKind::Version => "version",
+        }
+    }
+}
+
+/// One item of a trash. A version of a trashed model is an item of its own (with its own
+/// `purge_at`); it can be restored once its model is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrashItem {
+    pub kind: TrashKind,
+    pub model_id: i64,
+    pub owner_id: i64,
+    pub owner: String,
+    pub name: String,
+    /// For a version.
+    pub version_id: Option<String>,
+    pub trashed_at: DateTime<Utc>,
+    pub purge_at: DateTime<Utc>,
+    /// The account that deleted it (`None` if that account is gone).
+    pub trashed_by: Option<String>,
+    /// What purging it frees: its stored bytes that no version outside the trash keeps.
+    pub frees_bytes: i64,
+}
+
+impl TrashItem {
+    /// "owner/name", or "owner/name:id" for a version.
+    pub fn target(&self) -> String {
+        match &self.version_id {
+            Some(v) => format!("{}/{}:{v}", self.owner, self.name),
+            None => format!("{}/{}", self.owner, self.name),
+        }
+    }
+}
+
+/// What restoring from the trash came to. Nothing changed unless `Restored`.
+#[derive(Debug, Clone)]
+pub enum Restore<T> {
+    Restored(T),
+    /// Not in the trash, or not in a trash the caller acts for (`rules::can_manage`): a 404.
+    NotInTrash,
+    /// The rules refused (`rules::restore_blockers`), with every blocker; the refusal is audited.
+    Refused(Vec<Blocker>),
+}
+
+/// Who purges: an owner at once (`rules::can_manage` decides), or the sweep, which purges only
+/// what expired by `now` (checked again in the purging transaction, so an item restored and
+/// deleted again meanwhile waits for its new time).
+#[derive(Debug, Clone, Copy)]
+pub enum PurgeBy<'a> {
+    Owner(&'a Caller),
+    Sweep { now: DateTime<Utc> },
+}
+
+/// What purging came to. Nothing changed unless `Purged`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    /// The rows are gone; these files are no longer referenced, for the caller to release.
+    Purged(Unreferenced),
+    /// Not in the trash (restored or purged meanwhile), not yet expired (sweep), or not in a
+    /// trash the caller acts for.
+    NotInTrash,
+    /// The rules refused (`rules::purge_blockers`).
+    Refused(Vec<Blocker>),
+}
+
+/// A model name that its owner's trash keeps: creating a model with it is refused until the
+/// trashed model is purged (or restored, and then it is simply taken).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameInTrash {
+    pub owner: String,
+    pub name: String,
+    pub purge_at: DateTime<Utc>,
+}
+
+impl std::fmt::Display for NameInTrash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "The model {}/{} is in the trash until {}: restore it, or purge it to use its name              for a new model.",
+            self.owner,
+            self.name,
+            self.purge_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    }
+}
+
+/// Why a version was kept by a prune.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptReason {
+    /// One of the `keep` newest.
+    Newest,
+    /// The rules refused its deletion.
+    Blocked(Vec<Blocker>),
+}
+
+/// What pruning a model's versions came to (or would, for a dry run): one decision per version,
+/// newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prune {
+    /// Deleted (or, in a dry run, deletable) versions.
+    pub deleted: Vec<String>,
+    pub kept: Vec<(String, KeptReason)>,
+    /// What the deleted versions free once purged, together.
+    pub frees_bytes: i64,
+    /// Files the final deletions (no trash) left unreferenced.
+    pub unreferenced: Unreferenced,
+}
+
+/// Stored bytes of a version or a model: its artifact's files and its weights, and how many of
+/// those bytes no other version (of another model, for a model) keeps, in the trash or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Storage {
+    pub bytes: i64,
+    pub unique_bytes: i64,
+}
+
+/// An account's stored bytes: its models' versions (in the trash too), those no other account's
+/// version keeps, and what purging its trash would free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountStorage {
+    pub bytes: i64,
+    pub unique_bytes: i64,
+    pub trash_bytes: i64,
 }
 
 /// What removing a member from an organization came to. Nothing changed unless `Removed`.
@@ -68,6 +223,8 @@ pub trait Store:
     + DeploymentStore
     + FileStore
     + AuditStore
+    + TrashStore
+    + SizeStore
     + 'static
 {
 }
@@ -81,6 +238,8 @@ impl<T> Store for T where
         + DeploymentStore
         + FileStore
         + AuditStore
+        + TrashStore
+        + SizeStore
         + 'static
 {
 }
@@ -134,10 +293,16 @@ pub trait SessionStore: Send + Sync {
     async fn delete_session(&self, hash: &str) -> Result<()>;
 }
 
-/// Models, and their deletion (`sql/models.rs`).
+/// Models, and their final deletion (`sql/models.rs`). Every read here leaves out models in the
+/// trash (see [`TrashStore`]).
 #[async_trait]
 pub trait ModelStore: Send + Sync {
+    /// Creates a model; a name that is taken is `Conflict`, with a sentence saying so (and, for
+    /// a name its owner's trash keeps, until when: see [`Self::create_model_checked`]).
     async fn create_model(&self, m: NewModel) -> Result<Model>;
+    /// Like [`Self::create_model`], but a name kept by a model in its owner's trash comes back
+    /// typed, with the time it is purged, for a 409 that says how to free it.
+    async fn create_model_checked(&self, m: NewModel) -> Result<Result<Model, NameInTrash>>;
     async fn model(&self, owner: &str, name: &str) -> Result<Option<Model>>;
     /// Models the viewer may see (public ones, and those of the accounts it acts for), newest
     /// first, optionally matching `query` in the name, owner or description.
@@ -150,24 +315,35 @@ pub trait ModelStore: Send + Sync {
     /// Models owned by these accounts, newest first.
     async fn models_owned_by(&self, owner_ids: &[i64], limit: i64) -> Result<Vec<Model>>;
     async fn update_model(&self, id: i64, patch: ModelPatch) -> Result<Model>;
+    /// Deletes a model at once and for good (no trash: `--trash-days 0`), under
+    /// `rules::model_deletion_blockers`, counting only versions outside the trash; its versions
+    /// in the trash go with it (`unreferenced` names their files). A preview reports
+    /// `frees_bytes`.
     async fn delete_model(&self, model_id: i64, caller: &Caller, dry_run: bool)
         -> Result<Deletion>;
 }
 
-/// Versions of models, and their deletion (`sql/versions.rs`).
+/// Versions of models, and their final deletion (`sql/versions.rs`). Every read here leaves out
+/// versions in the trash, and versions of models in the trash.
 #[async_trait]
 pub trait VersionStore: Send + Sync {
     async fn versions(&self, model_id: i64, page: PageReq) -> Result<Vec<Version>>;
     async fn version(&self, model_id: i64, id: &str) -> Result<Option<Version>>;
     /// A bare version id, unique across models, with the model it belongs to.
     async fn version_by_id(&self, id: &str) -> Result<Option<(Model, Version)>>;
-    /// Creates the version, or returns the existing one for the same content (`false`).
+    /// Creates the version, or returns the existing one for the same content (`false`). A model
+    /// (or fine-tune base) that is gone or in the trash is `NotFound`; the same content as a
+    /// version in the trash is `Conflict`, saying to restore or purge it.
     async fn create_version(&self, v: NewVersion) -> Result<(Version, bool)>;
+    /// Whether any version, in the trash or not, references the artifact (its files stay).
     async fn artifact_in_use(&self, artifact: &str) -> Result<bool>;
-    /// Whether any version is set up with these stored weights.
+    /// Whether any version, in the trash or not, is set up with these stored weights.
     async fn weights_in_use(&self, weights: &str) -> Result<bool>;
     /// How many predictions anyone has run with the version.
     async fn version_prediction_count(&self, version_id: &str) -> Result<i64>;
+    /// Deletes a version at once and for good (no trash: `--trash-days 0`), under
+    /// `rules::version_deletion_blockers`, in one transaction with its audit event. A preview
+    /// reports `frees_bytes`.
     async fn delete_version(
         &self,
         model_id: i64,
@@ -175,6 +351,116 @@ pub trait VersionStore: Send + Sync {
         caller: &Caller,
         dry_run: bool,
     ) -> Result<Deletion>;
+}
+
+/// The trash (`sql/trash.rs`): a deletion that passes the rules hides the model or version from
+/// every read at once and keeps it until `purge_at`; the owner may restore it until then, or
+/// purge it at once; the sweep purges what expired. Each of these is one transaction with its
+/// audit event. A trashed model keeps its name (the unique key still holds it).
+///
+/// While a version is in the trash, its owner's predictions and its finished trainings are
+/// kept, hidden (unfinished ones are canceled when it goes), and its model's `run_count` leaves
+/// them out; a restore brings all of it back. Nothing can be created against it: predictions,
+/// trainings, deployment releases and fine-tunes answer `NotFound("version")`.
+#[async_trait]
+pub trait TrashStore: Send + Sync {
+    /// [`ModelStore::delete_model`]'s rules and transaction, but the model goes to the trash
+    /// until `purge_at`. A preview changes nothing.
+    async fn trash_model(
+        &self,
+        model_id: i64,
+        caller: &Caller,
+        dry_run: bool,
+        purge_at: DateTime<Utc>,
+    ) -> Result<Deletion>;
+    /// [`VersionStore::delete_version`]'s rules and transaction, but the version goes to the
+    /// trash until `purge_at`. A preview changes nothing.
+    async fn trash_version(
+        &self,
+        model_id: i64,
+        version_id: &str,
+        caller: &Caller,
+        dry_run: bool,
+        purge_at: DateTime<Utc>,
+    ) -> Result<Deletion>;
+    /// The model "owner/name" if it is in the trash.
+    async fn trashed_model(&self, owner: &str, name: &str) -> Result<Option<TrashItem>>;
+    /// The version of "owner/name" if it is in the trash (its model may be live or trashed).
+    async fn trashed_version(
+        &self,
+        owner: &str,
+        name: &str,
+        version_id: &str,
+    ) -> Result<Option<TrashItem>>;
+    /// Brings a model back, by its owner (`rules::can_manage`), with the name it kept. Its
+    /// versions in the trash stay there, to be restored one by one.
+    async fn restore_model(&self, model_id: i64, caller: &Caller) -> Result<Restore<Model>>;
+    /// Brings a version back with everything it had, by its owner; refused while its model is
+    /// in the trash (`rules::restore_blockers`).
+    async fn restore_version(
+        &self,
+        model_id: i64,
+        version_id: &str,
+        caller: &Caller,
+    ) -> Result<Restore<Version>>;
+    /// Deletes a trashed model for good, with its versions (all in the trash).
+    async fn purge_model(&self, model_id: i64, by: PurgeBy<'_>) -> Result<Purge>;
+    /// Deletes a trashed version for good, with its owner's predictions and its trainings.
+    async fn purge_version(
+        &self,
+        model_id: i64,
+        version_id: &str,
+        by: PurgeBy<'_>,
+    ) -> Result<Purge>;
+    /// The trashes of these accounts, most recently deleted first, with what each item frees.
+    /// Paged by the time of deletion: `page.after` is the last item's `trashed_at` in
+    /// microseconds.
+    async fn trash(&self, owner_ids: &[i64], page: PageReq) -> Result<Vec<TrashItem>>;
+    /// At most `limit` items whose `purge_at` is past `now`, soonest first, for the sweep
+    /// (`frees_bytes` is 0 here: the sweep needs none). Versions of a trashed model are listed
+    /// too (purging the model takes them along, and then their own purge finds them gone:
+    /// `NotInTrash`).
+    async fn expired_trash(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<TrashItem>>;
+    /// Deletes every version of the model that the rules let go, except the `keep` newest:
+    /// one decision per version, each in its own transaction like a single deletion, to the
+    /// trash until `purge_at` (or for good with `None`). A dry run changes nothing and reports
+    /// the same decisions, with what the deletions would free together.
+    async fn prune_versions(
+        &self,
+        model_id: i64,
+        keep: usize,
+        caller: &Caller,
+        dry_run: bool,
+        purge_at: Option<DateTime<Utc>>,
+    ) -> Result<Prune>;
+}
+
+/// Sizes of stored files, for what a deletion frees (`sql/sizes.rs`). The server records an
+/// artifact's contents and a weights file's size when it stores them; the queries reach them
+/// only through versions, so a version's storage is what its artifact and weights hold.
+#[async_trait]
+pub trait SizeStore: Send + Sync {
+    /// Records which blobs (file names under `blobs/`: the sha256, `-x` for an executable) an
+    /// artifact tree links, and their sizes. Idempotent. Call it after the version exists and
+    /// under the data directory's lock (`Blobs::lock`), like [`Self::forget_artifact`].
+    async fn record_artifact(&self, artifact: &str, blobs: &[(String, i64)]) -> Result<()>;
+    /// Records the size of a stored weights file ("<sha256>/<name>", as versions name it).
+    async fn record_weights(&self, weights: &str, bytes: i64) -> Result<()>;
+    /// Forgets an artifact's contents once no version references it (after `Blobs::release`
+    /// removed its tree, under the same lock), and the blobs no artifact links any more.
+    async fn forget_artifact(&self, artifact: &str) -> Result<()>;
+    /// Forgets a weights file's size once no version uses it.
+    async fn forget_weights(&self, weights: &str) -> Result<()>;
+    /// Artifacts some version references whose contents were never recorded (stored before
+    /// sizes were), at most `limit`, for the server to record from disk.
+    async fn artifacts_without_sizes(&self, limit: i64) -> Result<Vec<String>>;
+    /// A version's storage (in the trash or not): `NotFound` when there is no such version.
+    async fn version_storage(&self, version_id: &str) -> Result<Storage>;
+    /// A model's storage, over all its versions; `unique_bytes` is what no other model's
+    /// version keeps.
+    async fn model_storage(&self, model_id: i64) -> Result<Storage>;
+    /// An account's storage over its models' versions, and what purging its trash frees.
+    async fn account_storage(&self, owner_id: i64) -> Result<AccountStorage>;
 }
 
 /// Predictions and trainings, and the queue the runner takes them from (`sql/jobs.rs`).

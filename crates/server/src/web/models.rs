@@ -150,7 +150,9 @@ pub fn blocker_view(b: &Blocker, m: &Model) -> Value {
             Some(format!("/{}/versions", m.full_name())),
             "See the versions".to_string(),
         ),
-        BlockerKind::PredictionsByOthers | BlockerKind::LastMember => (None, String::new()),
+        BlockerKind::PredictionsByOthers | BlockerKind::LastMember | BlockerKind::ModelInTrash => {
+            (None, String::new())
+        }
         BlockerKind::FineTuneBase => match (&b.version, &b.training) {
             (Some(v), _) => match v.split_once(':') {
                 Some((model, id)) => (

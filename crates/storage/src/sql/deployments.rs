@@ -10,6 +10,8 @@ use crate::rows::{self, placeholders, time, DEPLOYMENT_SELECT};
 use crate::store::{Deletion, DeploymentStore};
 use crate::{Result, StoreError};
 
+/// Run after the deployment's row points at the version: that write's foreign key waits for a
+/// deletion of the version in progress, so a version in the trash by now is seen as gone.
 async fn insert_release(
     tx: &mut Transaction<'static, Any>,
     deployment_id: i64,
@@ -20,7 +22,7 @@ async fn insert_release(
 ) -> Result<()> {
     let model: String = sqlx::query_scalar(
         "SELECT a.username || '/' || m.name FROM versions v JOIN models m ON m.id = v.model_id \
-         JOIN accounts a ON a.id = m.owner_id WHERE v.id = $1",
+         JOIN accounts a ON a.id = m.owner_id WHERE v.id = $1 AND v.trashed_at IS NULL",
     )
     .bind(&r.version_id)
     .fetch_optional(&mut **tx)
@@ -209,7 +211,8 @@ impl DeploymentStore for SqlStore {
             "delete_deployment",
             full_name,
             blockers,
-            None,
+            "deleted",
+            Deletion::default(),
         )
         .await
     }

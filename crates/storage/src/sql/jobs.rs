@@ -51,6 +51,16 @@ impl JobStore for SqlStore {
             StoreError::Conflict(_) | StoreError::ForeignKey => StoreError::NotFound("version"),
             e => e,
         })?;
+        // A version in the trash is as gone as a deleted one. Read after the insert, whose
+        // foreign key waits for a trashing in progress (PostgreSQL), so it sees its outcome.
+        let live: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM versions WHERE id = $1 AND trashed_at IS NULL")
+                .bind(&j.version_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if live.is_none() {
+            return Err(StoreError::NotFound("version"));
+        }
         if j.kind == JobKind::Prediction {
             sqlx::query(
                 "INSERT INTO version_runs (version_id, account_id, count) VALUES ($1, $2, 1) \

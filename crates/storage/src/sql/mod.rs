@@ -7,7 +7,10 @@ mod deployments;
 mod files;
 mod jobs;
 mod models;
+mod prune;
 mod sessions;
+mod sizes;
+mod trash;
 mod versions;
 
 use std::str::FromStr;
@@ -17,6 +20,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 use crate::dialect::Dialect;
+use crate::store::Unreferenced;
 use crate::{Deletion, Result, StoreError};
 pub use files::{FileRecord, NewFile};
 use modelyard_domain::{Blocker, Caller};
@@ -25,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_runner.sql")),
     (3, include_str!("../migrations/0003_web.sql")),
+    (4, include_str!("../migrations/0004_trash.sql")),
 ];
 
 #[derive(Clone)]
@@ -155,29 +160,61 @@ fn preview(blockers: Vec<Blocker>) -> Deletion {
     }
 }
 
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
 /// The shared end of every deletion, once its facts were gathered, the rules applied and (with
-/// no blocker) the rows deleted: its audit event, `deleted` or `refused`, is written in the same
-/// transaction, which then commits, so a deletion and its record stand or fall together.
+/// no blocker) the rows deleted or trashed: its audit event, `done` (`deleted`, `trashed`) or
+/// `refused`, is written in the same transaction, which then commits, so a deletion and its
+/// record stand or fall together. `d` carries what the deletion found besides its blockers.
+#[allow(clippy::too_many_arguments)]
 async fn conclude(
-    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    mut tx: Tx,
     caller: &Caller,
     owner_id: i64,
     action: &str,
     target: String,
     blockers: Vec<Blocker>,
-    unreferenced_artifact: Option<String>,
+    done: &str,
+    mut d: Deletion,
 ) -> Result<Deletion> {
-    audit::insert(
-        &mut tx,
-        &audit::event(caller, owner_id, action, target, &blockers),
-    )
-    .await?;
+    let mut e = audit::event(caller, owner_id, action, target, &blockers);
+    if blockers.is_empty() {
+        e.outcome = done.into();
+    }
+    audit::insert(&mut tx, &e).await?;
     tx.commit().await?;
-    Ok(Deletion {
-        deleted: blockers.is_empty(),
-        blockers,
-        unreferenced_artifact,
-    })
+    d.deleted = blockers.is_empty();
+    d.blockers = blockers;
+    Ok(d)
+}
+
+/// Of these artifacts and weights, the ones no version (in the trash or not) references any
+/// more, inside the transaction that removed versions.
+async fn unreferenced(
+    tx: &mut Tx,
+    artifacts: &[String],
+    weights: &[String],
+) -> Result<Unreferenced> {
+    let mut out = Unreferenced::default();
+    for a in artifacts {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE artifact = $1")
+            .bind(a)
+            .fetch_one(&mut **tx)
+            .await?;
+        if n == 0 && !out.artifacts.contains(a) {
+            out.artifacts.push(a.clone());
+        }
+    }
+    for w in weights {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE weights = $1")
+            .bind(w)
+            .fetch_one(&mut **tx)
+            .await?;
+        if n == 0 && !out.weights.contains(w) {
+            out.weights.push(w.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// An account's username, inside a transaction.

@@ -1,19 +1,20 @@
-//! Versions of models, and their deletion.
+//! Versions of models, and their final deletion. Reads leave out what is in the trash.
 use async_trait::async_trait;
 use modelyard_domain::rules::{version_deletion_blockers, FineTuneUse, RunsBy, VersionFacts};
 use modelyard_domain::*;
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::{now, SqlStore};
 use crate::rows::{self, VERSION_SELECT};
-use crate::store::{Deletion, VersionStore};
+use crate::store::{Deletion, Unreferenced, VersionStore};
 use crate::{Result, StoreError};
 
 #[async_trait]
 impl VersionStore for SqlStore {
     async fn versions(&self, model_id: i64, page: PageReq) -> Result<Vec<Version>> {
         sqlx::query(&format!(
-            "{VERSION_SELECT} WHERE v.model_id = $1 AND v.seq < $2 ORDER BY v.seq DESC LIMIT $3"
+            "{VERSION_SELECT} WHERE v.model_id = $1 AND v.trashed_at IS NULL AND v.seq < $2 \
+             ORDER BY v.seq DESC LIMIT $3"
         ))
         .bind(model_id)
         .bind(page.after.unwrap_or(i64::MAX))
@@ -27,7 +28,7 @@ impl VersionStore for SqlStore {
 
     async fn version(&self, model_id: i64, id: &str) -> Result<Option<Version>> {
         sqlx::query(&format!(
-            "{VERSION_SELECT} WHERE v.model_id = $1 AND v.id = $2"
+            "{VERSION_SELECT} WHERE v.model_id = $1 AND v.id = $2 AND v.trashed_at IS NULL"
         ))
         .bind(model_id)
         .bind(id)
@@ -39,29 +40,56 @@ impl VersionStore for SqlStore {
     }
 
     async fn version_by_id(&self, id: &str) -> Result<Option<(Model, Version)>> {
-        let Some(row) = sqlx::query(&format!("{VERSION_SELECT} WHERE v.id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
+        let Some(row) = sqlx::query(&format!(
+            "{VERSION_SELECT} WHERE v.id = $1 AND v.trashed_at IS NULL"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
         else {
             return Ok(None);
         };
         let version = rows::version(&row)?;
-        let model = sqlx::query(&format!("{} WHERE m.id = $1", rows::MODEL_SELECT))
-            .bind(version.model_id)
-            .fetch_one(&self.pool)
-            .await?;
+        // A version outside the trash has its model outside it too; read apart, either could
+        // have gone meanwhile.
+        let Some(model) = sqlx::query(&format!(
+            "{} WHERE m.id = $1 AND m.trashed_at IS NULL",
+            rows::MODEL_SELECT
+        ))
+        .bind(version.model_id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
         Ok(Some((rows::model(&model)?, version)))
     }
 
     async fn create_version(&self, v: NewVersion) -> Result<(Version, bool)> {
         let id = ids::version_id(v.model_id, &v.content_digest);
         let mut tx = self.begin_write().await?;
+        // The model row first, as a deletion locks it: trashing the model (which counts its
+        // versions) cannot slip between this check and the insert.
+        sqlx::query_scalar::<_, i64>(&format!(
+            "SELECT id FROM models WHERE id = $1 AND trashed_at IS NULL{}",
+            self.lock()
+        ))
+        .bind(v.model_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("model"))?;
         let existing = sqlx::query(&format!("{VERSION_SELECT} WHERE v.id = $1"))
             .bind(&id)
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = existing {
+            if let Some(purge_at) = row.try_get::<Option<i64>, _>("purge_at")? {
+                return Err(StoreError::Conflict(format!(
+                    "The version {id} (the same content) is in the trash until {}: restore it, \
+                     or purge it to push it again.",
+                    rows::time(purge_at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )));
+            }
             return Ok((rows::version(&row)?, false));
         }
         // A concurrent push of the same content (PostgreSQL does not serialize writers) inserts
@@ -89,6 +117,18 @@ impl VersionStore for SqlStore {
             e => e,
         })?;
         let inserted = done.rows_affected() > 0;
+        // A fine-tune's base in the trash is as gone as a deleted one. Checked after the insert,
+        // whose foreign key waits for a trashing of the base in progress.
+        if let Some(base) = &v.base_version_id {
+            let live: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM versions WHERE id = $1 AND trashed_at IS NULL")
+                    .bind(base)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if live.is_none() {
+                return Err(StoreError::NotFound("version"));
+            }
+        }
         let row = sqlx::query(&format!("{VERSION_SELECT} WHERE v.id = $1"))
             .bind(&id)
             .fetch_one(&mut *tx)
@@ -131,162 +171,226 @@ impl VersionStore for SqlStore {
         dry_run: bool,
     ) -> Result<Deletion> {
         let (mut tx, lock) = self.begin_deletion(dry_run).await?;
-        // Lock the model, then the version: a visibility change, a new prediction, training,
-        // deployment release or fine-tuned version all wait for (or fail after) this.
-        let m = sqlx::query(&format!(
-            "SELECT owner_id, visibility, name FROM models WHERE id = $1{lock}"
-        ))
-        .bind(model_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound("model"))?;
-        let v = sqlx::query(&format!(
-            "SELECT artifact FROM versions WHERE model_id = $1 AND id = $2{lock}"
-        ))
-        .bind(model_id)
-        .bind(version_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound("version"))?;
-        let artifact: String = v.try_get("artifact")?;
-        let owner_id: i64 = m.try_get("owner_id")?;
-        let owner = super::username(&mut tx, owner_id).await?;
-        let model = format!("{owner}/{}", m.try_get::<String, _>("name")?);
-
-        // Counts per account, kept beside the predictions: no prediction row is scanned.
-        let runs = sqlx::query(
-            "SELECT r.account_id, a.username, r.count FROM version_runs r \
-             JOIN accounts a ON a.id = r.account_id WHERE r.version_id = $1 ORDER BY a.username",
-        )
-        .bind(version_id)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(RunsBy {
-                account_id: r.try_get("account_id")?,
-                account: r.try_get("username")?,
-                count: r.try_get("count")?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-
-        let mut fine_tunes = Vec::new();
-        for r in sqlx::query(
-            "SELECT v.id, a.username, m.name, v.training_id FROM versions v \
-             JOIN models m ON m.id = v.model_id JOIN accounts a ON a.id = m.owner_id \
-             WHERE v.base_version_id = $1 ORDER BY v.seq",
-        )
-        .bind(version_id)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            fine_tunes.push(FineTuneUse {
-                training_id: r.try_get("training_id")?,
-                training_status: None,
-                derived_version: Some(format!(
-                    "{}/{}:{}",
-                    r.try_get::<String, _>("username")?,
-                    r.try_get::<String, _>("name")?,
-                    r.try_get::<String, _>("id")?
-                )),
-            });
-        }
-        for r in sqlx::query(
-            "SELECT id, status FROM jobs WHERE version_id = $1 AND kind = 'training' \
-             AND status IN ('starting', 'processing') ORDER BY seq",
-        )
-        .bind(version_id)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            fine_tunes.push(FineTuneUse {
-                training_id: r.try_get("id")?,
-                training_status: Some(rows::status(&r, "status")?),
-                derived_version: None,
-            });
-        }
-
-        let deployments = sqlx::query(
-            "SELECT a.username, d.name FROM deployments d JOIN accounts a ON a.id = d.owner_id \
-             WHERE d.version_id = $1 ORDER BY a.username, d.name",
-        )
-        .bind(version_id)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(format!(
-                "{}/{}",
-                r.try_get::<String, _>("username")?,
-                r.try_get::<String, _>("name")?
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-
-        let facts = VersionFacts {
-            model: model.clone(),
-            version_id: version_id.to_string(),
-            visibility: rows::visibility(&m, "visibility")?,
-            runs,
-            fine_tunes,
-            deployments,
-        };
-        let blockers = version_deletion_blockers(&facts, caller.account.id);
+        let d = decide(&mut tx, lock, model_id, version_id, caller, true).await?;
         if dry_run {
-            return Ok(super::preview(blockers));
+            return Ok(d.preview());
         }
-        let deleted = blockers.is_empty();
-        let mut unreferenced_artifact = None;
-        if deleted {
-            // Only the caller's own predictions can be here; if the rules ever let another
-            // account's through, the foreign key refuses the DELETE below and nothing happens.
-            let removed = sqlx::query(
-                "DELETE FROM jobs WHERE version_id = $1 AND kind = 'prediction' AND account_id = $2",
-            )
-            .bind(version_id)
-            .bind(caller.account.id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected() as i64;
-            sqlx::query(
-                "DELETE FROM jobs WHERE version_id = $1 AND kind = 'training' \
-                 AND status IN ('succeeded', 'failed', 'canceled')",
-            )
-            .bind(version_id)
-            .execute(&mut *tx)
-            .await?;
+        let mut unreferenced = Unreferenced::default();
+        if d.blockers.is_empty() {
+            let removed = remove_rows(&mut tx, version_id, caller.account.id).await?;
             sqlx::query("UPDATE models SET run_count = run_count - $1 WHERE id = $2")
                 .bind(removed)
                 .bind(model_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM version_runs WHERE version_id = $1")
-                .bind(version_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM versions WHERE id = $1")
-                .bind(version_id)
-                .execute(&mut *tx)
-                .await?;
-            let refs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE artifact = $1")
-                .bind(&artifact)
-                .fetch_one(&mut *tx)
-                .await?;
-            if refs == 0 {
-                unreferenced_artifact = Some(artifact);
-            }
+            unreferenced =
+                super::unreferenced(&mut tx, std::slice::from_ref(&d.artifact), &d.weights).await?;
         }
-        let target = format!("{model}:{version_id}");
+        let done = Deletion {
+            unreferenced_artifact: unreferenced.artifacts.first().cloned(),
+            unreferenced,
+            frees_bytes: d.frees_bytes,
+            ..Default::default()
+        };
         super::conclude(
             tx,
             caller,
-            owner_id,
+            d.owner_id,
             "delete_version",
-            target,
-            blockers,
-            unreferenced_artifact,
+            d.target,
+            d.blockers,
+            "deleted",
+            done,
         )
         .await
     }
+}
+
+/// A version deletion's facts, read in its transaction (rows locked with `lock`), and what the
+/// rules made of them.
+pub(super) struct Decision {
+    pub owner_id: i64,
+    /// "owner/name:id"
+    pub target: String,
+    pub artifact: String,
+    pub weights: Vec<String>,
+    pub blockers: Vec<Blocker>,
+    pub frees_bytes: i64,
+}
+
+impl Decision {
+    pub fn preview(self) -> Deletion {
+        Deletion {
+            blockers: self.blockers,
+            frees_bytes: self.frees_bytes,
+            ..Default::default()
+        }
+    }
+}
+
+/// Locks the model, then the version (both outside the trash: else `NotFound`), gathers the
+/// facts and applies `rules::version_deletion_blockers`; `frees` adds what the deletion frees
+/// (a prune counts it once for all its versions instead). A visibility change, a new prediction,
+/// training, deployment release or fine-tuned version all wait for (or fail after) the locks.
+pub(super) async fn decide(
+    tx: &mut Transaction<'static, Any>,
+    lock: &str,
+    model_id: i64,
+    version_id: &str,
+    caller: &Caller,
+    frees: bool,
+) -> Result<Decision> {
+    let m = sqlx::query(&format!(
+        "SELECT owner_id, visibility, name FROM models WHERE id = $1 AND trashed_at IS NULL{lock}"
+    ))
+    .bind(model_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound("model"))?;
+    let v = sqlx::query(&format!(
+        "SELECT artifact, weights FROM versions \
+         WHERE model_id = $1 AND id = $2 AND trashed_at IS NULL{lock}"
+    ))
+    .bind(model_id)
+    .bind(version_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound("version"))?;
+    let artifact: String = v.try_get("artifact")?;
+    let weights: Option<String> = v.try_get("weights")?;
+    let owner_id: i64 = m.try_get("owner_id")?;
+    let owner = super::username(tx, owner_id).await?;
+    let model = format!("{owner}/{}", m.try_get::<String, _>("name")?);
+
+    // Counts per account, kept beside the predictions: no prediction row is scanned.
+    let runs = sqlx::query(
+        "SELECT r.account_id, a.username, r.count FROM version_runs r \
+         JOIN accounts a ON a.id = r.account_id WHERE r.version_id = $1 ORDER BY a.username",
+    )
+    .bind(version_id)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(RunsBy {
+            account_id: r.try_get("account_id")?,
+            account: r.try_get("username")?,
+            count: r.try_get("count")?,
+        })
+    })
+    .collect::<Result<Vec<_>>>()?;
+
+    // Fine-tunes in the trash count too: restored, they would need their base.
+    let mut fine_tunes = Vec::new();
+    for r in sqlx::query(
+        "SELECT v.id, a.username, m.name, v.training_id, v.trashed_at FROM versions v \
+         JOIN models m ON m.id = v.model_id JOIN accounts a ON a.id = m.owner_id \
+         WHERE v.base_version_id = $1 ORDER BY v.seq",
+    )
+    .bind(version_id)
+    .fetch_all(&mut **tx)
+    .await?
+    {
+        fine_tunes.push(FineTuneUse {
+            training_id: r.try_get("training_id")?,
+            training_status: None,
+            derived_version: Some(format!(
+                "{}/{}:{}",
+                r.try_get::<String, _>("username")?,
+                r.try_get::<String, _>("name")?,
+                r.try_get::<String, _>("id")?
+            )),
+            derived_in_trash: r.try_get::<Option<i64>, _>("trashed_at")?.is_some(),
+        });
+    }
+    for r in sqlx::query(
+        "SELECT id, status FROM jobs WHERE version_id = $1 AND kind = 'training' \
+         AND status IN ('starting', 'processing') ORDER BY seq",
+    )
+    .bind(version_id)
+    .fetch_all(&mut **tx)
+    .await?
+    {
+        fine_tunes.push(FineTuneUse {
+            training_id: r.try_get("id")?,
+            training_status: Some(rows::status(&r, "status")?),
+            derived_version: None,
+            derived_in_trash: false,
+        });
+    }
+
+    let deployments = sqlx::query(
+        "SELECT a.username, d.name FROM deployments d JOIN accounts a ON a.id = d.owner_id \
+         WHERE d.version_id = $1 ORDER BY a.username, d.name",
+    )
+    .bind(version_id)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(format!(
+            "{}/{}",
+            r.try_get::<String, _>("username")?,
+            r.try_get::<String, _>("name")?
+        ))
+    })
+    .collect::<Result<Vec<_>>>()?;
+
+    let facts = VersionFacts {
+        model: model.clone(),
+        version_id: version_id.to_string(),
+        visibility: rows::visibility(&m, "visibility")?,
+        runs,
+        fine_tunes,
+        deployments,
+    };
+    let blockers = version_deletion_blockers(&facts, caller.account.id);
+    let frees_bytes = if frees {
+        super::sizes::frees(tx, &[version_id.to_string()]).await?
+    } else {
+        0
+    };
+    Ok(Decision {
+        owner_id,
+        target: format!("{model}:{version_id}"),
+        artifact,
+        weights: weights.into_iter().collect(),
+        blockers,
+        frees_bytes,
+    })
+}
+
+/// Deletes a version's rows for good: the predictions of `predictions_of` (the account that
+/// deleted it; the rules let no other account's through, and if they ever did, the foreign key
+/// would refuse the version's DELETE and nothing would happen), its finished trainings, its run
+/// counters and the version. Returns how many predictions went.
+pub(super) async fn remove_rows(
+    tx: &mut Transaction<'static, Any>,
+    version_id: &str,
+    predictions_of: i64,
+) -> Result<i64> {
+    let removed = sqlx::query(
+        "DELETE FROM jobs WHERE version_id = $1 AND kind = 'prediction' AND account_id = $2",
+    )
+    .bind(version_id)
+    .bind(predictions_of)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected() as i64;
+    sqlx::query(
+        "DELETE FROM jobs WHERE version_id = $1 AND kind = 'training' \
+         AND status IN ('succeeded', 'failed', 'canceled')",
+    )
+    .bind(version_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM version_runs WHERE version_id = $1")
+        .bind(version_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM versions WHERE id = $1")
+        .bind(version_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(removed)
 }

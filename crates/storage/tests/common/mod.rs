@@ -5,6 +5,8 @@
 //! (`modelyard_test_<random>`) on the server named by `MODELYARD_TEST_PG_URL`, by default
 //! `postgres://postgres@127.0.0.1:5432/postgres`. An unreachable server fails the test: CI
 //! starts one, and a silently skipped backend is a backend nobody tests.
+// Each test file uses its own share of the helpers.
+#![allow(dead_code)]
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
