@@ -56,7 +56,7 @@ async fn make_spec(
     kind: JobKind,
     say: &crate::env::Say<'_>,
 ) -> Result<Spec, String> {
-    let (_, version) = inner
+    let ModelVersion { version, .. } = inner
         .store
         .version_by_id(version_id)
         .await
@@ -481,7 +481,7 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
         .and_then(|n| n.to_str())
         .unwrap_or("weights")
         .to_string();
-    let (_, base) = inner
+    let ModelVersion { version: base, .. } = inner
         .store
         .version_by_id(&job.version_id)
         .await
@@ -522,8 +522,8 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
             weights: Some(placed.key.clone()),
         })
         .await;
-    let (v, _) = match created {
-        Ok(v) => v,
+    let v = match created {
+        Ok(stored) => stored.version,
         Err(e) => {
             if placed.new {
                 let released = blobs

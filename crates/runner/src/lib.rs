@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use modelyard_blobs::{BlobError, Blobs};
 use modelyard_domain::Status;
-use modelyard_storage::{Store, StoreError};
+use modelyard_storage::{RecoveredJobs, Store, StoreError};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
 
@@ -138,7 +138,7 @@ impl Runner {
     /// Recovers from a previous run (jobs that were running failed; taken ones are queued
     /// again) and starts dispatching.
     pub async fn start(store: Arc<dyn Store>, cfg: RunnerConfig) -> Result<Runner, StartError> {
-        let (failed, requeued) = store
+        let RecoveredJobs { failed, requeued } = store
             .recover_jobs("The server restarted while this ran; run it again.")
             .await?;
         if failed + requeued > 0 {

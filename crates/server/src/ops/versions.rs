@@ -9,12 +9,6 @@ use super::error::{OpError, OpResult};
 use super::models::{forbidden_model, managed_model, visible_model};
 use crate::state::AppState;
 
-/// A version and the model it belongs to.
-pub struct ModelVersion {
-    pub model: Model,
-    pub version: Version,
-}
-
 pub async fn visible_version(
     s: &AppState,
     caller: Option<&Caller>,
@@ -66,9 +60,7 @@ pub async fn version_by_id(
     id: &str,
 ) -> OpResult<Option<ModelVersion>> {
     Ok(match s.store.version_by_id(id).await? {
-        Some((model, version)) if can_view(Some(caller), model.owner_id, model.visibility) => {
-            Some(ModelVersion { model, version })
-        }
+        Some(mv) if can_view(Some(caller), mv.model.owner_id, mv.model.visibility) => Some(mv),
         _ => None,
     })
 }

@@ -5,7 +5,7 @@ use modelyard_domain::*;
 
 use super::{now, SqlStore};
 use crate::rows::{self, micros, JOB_SELECT};
-use crate::store::{JobEnd, JobStore};
+use crate::store::{JobEnd, JobStore, RecoveredJobs};
 use crate::{Result, StoreError};
 
 #[async_trait]
@@ -233,7 +233,7 @@ impl JobStore for SqlStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn recover_jobs(&self, error: &str) -> Result<(u64, u64)> {
+    async fn recover_jobs(&self, error: &str) -> Result<RecoveredJobs> {
         let failed = sqlx::query(
             "UPDATE jobs SET status = 'failed', error = $1, completed_at = $2 WHERE status = 'processing'",
         )
@@ -247,7 +247,7 @@ impl JobStore for SqlStore {
                 .execute(&self.writer)
                 .await?
                 .rows_affected();
-        Ok((failed, requeued))
+        Ok(RecoveredJobs { failed, requeued })
     }
 
     async fn cancel_queued_for_deployment(&self, deployment_id: i64) -> Result<u64> {

@@ -6,7 +6,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::{now, SqlStore};
 use crate::rows::{self, VERSION_SELECT};
-use crate::store::{Deletion, Unreferenced, VersionStore};
+use crate::store::{Deletion, StoredVersion, Unreferenced, VersionStore};
 use crate::{Result, StoreError};
 
 #[async_trait]
@@ -39,7 +39,7 @@ impl VersionStore for SqlStore {
         .transpose()
     }
 
-    async fn version_by_id(&self, id: &str) -> Result<Option<(Model, Version)>> {
+    async fn version_by_id(&self, id: &str) -> Result<Option<ModelVersion>> {
         let Some(row) = sqlx::query(&format!(
             "{VERSION_SELECT} WHERE v.id = $1 AND v.trashed_at IS NULL"
         ))
@@ -62,10 +62,13 @@ impl VersionStore for SqlStore {
         else {
             return Ok(None);
         };
-        Ok(Some((rows::model(&model)?, version)))
+        Ok(Some(ModelVersion {
+            model: rows::model(&model)?,
+            version,
+        }))
     }
 
-    async fn create_version(&self, v: NewVersion) -> Result<(Version, bool)> {
+    async fn create_version(&self, v: NewVersion) -> Result<StoredVersion> {
         let id = ids::version_id(v.model_id, &v.content_digest);
         let mut tx = self.begin_write().await?;
         // The model row first, as a deletion locks it: trashing the model (which counts its
@@ -90,7 +93,10 @@ impl VersionStore for SqlStore {
                     rows::time(purge_at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 )));
             }
-            return Ok((rows::version(&row)?, false));
+            return Ok(StoredVersion {
+                version: rows::version(&row)?,
+                created: false,
+            });
         }
         // A concurrent push of the same content (PostgreSQL does not serialize writers) inserts
         // nothing here and returns the version the other push made.
@@ -134,7 +140,10 @@ impl VersionStore for SqlStore {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok((rows::version(&row)?, inserted))
+        Ok(StoredVersion {
+            version: rows::version(&row)?,
+            created: inserted,
+        })
     }
 
     async fn artifact_in_use(&self, artifact: &str) -> Result<bool> {
