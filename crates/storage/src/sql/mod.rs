@@ -54,6 +54,12 @@ impl SqlStore {
         let pool_with = |max: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)
+                // sqlx pings a connection when it is taken from the pool and again when it goes
+                // back; each ping is a round trip (to SQLite's worker thread, or to PostgreSQL),
+                // as costly as the query itself. A SQLite file cannot hang up, and on
+                // PostgreSQL the ping on return already checks every connection after each
+                // use, so the one on taking is dropped.
+                .test_before_acquire(false)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if dialect == Dialect::Sqlite {
