@@ -31,11 +31,14 @@ pub async fn visible_version(
     name: &str,
     id: &str,
 ) -> ApiResult<(Model, Version)> {
-    let m = visible_model(s, caller, owner, name).await?;
-    match s.store.version(m.id, id).await? {
-        Some(v) => Ok((m, v)),
-        None => Err(ApiError::NotFound(format!(
-            "The version {id} of {owner}/{name} does not exist."
+    // One statement for both: the model's visibility and the version's existence as of now.
+    match s.store.model_and_version(owner, name, id).await? {
+        Some((m, Some(v))) if can_view(caller, m.owner_id, m.visibility) => Ok((m, v)),
+        Some((m, None)) if can_view(caller, m.owner_id, m.visibility) => Err(ApiError::NotFound(
+            format!("The version {id} of {owner}/{name} does not exist."),
+        )),
+        _ => Err(ApiError::NotFound(format!(
+            "The model {owner}/{name} does not exist."
         ))),
     }
 }

@@ -161,6 +161,14 @@ pub trait VersionStore: Send + Sync {
     async fn version(&self, model_id: i64, id: &str) -> Result<Option<Version>>;
     /// A bare version id, unique across models, with the model it belongs to.
     async fn version_by_id(&self, id: &str) -> Result<Option<(Model, Version)>>;
+    /// The model `owner/name` and its version `id` (`None` when the model has no such
+    /// version), in one statement.
+    async fn model_and_version(
+        &self,
+        owner: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<Option<(Model, Option<Version>)>>;
     /// Creates the version, or returns the existing one for the same content (`false`).
     async fn create_version(&self, v: NewVersion) -> Result<(Version, bool)>;
     async fn artifact_in_use(&self, artifact: &str) -> Result<bool>;

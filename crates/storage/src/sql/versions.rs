@@ -5,7 +5,7 @@ use modelyard_domain::*;
 use sqlx::Row;
 
 use super::{now, SqlStore};
-use crate::rows::{self, VERSION_SELECT};
+use crate::rows::{self, MODEL_AND_VERSION_SELECT, VERSION_SELECT};
 use crate::store::{Deletion, VersionStore};
 use crate::{Result, StoreError};
 
@@ -18,7 +18,7 @@ impl VersionStore for SqlStore {
         .bind(model_id)
         .bind(page.after.unwrap_or(i64::MAX))
         .bind(page.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?
         .iter()
         .map(rows::version)
@@ -31,7 +31,7 @@ impl VersionStore for SqlStore {
         ))
         .bind(model_id)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.reader().await?)
         .await?
         .as_ref()
         .map(rows::version)
@@ -39,19 +39,36 @@ impl VersionStore for SqlStore {
     }
 
     async fn version_by_id(&self, id: &str) -> Result<Option<(Model, Version)>> {
-        let Some(row) = sqlx::query(&format!("{VERSION_SELECT} WHERE v.id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let version = rows::version(&row)?;
-        let model = sqlx::query(&format!("{} WHERE m.id = $1", rows::MODEL_SELECT))
-            .bind(version.model_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Some((rows::model(&model)?, version)))
+        let row = sqlx::query(&format!(
+            "{MODEL_AND_VERSION_SELECT} JOIN versions r ON r.model_id = m.id WHERE r.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *self.reader().await?)
+        .await?;
+        match row.as_ref().map(rows::model_and_version).transpose()? {
+            Some((m, Some(v))) => Ok(Some((m, v))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn model_and_version(
+        &self,
+        owner: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<Option<(Model, Option<Version>)>> {
+        sqlx::query(&format!(
+            "{MODEL_AND_VERSION_SELECT} LEFT JOIN versions r ON r.model_id = m.id AND r.id = $3 \
+             WHERE a.username = $1 AND m.name = $2"
+        ))
+        .bind(owner)
+        .bind(name)
+        .bind(id)
+        .fetch_optional(&mut *self.reader().await?)
+        .await?
+        .as_ref()
+        .map(rows::model_and_version)
+        .transpose()
     }
 
     async fn create_version(&self, v: NewVersion) -> Result<(Version, bool)> {
@@ -100,7 +117,7 @@ impl VersionStore for SqlStore {
     async fn artifact_in_use(&self, artifact: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE artifact = $1")
             .bind(artifact)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.reader().await?)
             .await?;
         Ok(n > 0)
     }
@@ -108,7 +125,7 @@ impl VersionStore for SqlStore {
     async fn weights_in_use(&self, weights: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE weights = $1")
             .bind(weights)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.reader().await?)
             .await?;
         Ok(n > 0)
     }
@@ -118,7 +135,7 @@ impl VersionStore for SqlStore {
             "SELECT CAST(SUM(count) AS BIGINT) FROM version_runs WHERE version_id = $1",
         )
         .bind(version_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.reader().await?)
         .await?;
         Ok(n.unwrap_or(0))
     }
