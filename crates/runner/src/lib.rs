@@ -111,6 +111,9 @@ struct Inner {
     /// dispatcher takes them without reading the queue back from the database.
     fresh: Mutex<std::collections::VecDeque<modelyard_domain::Job>>,
     inflight: AtomicUsize,
+    /// Jobs whose end is not yet recorded (`inflight` counts the servers they hold, and drops
+    /// first): a shutdown waits for these.
+    running: AtomicUsize,
     shutdown: watch::Sender<bool>,
     http: reqwest::Client,
     /// Every job's events, for whoever follows all of them (webhook delivery).
@@ -176,6 +179,7 @@ impl Runner {
             wake: Notify::new(),
             fresh: Default::default(),
             inflight: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
             http: reqwest::Client::new(),
             all: broadcast::channel(4096).0,
@@ -294,11 +298,7 @@ impl Runner {
         self.inner.pool.shutdown().await;
         // Let the jobs that were running record how they ended.
         let until = std::time::Instant::now() + Duration::from_secs(10);
-        while self
-            .inner
-            .inflight
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
+        while self.inner.running.load(std::sync::atomic::Ordering::SeqCst) > 0
             && std::time::Instant::now() < until
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
