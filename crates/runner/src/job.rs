@@ -103,6 +103,8 @@ pub async fn run(
     mut slot: crate::dispatch::Slot,
 ) {
     let ch = inner.channel(&job.id);
+    ch.webhook
+        .store(job.webhook.is_some(), std::sync::atomic::Ordering::Relaxed);
     if let Some(at) = started_at {
         job.status = Status::Processing;
         job.started_at = Some(at);
@@ -694,6 +696,8 @@ pub async fn expire_queued(inner: &Inner, job: &Job) {
         tracing::warn!(job = %job.id, error = %e, "could not cancel a job past its deadline");
     }
     let ch = inner.channel(&job.id);
+    ch.webhook
+        .store(job.webhook.is_some(), std::sync::atomic::Ordering::Relaxed);
     inner.emit(&ch, &job.id, Event::Done(Status::Canceled));
     ch.done.send_replace(true);
     inner.forget(&job.id);

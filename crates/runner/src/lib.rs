@@ -74,6 +74,9 @@ pub struct JobChannel {
     result: Mutex<Option<tokio::sync::oneshot::Sender<Value>>>,
     /// The finished job as recorded, for a request waiting on it.
     final_job: Mutex<Option<modelyard_domain::Job>>,
+    /// Whether the job asked for webhooks: only then do its events go to `follow_all`, whose
+    /// follower would otherwise read every job's record to find it has none.
+    webhook: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -272,8 +275,8 @@ impl Runner {
         job::output_path(&self.inner, job_id, token, name)
     }
 
-    /// Every job's events as they happen: (job id, event). A slow follower may lag and miss
-    /// some; the job's record stays the truth.
+    /// The events of every job that asked for webhooks, as they happen: (job id, event). A
+    /// slow follower may lag and miss some; the job's record stays the truth.
     pub fn follow_all(&self) -> broadcast::Receiver<(String, Event)> {
         self.inner.all.subscribe()
     }
@@ -318,13 +321,16 @@ impl Inner {
                     seen: Default::default(),
                     result: Mutex::new(None),
                     final_job: Mutex::new(None),
+                    webhook: Default::default(),
                 })
             })
             .clone()
     }
 
     fn emit(&self, ch: &JobChannel, id: &str, e: Event) {
-        let _ = self.all.send((id.to_string(), e.clone()));
+        if ch.webhook.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = self.all.send((id.to_string(), e.clone()));
+        }
         let _ = ch.events.send(e);
     }
 
