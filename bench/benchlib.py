@@ -10,6 +10,16 @@ TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 BIN = os.environ.get("MODELYARD_BIN", os.path.join(TARGET, "release", "modelyard"))
 
 
+def ensure_built(*extra):
+    """Builds the release `modelyard` (and `extra`, e.g. an example) unless MODELYARD_BIN names a
+    binary: a no-op when the build is current, so every script runs from a fresh clone."""
+    if "MODELYARD_BIN" in os.environ:
+        return
+    for what in (["-p", "modelyard"], *extra):
+        subprocess.run(["cargo", "build", "--release", *what], cwd=ROOT, check=True,
+                       env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,8 @@ One run, same machine, same trivial predictor (fixtures/cog/echo):
   5. 16 concurrent clients on the same 2 servers: throughput, p50/p99/max and errors.
 
 Usage: python3 bench/predict_roundtrip.py [--requests 300] [--seconds 10]
-Needs a release build (cargo build --release -p modelyard) and python3 with cog installed.
+Builds the release binary first (a no-op when current; MODELYARD_BIN skips it); needs python3
+with cog installed.
 """
 import argparse
 import http.client
@@ -27,7 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import BIN, ROOT, cpu_seconds  # noqa: E402
+from benchlib import BIN, ROOT, cpu_seconds, ensure_built  # noqa: E402
 
 FIXTURE = os.path.join(ROOT, "fixtures", "cog", "echo")
 
@@ -148,6 +149,7 @@ def main():
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=10)
     a = ap.parse_args()
+    ensure_built()
     if not os.path.exists(BIN):
         raise SystemExit(f"{BIN} is missing: cargo build --release -p modelyard")
     procs = []

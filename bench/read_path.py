@@ -3,9 +3,9 @@
 on SQLite and on PostgreSQL, against a bare axum server answering the same model JSON as static
 bytes (crates/server/examples/limit.rs), all in one run.
 
-One command, from the repository root (release builds, into $CARGO_TARGET_DIR or ./target):
+One command, from the repository root (it builds `modelyard` and the limit example in release
+mode into $CARGO_TARGET_DIR or ./target first, unless MODELYARD_BIN names a binary):
 
-    cargo build --release -p modelyard && cargo build --release -p modelyard-server --example limit
     python3 bench/read_path.py [--rounds 3] [--seconds 5] [--no-postgres]
 
 For each backend it starts `modelyard serve` on a fresh data directory (and, for PostgreSQL, a
@@ -28,7 +28,7 @@ import tempfile
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import BIN, ROOT, TARGET, PgDatabase, Served, proc_mem, wrk  # noqa: E402
+from benchlib import BIN, ROOT, TARGET, PgDatabase, Served, ensure_built, proc_mem, wrk  # noqa: E402
 
 LIMIT = os.path.join(TARGET, "release", "examples", "limit")
 FIXTURE = os.path.join(ROOT, "fixtures", "cog", "echo")
@@ -66,6 +66,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-postgres", action="store_true")
     a = ap.parse_args()
+    ensure_built(["-p", "modelyard-server", "--example", "limit"])
     for path, how in ((BIN, "cargo build --release -p modelyard"),
                       (LIMIT, "cargo build --release -p modelyard-server --example limit")):
         if not os.path.exists(path):
