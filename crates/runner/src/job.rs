@@ -100,13 +100,21 @@ const SHUT_DOWN: &str = "The server shut down while this ran; run it again.";
 
 /// `started_at` is set when the dispatcher already marked the job `processing` (a warm server
 /// was free), saving the separate write.
-pub async fn run(inner: &Arc<Inner>, mut job: Job, started_at: Option<DateTime<Utc>>) {
+pub async fn run(
+    inner: &Arc<Inner>,
+    mut job: Job,
+    started_at: Option<DateTime<Utc>>,
+    mut slot: crate::dispatch::Slot,
+) {
     let ch = inner.channel(&job.id);
+    ch.webhook
+        .store(job.webhook.is_some(), std::sync::atomic::Ordering::Relaxed);
     if let Some(at) = started_at {
         job.status = Status::Processing;
         job.started_at = Some(at);
     }
-    let end = execute(inner, &mut job, &ch).await;
+    let end = execute(inner, &mut job, &ch, &mut slot).await;
+    slot.give_back();
     if *inner.shutdown.borrow() {
         // Work that had not started goes back to the queue for the next start; work that had
         // started says plainly what happened to it, not that the model crashed.
@@ -166,7 +174,12 @@ fn ended(job: &Job, end: &JobEnd) -> Job {
     j
 }
 
-async fn execute(inner: &Arc<Inner>, job: &mut Job, ch: &JobChannel) -> Option<JobEnd> {
+async fn execute(
+    inner: &Arc<Inner>,
+    job: &mut Job,
+    ch: &JobChannel,
+    slot: &mut crate::dispatch::Slot,
+) -> Option<JobEnd> {
     let mut cancel = ch.cancel.subscribe();
     if *cancel.borrow() {
         return None;
@@ -308,6 +321,7 @@ async fn execute(inner: &Arc<Inner>, job: &mut Job, ch: &JobChannel) -> Option<J
     };
     let healthy = inner.pool.alive(&lease) && result.is_ok() && !oom;
     inner.pool.release(lease, healthy).await;
+    slot.give_back();
     let total = (Utc::now() - job.created_at).num_milliseconds() as f64 / 1000.0;
     let mut end = match result {
         Ok(payload) => end_from(&payload, started.elapsed().as_secs_f64()),
@@ -709,6 +723,8 @@ pub async fn expire_queued(inner: &Inner, job: &Job) {
         tracing::warn!(job = %job.id, error = %e, "could not cancel a job past its deadline");
     }
     let ch = inner.channel(&job.id);
+    ch.webhook
+        .store(job.webhook.is_some(), std::sync::atomic::Ordering::Relaxed);
     inner.emit(&ch, &job.id, Event::Done(Status::Canceled));
     ch.done.send_replace(true);
     inner.forget(&job.id);

@@ -348,6 +348,14 @@ pub trait VersionStore: Send + Sync {
     async fn version(&self, model_id: i64, id: &str) -> Result<Option<Version>>;
     /// A bare version id, unique across models, with the model it belongs to.
     async fn version_by_id(&self, id: &str) -> Result<Option<ModelVersion>>;
+    /// The model `owner/name` and its version `id` (`None` when the model has no such
+    /// version), in one statement; neither in the trash.
+    async fn model_and_version(
+        &self,
+        owner: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<Option<(Model, Option<Version>)>>;
     /// Creates the version, or returns the existing one for the same content (`false`). A model
     /// (or fine-tune base) that is gone or in the trash is `NotFound`; the same content as a
     /// version in the trash is `Conflict`, saying to restore or purge it.

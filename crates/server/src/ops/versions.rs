@@ -16,11 +16,16 @@ pub async fn visible_version(
     name: &str,
     id: &str,
 ) -> OpResult<ModelVersion> {
-    let model = visible_model(s, caller, owner, name).await?;
-    match s.store.version(model.id, id).await? {
-        Some(version) => Ok(ModelVersion { model, version }),
-        None => Err(OpError::NotFound(format!(
-            "The version {id} of {owner}/{name} does not exist."
+    // One statement for both: the model's visibility and the version's existence as of now.
+    match s.store.model_and_version(owner, name, id).await? {
+        Some((model, Some(version))) if can_view(caller, model.owner_id, model.visibility) => {
+            Ok(ModelVersion { model, version })
+        }
+        Some((m, None)) if can_view(caller, m.owner_id, m.visibility) => Err(OpError::NotFound(
+            format!("The version {id} of {owner}/{name} does not exist."),
+        )),
+        _ => Err(OpError::NotFound(format!(
+            "The model {owner}/{name} does not exist."
         ))),
     }
 }

@@ -90,7 +90,7 @@ impl JobStore for SqlStore {
         sqlx::query(&format!("{JOB_SELECT} WHERE j.id = $1 AND j.kind = $2"))
             .bind(id)
             .bind(kind.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?
             .as_ref()
             .map(rows::job)
@@ -106,7 +106,7 @@ impl JobStore for SqlStore {
         .bind(kind.as_str())
         .bind(page.after.unwrap_or(i64::MAX))
         .bind(page.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?
         .iter()
         .map(rows::job)
@@ -121,7 +121,7 @@ impl JobStore for SqlStore {
         .bind(model_id)
         .bind(account_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?
         .iter()
         .map(rows::job)
@@ -149,7 +149,7 @@ impl JobStore for SqlStore {
             "{JOB_SELECT} WHERE j.status = 'starting' AND j.claimed = 0 ORDER BY j.seq LIMIT $1"
         ))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?
         .iter()
         .map(rows::job)
