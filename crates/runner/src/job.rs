@@ -114,6 +114,9 @@ pub async fn run(
         job.started_at = Some(at);
     }
     let end = execute(inner, &mut job, &ch, &mut slot).await;
+    // The job ended when its server was done with it: taken before the place is given back, so
+    // a job that starts on the freed place never starts before this one completed.
+    let completed_at = Utc::now();
     slot.give_back();
     if *inner.shutdown.borrow() {
         // Work that had not started goes back to the queue for the next start; work that had
@@ -134,7 +137,7 @@ pub async fn run(
     }
     let mut status = None;
     if let Some(mut end) = end {
-        end.completed_at = Utc::now();
+        end.completed_at = completed_at;
         let s = end.status;
         let done = ended(&job, &end);
         match inner.store.finish_job(&job.id, end).await {
