@@ -67,12 +67,16 @@ impl Blobs {
         }
         match what {
             // Blobs only this tree linked to have one link left, the store's own.
-            Stored::Artifact(_) => tree::sweep_blobs(&self.layout.blobs()).await?,
+            Stored::Artifact(d) => {
+                tree::sweep_blobs(&self.layout.blobs()).await?;
+                self.store.forget_artifact(d).await?;
+            }
             // Another name may share the digest's folder; an empty folder goes with its file.
-            Stored::Weights(_) => {
+            Stored::Weights(k) => {
                 if let Some(dir) = path.parent() {
                     let _ = tokio::fs::remove_dir(dir).await;
                 }
+                self.store.forget_weights(k).await?;
             }
         }
         Ok(Released::Removed)

@@ -26,7 +26,7 @@ use modelyard_runner::sandbox::Sandbox;
 use modelyard_storage::{SqlStore, Store};
 use tower_http::trace::TraceLayer;
 
-pub use config::{defaults, Config, Gpus, SandboxConfig};
+pub use config::{defaults, trash_days, Config, Gpus, SandboxConfig};
 pub use error::ApiError;
 pub use start_error::StartError;
 pub use state::AppState;
