@@ -104,6 +104,8 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
     let sandbox = start_sandbox(&config).await?;
     let mut state = AppState::new(store.clone(), blobs, config, public, key, sandbox.clone());
     push::audit_artifacts(state.blobs.layout().artifacts());
+    ops::trash::backfill_sizes(state.clone());
+    ops::trash::start_sweep(state.clone(), state.config.trash_sweep_every);
     if state.config.run_jobs {
         let c = &state.config;
         let runner = modelyard_runner::Runner::start(
