@@ -90,8 +90,8 @@ pub async fn restore_version(
     }
 }
 
-/// `DELETE ...?purge=true` of a model already in the trash.
-pub(super) async fn purge_model(
+/// Purges a model already in the trash (`DELETE ...?purge=true`, the Trash page).
+pub async fn purge_model(
     s: &AppState,
     caller: &Caller,
     owner: &str,
@@ -103,8 +103,8 @@ pub(super) async fn purge_model(
     purged.ok_or_else(|| not_in_trash(&format!("The model {owner}/{name}")))
 }
 
-/// `DELETE ...?purge=true` of a version already in the trash.
-pub(super) async fn purge_version(
+/// Purges a version already in the trash (`DELETE ...?purge=true`, the Trash page).
+pub async fn purge_version(
     s: &AppState,
     caller: &Caller,
     owner: &str,

@@ -23,6 +23,7 @@ pub async fn list(
     State(s): State<AppState>,
     viewer: Viewer,
     Path((owner, name)): Path<(String, String)>,
+    keep: axum::extract::Query<super::trash::KeepQuery>,
 ) -> WebResult {
     let m = visible(&s, &viewer, &owner, &name).await?;
     let versions = s
@@ -41,6 +42,7 @@ pub async fn list(
         .collect();
     let mut ctx = model_ctx(&viewer, &m, "versions");
     ctx["versions"] = json!(rows);
+    ctx["prune"] = super::trash::preview(&s, &viewer, &m, &keep).await?;
     Ok(render::page(
         &s,
         &viewer,
