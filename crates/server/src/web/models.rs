@@ -349,11 +349,17 @@ pub async fn delete(
     }
 }
 
-/// What a deletion's flash says: where the item went, and for how long.
+/// What a deletion's flash says: that it is done, and for how long it can be undone.
 pub(super) fn deleted_message(s: &AppState, what: &str) -> String {
+    let days = s.config.trash.as_secs() / 86400;
     if s.config.trash.is_zero() {
         format!("Deleted {what}.")
+    } else if days == 0 {
+        format!("Deleted {what}. Restore it from Account › Trash before it is purged.")
     } else {
-        format!("Moved {what} to the trash: restore it from Account › Trash until it is purged.")
+        format!(
+            "Deleted {what}. It stays in your trash for {days} day{}: restore it from Account › Trash.",
+            if days == 1 { "" } else { "s" }
+        )
     }
 }

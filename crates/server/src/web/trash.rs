@@ -120,14 +120,28 @@ pub async fn restore(State(s): State<AppState>, posted: Posted) -> WebResult {
     let done = match &n.version {
         Some(id) => op::restore_version(&s, caller, &n.owner, &n.name, id)
             .await
-            .map(|v| format!("/{}/{}/versions/{}", n.owner, n.name, v.id)),
+            .map(|v| {
+                let to = format!("/{}/{}/versions/{}", n.owner, n.name, v.id);
+                let what = format!(
+                    "the version {} of {}/{}",
+                    &v.id[..12.min(v.id.len())],
+                    n.owner,
+                    n.name
+                );
+                (to, what)
+            }),
         None => op::restore_model(&s, caller, &n.owner, &n.name)
             .await
-            .map(|m| format!("/{}", m.full_name())),
+            .map(|m| {
+                (
+                    format!("/{}", m.full_name()),
+                    format!("the model {}", m.full_name()),
+                )
+            }),
     };
     match done {
-        Ok(to) => {
-            let msg = format!("Restored {}.", to.trim_start_matches('/'));
+        Ok((to, what)) => {
+            let msg = format!("Restored {what}.");
             Ok(session::flash(&s, Redirect::to(&to).into_response(), &msg))
         }
         Err(e) => refused(&s, &posted.viewer, e).await,
