@@ -577,3 +577,58 @@ async fn frees_bytes_is_what_purging_removes() {
     );
     assert_eq!(stored_bytes(&data), 0);
 }
+
+/// Projects stored before sizes were recorded are measured from disk in the background.
+#[tokio::test]
+async fn sizes_of_older_projects_are_filled_in() {
+    let s = with_trash(Backend::Sqlite, WEEK).await;
+    let tmp = tempfile::tempdir().unwrap();
+    s.create_model("alice", "alice", "old", "private").await;
+    let dir = project(tmp.path(), "old", &[("w.bin", 40_000, 9)]);
+    let v = push_dir(&s, "alice/old", &dir).await;
+    let path = format!("/v1/models/alice/old/versions/{v}");
+    let measured = s.get("alice", &path).await.body["storage"].clone();
+    assert!(measured["bytes"].as_i64().unwrap() > 40_000, "{measured}");
+
+    // As if it had been pushed before sizes existed.
+    let artifact = s
+        .state
+        .store
+        .version_by_id(&v)
+        .await
+        .unwrap()
+        .unwrap()
+        .1
+        .artifact;
+    {
+        use sqlx::Connection;
+        let db = s.state.config.data_dir.join("modelyard.db");
+        let mut c = sqlx::AnyConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM artifact_blobs WHERE artifact = $1")
+            .bind(&artifact)
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.get("alice", &path).await.body["storage"]["bytes"], 0);
+    assert_eq!(
+        s.state.store.artifacts_without_sizes(10).await.unwrap(),
+        vec![artifact]
+    );
+
+    modelyard_server::ops::trash::backfill_sizes(s.state.clone());
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while s.get("alice", &path).await.body["storage"] != measured {
+        assert!(std::time::Instant::now() < until, "never measured");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s
+        .state
+        .store
+        .artifacts_without_sizes(10)
+        .await
+        .unwrap()
+        .is_empty());
+}
