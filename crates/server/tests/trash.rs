@@ -632,3 +632,47 @@ async fn sizes_of_older_projects_are_filled_in() {
         .unwrap()
         .is_empty());
 }
+
+/// Trashing a version stops its owner's prediction that a Cog server is running: the slot
+/// frees at once for the next job, and a restore brings the prediction back canceled.
+#[tokio::test]
+async fn trashing_a_version_stops_its_running_prediction() {
+    let s = start_with(Backend::Sqlite, |c| {
+        c.trash = WEEK;
+        c.run_jobs = true;
+        c.max_servers = 1;
+        c.setup_timeout = Duration::from_secs(120);
+    })
+    .await;
+    s.create_model("alice", "alice", "slow", "private").await;
+    let slow = s.push("alice", "alice/slow", "slow").await;
+    s.create_model("alice", "alice", "echo", "private").await;
+    let echo = s.push("alice", "alice/echo", "echo").await;
+    let body = json!({"version": slow, "input": {"seconds": 120}});
+    let r = post(&s, "alice", "/v1/predictions", Some(body)).await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/predictions/{id}");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while s.get("alice", &path).await.body["status"] != "processing" {
+        assert!(std::time::Instant::now() < until, "never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let vpath = format!("/v1/models/alice/slow/versions/{slow}");
+    assert_eq!(
+        delete(&s, "alice", &vpath).await.status,
+        StatusCode::NO_CONTENT
+    );
+    // The only slot was the slow one's: the next job runs only if it was stopped.
+    let t0 = std::time::Instant::now();
+    let body = json!({"version": echo, "input": {"prompt": "next"}});
+    let next = post(&s, "alice", "/v1/predictions", Some(body)).await;
+    let next = format!("/v1/predictions/{}", next.body["id"].as_str().unwrap());
+    let done = s.until_done("alice", &next, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(t0.elapsed() < Duration::from_secs(60));
+
+    let r = post(&s, "alice", &format!("{vpath}/restore"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let back = s.get("alice", &path).await;
+    assert_eq!(back.body["status"], "canceled", "{:?}", back.body);
+}

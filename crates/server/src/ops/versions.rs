@@ -155,6 +155,19 @@ pub async fn delete_version(
         }
         return Err(forbidden_model(&m));
     }
+    // The caller's unfinished predictions of it are canceled with it (others' would block it):
+    // the runner stops those it is running too.
+    let unfinished: Vec<String> = match (&s.runner, dry_run) {
+        (Some(_), false) => s
+            .store
+            .model_jobs(m.id, caller.account.id, 1000)
+            .await?
+            .into_iter()
+            .filter(|j| j.version_id == v.id && !j.status.is_terminal())
+            .map(|j| j.id)
+            .collect(),
+        _ => vec![],
+    };
     let d = match purge_time(s, mode) {
         Some(at) => {
             s.store
@@ -163,6 +176,11 @@ pub async fn delete_version(
         }
         None => s.store.delete_version(m.id, &v.id, caller, dry_run).await?,
     };
+    if let (true, Some(r)) = (d.deleted, &s.runner) {
+        for id in &unfinished {
+            r.cancel(id);
+        }
+    }
     release(s, &d.unreferenced).await;
     finish(
         d,
