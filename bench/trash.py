@@ -30,9 +30,10 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
-from benchlib import BIN, ROOT, Served
+from benchlib import BIN, ROOT, Served, free_port
 
 ECHO = os.path.join(ROOT, "fixtures", "cog", "echo")
 
@@ -48,6 +49,32 @@ def call(srv, method, path, body=None):
 
 def sha(s):
     return hashlib.sha256(s.encode()).hexdigest()
+
+
+class Restarted(Served):
+    """`modelyard serve` again on a data directory `Served` set up (its account exists)."""
+
+    def __init__(self, data, token, extra=()):
+        self.data, self.token = data, token
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--addr", f"127.0.0.1:{self.port}", "--data-dir", data, *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=dict(os.environ, RUST_LOG="warn"))
+        end = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/v1/hardware", timeout=1)
+            except urllib.error.HTTPError:
+                return
+            except OSError:
+                if time.time() > end or self.proc.poll() is not None:
+                    self.stop()
+                    raise SystemExit(f"the server on {data} did not start")
+                time.sleep(0.05)
+            else:
+                return
 
 
 def base_model(data):
@@ -109,11 +136,11 @@ def trashed_left(data):
 
 def sweep(root, n, own_files):
     data = os.path.join(root, "files" if own_files else "shared")
-    base_model(data)
+    token = base_model(data)
     add_versions(data, n, trashed=True, own_files=own_files)
     assert trashed_left(data) == n
     t0 = time.time()
-    srv = Served(data, extra=["--no-runner"])
+    srv = Restarted(data, token, extra=["--no-runner"])
     try:
         while trashed_left(data):
             time.sleep(0.05)
@@ -135,9 +162,9 @@ def sweep(root, n, own_files):
 
 def prune(root, n, runs):
     data = os.path.join(root, "prune")
-    base_model(data)
+    token = base_model(data)
     add_versions(data, n, trashed=False, own_files=False)
-    srv = Served(data, extra=["--no-runner"])
+    srv = Restarted(data, token, extra=["--no-runner"])
     try:
         times = []
         for _ in range(runs):
@@ -146,7 +173,7 @@ def prune(root, n, runs):
                                 {"keep": 1, "dry_run": True})
             times.append(time.perf_counter() - t)
             assert status == 200 and len(body["deleted"]) == n, (status, len(body["deleted"]))
-            assert len(body["kept"]) == 1 and body["frees_bytes"] >= n * 1000
+            assert len(body["kept"]) == 1 and body["frees_bytes"] >= (n - 1) * 1000
         t = time.perf_counter()
         status, body = call(srv, "POST", "/v1/models/bench/m/versions/prune", {"keep": 1})
         real = time.perf_counter() - t
