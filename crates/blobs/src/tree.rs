@@ -131,21 +131,32 @@ fn share_files(tree: &Path, blobs: &Path, files: &[TreeFile]) -> Result<()> {
 }
 
 /// Removes blobs no tree links to any more (their only link is the store's own). Called under
-/// the lock, after a tree is removed.
-pub(crate) async fn sweep_blobs(blobs: &Path) -> Result<()> {
+/// the lock, after a tree is removed, with the blobs that tree linked (`candidates`, as
+/// recorded at push); a tree stored before they were recorded (none given) has every blob
+/// checked, which costs a look at each blob of the data directory.
+pub(crate) async fn sweep_blobs(blobs: &Path, candidates: Vec<String>) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let blobs = blobs.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let entries = match std::fs::read_dir(&blobs) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io("list", &blobs)(e)),
+        let paths: Vec<PathBuf> = if candidates.is_empty() {
+            match std::fs::read_dir(&blobs) {
+                Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io("list", &blobs)(e)),
+            }
+        } else {
+            // Recorded names are blob names; anything else touches nothing.
+            candidates
+                .iter()
+                .filter_map(|c| crate::layout::part("blob", c).ok())
+                .map(|c| blobs.join(c))
+                .collect()
         };
-        for e in entries.flatten() {
-            if e.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1) {
+        for p in paths {
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.nlink() == 1) {
                 // One blob that stays is logged; the others still go.
-                if let Err(err) = std::fs::remove_file(e.path()) {
-                    tracing::warn!(error = %err, blob = %e.path().display(), "could not remove an unused blob");
+                if let Err(err) = std::fs::remove_file(&p) {
+                    tracing::warn!(error = %err, blob = %p.display(), "could not remove an unused blob");
                 }
             }
         }

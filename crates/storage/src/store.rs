@@ -451,6 +451,9 @@ pub trait SizeStore: Send + Sync {
     async fn forget_artifact(&self, artifact: &str) -> Result<()>;
     /// Forgets a weights file's size once no version uses it.
     async fn forget_weights(&self, weights: &str) -> Result<()>;
+    /// The blobs recorded for an artifact (what its tree links), for a release to check only
+    /// those once the tree is gone; empty when none were recorded.
+    async fn artifact_blobs(&self, artifact: &str) -> Result<Vec<String>>;
     /// Artifacts some version references whose contents were never recorded (stored before
     /// sizes were), at most `limit`, for the server to record from disk.
     async fn artifacts_without_sizes(&self, limit: i64) -> Result<Vec<String>>;
