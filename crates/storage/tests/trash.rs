@@ -723,6 +723,11 @@ async fn frees_bytes_counts_shared_content_once(store: SqlStore) {
         .await,
         2
     );
+    // What a release checks on disk once the tree is gone.
+    let mut linked = store.artifact_blobs("a1").await.unwrap();
+    linked.sort();
+    assert_eq!(linked, vec!["a".to_string(), "b".to_string()]);
+    assert!(store.artifact_blobs("none").await.unwrap().is_empty());
 }
 
 async fn storage_of_versions_models_and_accounts(store: SqlStore) {
