@@ -136,10 +136,12 @@ impl std::fmt::Display for NameInTrash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "The model {}/{} is in the trash until {}: restore it, or purge it to use its name              for a new model.",
+            "The model {}/{} is in the trash until {}: restore it, or purge it to use its name \
+             for a new model.",
             self.owner,
             self.name,
-            self.purge_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            self.purge_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         )
     }
 }

@@ -271,6 +271,10 @@ async fn a_trashed_model_is_gone_and_keeps_its_name(store: SqlStore) {
     assert_eq!((held.owner.as_str(), held.name.as_str()), ("alice", "m"));
     assert_eq!(held.purge_at.timestamp_micros(), until.timestamp_micros());
     assert!(held.to_string().contains("in the trash until"), "{held}");
+    assert!(
+        !held.to_string().contains("  "),
+        "one sentence, no stray gap: {held}"
+    );
     let r = store.create_model(new.clone()).await;
     assert!(
         matches!(&r, Err(StoreError::Conflict(m)) if m.contains("trash")),
