@@ -538,6 +538,20 @@ async fn frees_bytes_is_what_purging_removes() {
     );
     // In the trash, nothing leaves the disk yet.
     assert_eq!(stored_bytes(&data), before);
+    // The same content pushed again is that version: restore or purge it first.
+    let again = s
+        .http
+        .post(format!("{}/v1/models/alice/f/versions", s.url))
+        .bearer_auth(&s.tokens["alice"])
+        .header("content-type", "application/gzip")
+        .body(common::pack_dir(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let detail = again.json::<Value>().await.unwrap()["detail"].to_string();
+    assert!(detail.contains("trash"), "{detail}");
+    assert_eq!(stored_bytes(&data), before);
     let t = s.get("alice", "/v1/trash").await;
     assert_eq!(t.body["results"][0]["frees_bytes"].as_i64(), Some(frees));
     let storage = s.get("alice", "/v1/account/storage").await;
