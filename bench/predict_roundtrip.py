@@ -7,10 +7,12 @@ One run, same machine, same trivial predictor (fixtures/cog/echo):
                 server, recorded again), sequentially;
   3. throughput with 4 concurrent clients: modelyard with 2 warm servers vs. 2 direct Cog
      servers (clients retry Cog's 409 "busy");
-  4. modelyard's memory (VmRSS, VmHWM) under that load.
+  4. modelyard's memory (VmRSS, VmHWM) under that load, and its own CPU time per prediction;
+  5. 16 concurrent clients on the same 2 servers: throughput, p50/p99/max and errors.
 
 Usage: python3 bench/predict_roundtrip.py [--requests 300] [--seconds 10]
-Needs a release build (cargo build --release -p modelyard) and python3 with cog installed.
+Builds the release binary first (a no-op when current; MODELYARD_BIN skips it); needs python3
+with cog installed.
 """
 import argparse
 import http.client
@@ -25,9 +27,9 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-BIN = os.environ.get("MODELYARD_BIN", os.path.join(TARGET, "release", "modelyard"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import BIN, ROOT, cpu_seconds, ensure_built  # noqa: E402
+
 FIXTURE = os.path.join(ROOT, "fixtures", "cog", "echo")
 
 
@@ -102,15 +104,25 @@ def sequential(client, path, body_fn, n, check):
     return times
 
 
-def concurrent(make_client, path, body_fn, seconds, check, clients=4):
+def concurrent(make_client, path, body_fn, seconds, check, clients=4, times=None, errors=None):
+    """Predictions per second over `clients` threads; each request's time (ms) is appended to
+    `times` and each failed check to `errors` when given."""
     counts = [0] * clients
     stop = time.time() + seconds
 
     def worker(k):
         c = make_client(k)
         while time.time() < stop:
+            t0 = time.perf_counter()
             status, body = c.post(path, body_fn(k))
-            check(status, body)
+            if times is not None:
+                times.append((time.perf_counter() - t0) * 1000)
+            try:
+                check(status, body)
+            except AssertionError as e:
+                if errors is None:
+                    raise
+                errors.append(str(e)[:200])
             counts[k] += 1
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
@@ -137,6 +149,7 @@ def main():
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=10)
     a = ap.parse_args()
+    ensure_built()
     if not os.path.exists(BIN):
         raise SystemExit(f"{BIN} is missing: cargo build --release -p modelyard")
     procs = []
@@ -177,7 +190,9 @@ def main():
         body = lambda i: {"version": version, "input": {"prompt": f"p{i}"}}
         platform = Client(port, headers)
         sequential(platform, "/v1/predictions", body, 30, ok_platform)  # warm-up: starts a server
+        cpu0 = cpu_seconds(server.pid)
         p_times = sequential(platform, "/v1/predictions", body, a.requests, ok_platform)
+        cpu_per = (cpu_seconds(server.pid) - cpu0) * 1e6 / a.requests
 
         # 3. Throughput, 4 clients: modelyard (2 warm servers) vs. 2 direct Cog servers.
         d_tput = concurrent(lambda k: Client(ports[k % 2], {"Content-Type": "application/json"}),
@@ -185,6 +200,11 @@ def main():
         mem_before = proc_mem(server.pid)
         p_tput = concurrent(lambda k: Client(port, headers), "/v1/predictions", body, a.seconds, ok_platform)
         mem = proc_mem(server.pid)
+        # 16 clients on the same 2 servers: every request must succeed, and none take long.
+        t16, e16 = [], []
+        p16 = concurrent(lambda k: Client(port, headers), "/v1/predictions", body, a.seconds,
+                         ok_platform, clients=16, times=t16, errors=e16)
+        mem16 = proc_mem(server.pid)
 
         d50, d99 = pct(d_times, 50), pct(d_times, 99)
         p50, p99 = pct(p_times, 50), pct(p_times, 99)
@@ -206,6 +226,12 @@ def main():
         print(f"| modelyard, `--max-servers 2` | {p_tput:.0f} | {p_tput / d_tput:.2f} |")
         print(f"\nmodelyard's memory: VmRSS {mem_before['VmRSS']:.1f} MiB before the load, "
               f"{mem['VmRSS']:.1f} MiB after; peak (VmHWM) {mem['VmHWM']:.1f} MiB.")
+        print(f"\nmodelyard's own CPU time per sequential prediction: {cpu_per:.0f} µs "
+              f"(the Cog server's is not counted).")
+        print(f"\n## 16 concurrent clients, 2 warm servers, {a.seconds:.0f} s\n")
+        print(f"{p16:.0f} predictions/s; p50 {pct(t16, 50):.2f} ms, p99 {pct(t16, 99):.2f} ms, "
+              f"max {max(t16):.2f} ms; {len(e16)} errors of {len(t16)} requests"
+              + (f" (first: {e16[0]})" if e16 else "") + f"; peak memory (VmHWM) {mem16['VmHWM']:.1f} MiB.")
     finally:
         for p in reversed(procs):
             p.terminate()

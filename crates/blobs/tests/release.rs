@@ -71,8 +71,7 @@ impl Data {
 
     /// Records a version of the model using `artifact` (and `weights`).
     async fn version(&self, artifact: &str, weights: Option<&str>) -> String {
-        let (v, _) = self
-            .store
+        self.store
             .create_version(NewVersion {
                 model_id: self.model_id,
                 content_digest: format!("{artifact}:{weights:?}"),
@@ -84,8 +83,9 @@ impl Data {
                 weights: weights.map(str::to_string),
             })
             .await
-            .unwrap();
-        v.id
+            .unwrap()
+            .version
+            .id
     }
 
     async fn delete(&self, version_id: &str) {

@@ -137,6 +137,13 @@ pub struct Version {
     pub created_at: DateTime<Utc>,
 }
 
+/// A version with the model it belongs to.
+#[derive(Debug, Clone)]
+pub struct ModelVersion {
+    pub model: Model,
+    pub version: Version,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewVersion {
     pub model_id: i64,

@@ -48,6 +48,31 @@ pub fn fair_order(jobs: Vec<Job>) -> Vec<Job> {
     }
 }
 
+/// One of the `--max-servers` places a taken job holds. It is given back as soon as the job's
+/// server is (before the job's end is written), so the next job starts on that server while
+/// this one's record is being written.
+pub struct Slot(Option<Arc<Inner>>);
+
+impl Slot {
+    fn take(inner: &Arc<Inner>) -> Self {
+        inner.inflight.fetch_add(1, Ordering::SeqCst);
+        Slot(Some(inner.clone()))
+    }
+
+    pub fn give_back(&mut self) {
+        if let Some(inner) = self.0.take() {
+            inner.inflight.fetch_sub(1, Ordering::SeqCst);
+            inner.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
 pub async fn run(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.subscribe();
     // Whether the last read of the queue left jobs waiting: then fresh jobs wait their turn.
@@ -97,12 +122,12 @@ pub async fn run(inner: Arc<Inner>) {
                         match claimed {
                             Ok(true) => {
                                 started += 1;
-                                inner.inflight.fetch_add(1, Ordering::SeqCst);
+                                let slot = Slot::take(&inner);
                                 let inner = inner.clone();
+                                inner.running.fetch_add(1, Ordering::SeqCst);
                                 tokio::spawn(async move {
-                                    job::run(&inner, j, now).await;
-                                    inner.inflight.fetch_sub(1, Ordering::SeqCst);
-                                    inner.wake.notify_one();
+                                    job::run(&inner, j, now, slot).await;
+                                    inner.running.fetch_sub(1, Ordering::SeqCst);
                                 });
                             }
                             Ok(false) => {}

@@ -56,7 +56,7 @@ async fn make_spec(
     kind: JobKind,
     say: &crate::env::Say<'_>,
 ) -> Result<Spec, String> {
-    let (_, version) = inner
+    let ModelVersion { version, .. } = inner
         .store
         .version_by_id(version_id)
         .await
@@ -100,13 +100,21 @@ const SHUT_DOWN: &str = "The server shut down while this ran; run it again.";
 
 /// `started_at` is set when the dispatcher already marked the job `processing` (a warm server
 /// was free), saving the separate write.
-pub async fn run(inner: &Arc<Inner>, mut job: Job, started_at: Option<DateTime<Utc>>) {
+pub async fn run(
+    inner: &Arc<Inner>,
+    mut job: Job,
+    started_at: Option<DateTime<Utc>>,
+    mut slot: crate::dispatch::Slot,
+) {
     let ch = inner.channel(&job.id);
+    ch.webhook
+        .store(job.webhook.is_some(), std::sync::atomic::Ordering::Relaxed);
     if let Some(at) = started_at {
         job.status = Status::Processing;
         job.started_at = Some(at);
     }
-    let end = execute(inner, &mut job, &ch).await;
+    let end = execute(inner, &mut job, &ch, &mut slot).await;
+    slot.give_back();
     if *inner.shutdown.borrow() {
         // Work that had not started goes back to the queue for the next start; work that had
         // started says plainly what happened to it, not that the model crashed.
@@ -166,7 +174,12 @@ fn ended(job: &Job, end: &JobEnd) -> Job {
     j
 }
 
-async fn execute(inner: &Arc<Inner>, job: &mut Job, ch: &JobChannel) -> Option<JobEnd> {
+async fn execute(
+    inner: &Arc<Inner>,
+    job: &mut Job,
+    ch: &JobChannel,
+    slot: &mut crate::dispatch::Slot,
+) -> Option<JobEnd> {
     let mut cancel = ch.cancel.subscribe();
     if *cancel.borrow() {
         return None;
@@ -308,6 +321,7 @@ async fn execute(inner: &Arc<Inner>, job: &mut Job, ch: &JobChannel) -> Option<J
     };
     let healthy = inner.pool.alive(&lease) && result.is_ok() && !oom;
     inner.pool.release(lease, healthy).await;
+    slot.give_back();
     let total = (Utc::now() - job.created_at).num_milliseconds() as f64 / 1000.0;
     let mut end = match result {
         Ok(payload) => end_from(&payload, started.elapsed().as_secs_f64()),
@@ -481,7 +495,7 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
         .and_then(|n| n.to_str())
         .unwrap_or("weights")
         .to_string();
-    let (_, base) = inner
+    let ModelVersion { version: base, .. } = inner
         .store
         .version_by_id(&job.version_id)
         .await
@@ -522,8 +536,8 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
             weights: Some(placed.key.clone()),
         })
         .await;
-    let (v, _) = match created {
-        Ok(v) => v,
+    let v = match created {
+        Ok(stored) => stored.version,
         Err(e) => {
             if placed.new {
                 let released = blobs
@@ -719,6 +733,8 @@ pub async fn expire_queued(inner: &Inner, job: &Job) {
         tracing::warn!(job = %job.id, error = %e, "could not cancel a job past its deadline");
     }
     let ch = inner.channel(&job.id);
+    ch.webhook
+        .store(job.webhook.is_some(), std::sync::atomic::Ordering::Relaxed);
     inner.emit(&ch, &job.id, Event::Done(Status::Canceled));
     ch.done.send_replace(true);
     inner.forget(&job.id);

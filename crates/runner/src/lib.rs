@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use modelyard_blobs::{BlobError, Blobs};
 use modelyard_domain::Status;
-use modelyard_storage::{Store, StoreError};
+use modelyard_storage::{RecoveredJobs, Store, StoreError};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
 
@@ -86,6 +86,9 @@ pub struct JobChannel {
     result: Mutex<Option<tokio::sync::oneshot::Sender<Value>>>,
     /// The finished job as recorded, for a request waiting on it.
     final_job: Mutex<Option<modelyard_domain::Job>>,
+    /// Whether the job asked for webhooks: only then do its events go to `follow_all`, whose
+    /// follower would otherwise read every job's record to find it has none.
+    webhook: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -123,6 +126,9 @@ struct Inner {
     /// dispatcher takes them without reading the queue back from the database.
     fresh: Mutex<std::collections::VecDeque<modelyard_domain::Job>>,
     inflight: AtomicUsize,
+    /// Jobs whose end is not yet recorded (`inflight` counts the servers they hold, and drops
+    /// first): a shutdown waits for these.
+    running: AtomicUsize,
     shutdown: watch::Sender<bool>,
     http: reqwest::Client,
     /// Every job's events, for whoever follows all of them (webhook delivery).
@@ -138,7 +144,7 @@ impl Runner {
     /// Recovers from a previous run (jobs that were running failed; taken ones are queued
     /// again) and starts dispatching.
     pub async fn start(store: Arc<dyn Store>, cfg: RunnerConfig) -> Result<Runner, StartError> {
-        let (failed, requeued) = store
+        let RecoveredJobs { failed, requeued } = store
             .recover_jobs("The server restarted while this ran; run it again.")
             .await?;
         if failed + requeued > 0 {
@@ -174,6 +180,7 @@ impl Runner {
             wake: Notify::new(),
             fresh: Default::default(),
             inflight: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
             http: reqwest::Client::new(),
             all: broadcast::channel(4096).0,
@@ -266,8 +273,8 @@ impl Runner {
         job::output_path(&self.inner, job_id, token, name)
     }
 
-    /// Every job's events as they happen: (job id, event). A slow follower may lag and miss
-    /// some; the job's record stays the truth.
+    /// The events of every job that asked for webhooks, as they happen: (job id, event). A
+    /// slow follower may lag and miss some; the job's record stays the truth.
     pub fn follow_all(&self) -> broadcast::Receiver<(String, Event)> {
         self.inner.all.subscribe()
     }
@@ -292,11 +299,7 @@ impl Runner {
         self.inner.pool.shutdown().await;
         // Let the jobs that were running record how they ended.
         let until = std::time::Instant::now() + Duration::from_secs(10);
-        while self
-            .inner
-            .inflight
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
+        while self.inner.running.load(std::sync::atomic::Ordering::SeqCst) > 0
             && std::time::Instant::now() < until
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -316,13 +319,16 @@ impl Inner {
                     seen: Default::default(),
                     result: Mutex::new(None),
                     final_job: Mutex::new(None),
+                    webhook: Default::default(),
                 })
             })
             .clone()
     }
 
     fn emit(&self, ch: &JobChannel, id: &str, e: Event) {
-        let _ = self.all.send((id.to_string(), e.clone()));
+        if ch.webhook.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = self.all.send((id.to_string(), e.clone()));
+        }
         let _ = ch.events.send(e);
     }
 

@@ -18,8 +18,8 @@ pub use sql::{FileRecord, NewFile, SqlStore};
 pub use store::{
     AccountStorage, AccountStore, AuditStore, Deletion, DeploymentStore, FileStore, JobEnd,
     JobStore, KeptReason, MemberRemoval, ModelStore, NameInTrash, PasswordRecord, Prune, Purge,
-    PurgeBy, Restore, SessionStore, SizeStore, Storage, Store, TokenRecord, TrashItem, TrashKind,
-    TrashStore, Unreferenced, VersionStore,
+    PurgeBy, RecoveredJobs, Restore, SessionStore, SizeStore, Storage, Store, StoredVersion,
+    TokenRecord, TrashItem, TrashKind, TrashStore, Unreferenced, VersionStore,
 };
 
 /// Every storage trait, for code that calls methods on a concrete [`SqlStore`].

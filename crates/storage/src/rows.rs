@@ -49,32 +49,61 @@ pub fn account(r: &AnyRow) -> Result<Account> {
     })
 }
 
-pub const MODEL_SELECT: &str = "SELECT m.id, m.owner_id, a.username AS owner, m.name, m.description, \
+/// A model's columns with its latest version's (`v_*`).
+macro_rules! model_columns {
+    () => {
+        "SELECT m.id, m.owner_id, a.username AS owner, m.name, m.description, \
     m.visibility, m.hardware, m.github_url, m.paper_url, m.license_url, m.cover_image_url, \
     m.run_count, m.created_at, v.seq AS v_seq, v.id AS v_id, v.cog_version AS v_cog_version, \
     v.openapi_schema AS v_schema, v.artifact AS v_artifact, v.base_version_id AS v_base, v.weights AS v_weights, \
-    v.created_at AS v_created_at \
-    FROM models m JOIN accounts a ON a.id = m.owner_id \
+    v.created_at AS v_created_at"
+    };
+}
+
+macro_rules! model_from {
+    () => {
+        " FROM models m JOIN accounts a ON a.id = m.owner_id \
     LEFT JOIN versions v ON v.seq = \
-    (SELECT MAX(seq) FROM versions WHERE model_id = m.id AND trashed_at IS NULL)";
+    (SELECT MAX(seq) FROM versions WHERE model_id = m.id AND trashed_at IS NULL)"
+    };
+}
+
+pub const MODEL_SELECT: &str = concat!(model_columns!(), model_from!());
+
+/// A model and one more version, `r`, which the statement joins (`JOIN versions r ON ...`
+/// after this): a model and a version of it in one statement.
+pub const MODEL_AND_VERSION_SELECT: &str = concat!(
+    model_columns!(),
+    ", r.seq AS r_seq, r.id AS r_id, r.cog_version AS r_cog_version, \
+    r.openapi_schema AS r_schema, r.artifact AS r_artifact, r.base_version_id AS r_base, \
+    r.weights AS r_weights, r.created_at AS r_created_at",
+    model_from!()
+);
+
+/// The version in the columns named with `prefix` (`v_` the latest, `r_` a requested one).
+fn prefixed_version(r: &AnyRow, prefix: &str, model_id: i64) -> Result<Option<Version>> {
+    let col = |c: &str| format!("{prefix}{c}");
+    let Some(id) = r.try_get::<Option<String>, _>(col("id").as_str())? else {
+        return Ok(None);
+    };
+    Ok(Some(Version {
+        cursor: r.try_get(col("seq").as_str())?,
+        id,
+        model_id,
+        cog_version: r.try_get(col("cog_version").as_str())?,
+        openapi_schema: json::<serde_json::Value>(
+            &r.try_get::<String, _>(col("schema").as_str())?,
+        )?,
+        artifact: r.try_get(col("artifact").as_str())?,
+        base_version_id: r.try_get(col("base").as_str())?,
+        weights: r.try_get(col("weights").as_str())?,
+        created_at: time(r.try_get(col("created_at").as_str())?),
+    }))
+}
 
 pub fn model(r: &AnyRow) -> Result<Model> {
     let id: i64 = r.try_get("id")?;
-    let v_id: Option<String> = r.try_get("v_id")?;
-    let latest_version = match v_id {
-        Some(v_id) => Some(Version {
-            cursor: r.try_get("v_seq")?,
-            id: v_id,
-            model_id: id,
-            cog_version: r.try_get("v_cog_version")?,
-            openapi_schema: json::<serde_json::Value>(&r.try_get::<String, _>("v_schema")?)?,
-            artifact: r.try_get("v_artifact")?,
-            base_version_id: r.try_get("v_base")?,
-            weights: r.try_get("v_weights")?,
-            created_at: time(r.try_get("v_created_at")?),
-        }),
-        None => None,
-    };
+    let latest_version = prefixed_version(r, "v_", id)?;
     Ok(Model {
         id,
         owner_id: r.try_get("owner_id")?,
@@ -91,6 +120,18 @@ pub fn model(r: &AnyRow) -> Result<Model> {
         latest_version,
         created_at: time(r.try_get("created_at")?),
     })
+}
+
+/// A row of `MODEL_AND_VERSION_SELECT`: the model, and the version `r` if the row has one. The
+/// latest version is usually the one asked for: then its JSON is decoded once.
+pub fn model_and_version(r: &AnyRow) -> Result<(Model, Option<Version>)> {
+    let m = model(r)?;
+    let wanted: Option<String> = r.try_get("r_id")?;
+    let v = match (&m.latest_version, wanted) {
+        (Some(l), Some(w)) if l.id == w => Some(l.clone()),
+        _ => prefixed_version(r, "r_", m.id)?,
+    };
+    Ok((m, v))
 }
 
 /// With `purge_at`, set while the version is in the trash (callers that can meet one say so

@@ -21,6 +21,23 @@ pub struct JobEnd {
 /// What a deletion (or its preview) came to. `deleted` is false when blockers stood in the way
 /// or when it was only a preview. A deletion to the trash is `deleted` too (it is gone from
 /// every read at once), with `purge_at` set.
+/// What [`VersionStore::create_version`] did: `created` is false when the same content was
+/// already a version of the model (a push of the same project twice).
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    pub version: Version,
+    pub created: bool,
+}
+
+/// What [`JobStore::recover_jobs`] did after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveredJobs {
+    /// Jobs that were running: they failed.
+    pub failed: u64,
+    /// Jobs that were taken but not started: they are queued again.
+    pub requeued: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Deletion {
     pub blockers: Vec<Blocker>,
@@ -332,11 +349,19 @@ pub trait VersionStore: Send + Sync {
     async fn versions(&self, model_id: i64, page: PageReq) -> Result<Vec<Version>>;
     async fn version(&self, model_id: i64, id: &str) -> Result<Option<Version>>;
     /// A bare version id, unique across models, with the model it belongs to.
-    async fn version_by_id(&self, id: &str) -> Result<Option<(Model, Version)>>;
+    async fn version_by_id(&self, id: &str) -> Result<Option<ModelVersion>>;
+    /// The model `owner/name` and its version `id` (`None` when the model has no such
+    /// version), in one statement; neither in the trash.
+    async fn model_and_version(
+        &self,
+        owner: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<Option<(Model, Option<Version>)>>;
     /// Creates the version, or returns the existing one for the same content (`false`). A model
     /// (or fine-tune base) that is gone or in the trash is `NotFound`; the same content as a
     /// version in the trash is `Conflict`, saying to restore or purge it.
-    async fn create_version(&self, v: NewVersion) -> Result<(Version, bool)>;
+    async fn create_version(&self, v: NewVersion) -> Result<StoredVersion>;
     /// Whether any version, in the trash or not, references the artifact (its files stay).
     async fn artifact_in_use(&self, artifact: &str) -> Result<bool>;
     /// Whether any version, in the trash or not, is set up with these stored weights.
@@ -497,9 +522,8 @@ pub trait JobStore: Send + Sync {
     ) -> Result<()>;
     /// Ends a job that has not ended; false when it had (a cancel won the race).
     async fn finish_job(&self, id: &str, end: JobEnd) -> Result<bool>;
-    /// After a restart: jobs that were running failed, jobs that were taken are queued again;
-    /// returns (failed, requeued).
-    async fn recover_jobs(&self, error: &str) -> Result<(u64, u64)>;
+    /// After a restart: jobs that were running failed, jobs that were taken are queued again.
+    async fn recover_jobs(&self, error: &str) -> Result<RecoveredJobs>;
     /// Cancels the queued work of a deployment (it was disabled).
     async fn cancel_queued_for_deployment(&self, deployment_id: i64) -> Result<u64>;
     /// Clears input, output and logs of finished jobs from `source` created before `before`;

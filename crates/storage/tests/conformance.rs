@@ -11,7 +11,9 @@ use chrono::{Duration, Utc};
 use common::*;
 use modelyard_domain::*;
 use modelyard_storage::prelude::*;
-use modelyard_storage::{Deletion, MemberRemoval, PasswordRecord, SqlStore, StoreError};
+use modelyard_storage::{
+    Deletion, MemberRemoval, PasswordRecord, SqlStore, StoreError, StoredVersion,
+};
 use serde_json::json;
 use tokio::sync::Barrier;
 
@@ -623,7 +625,10 @@ async fn versions_are_content_addressed(store: SqlStore) {
     let m1 = model(&store, alice.id, "m1", Visibility::Private).await;
     let m2 = model(&store, alice.id, "m2", Visibility::Private).await;
 
-    let (v, created) = store
+    let StoredVersion {
+        version: v,
+        created,
+    } = store
         .create_version(new_version(m1.id, "sha256:aaa", "art-1"))
         .await
         .unwrap();
@@ -639,7 +644,10 @@ async fn versions_are_content_addressed(store: SqlStore) {
     // The same content again is the same version, unchanged, and not "created".
     let mut again = new_version(m1.id, "sha256:aaa", "art-other");
     again.cog_version = "0.10.0".into();
-    let (v_again, created) = store.create_version(again).await.unwrap();
+    let StoredVersion {
+        version: v_again,
+        created,
+    } = store.create_version(again).await.unwrap();
     assert!(!created);
     assert_eq!(v_again.id, v.id);
     assert_eq!(v_again.artifact, "art-1");
@@ -647,14 +655,21 @@ async fn versions_are_content_addressed(store: SqlStore) {
     assert_eq!(store.versions(m1.id, all()).await.unwrap().len(), 1);
 
     // The same content in another model is another version.
-    let (w, created) = store
+    let StoredVersion {
+        version: w,
+        created,
+    } = store
         .create_version(new_version(m2.id, "sha256:aaa", "art-1"))
         .await
         .unwrap();
     assert!(created);
     assert_ne!(w.id, v.id);
 
-    let (bm, bv) = store
+    let ModelVersion {
+        model: bm,
+        version: bv,
+        ..
+    } = store
         .version_by_id(&v.id)
         .await
         .unwrap()
@@ -662,7 +677,7 @@ async fn versions_are_content_addressed(store: SqlStore) {
     assert_eq!((bm.id, bm.full_name()), (m1.id, "alice/m1".to_string()));
     assert_eq!(bv.id, v.id);
     assert_eq!(bm.latest_version.map(|l| l.id), Some(v.id.clone()));
-    let (bm, _) = store.version_by_id(&w.id).await.unwrap().unwrap();
+    let ModelVersion { model: bm, .. } = store.version_by_id(&w.id).await.unwrap().unwrap();
     assert_eq!(bm.id, m2.id);
     assert!(store
         .version_by_id(&"0".repeat(64))
@@ -683,9 +698,9 @@ async fn versions_are_content_addressed(store: SqlStore) {
     let mut ft = new_version(m2.id, "sha256:ft", "art-ft");
     ft.base_version_id = Some(v.id.clone());
     ft.training_id = Some("t-1".into());
-    let (ftv, _) = store.create_version(ft).await.unwrap();
+    let StoredVersion { version: ftv, .. } = store.create_version(ft).await.unwrap();
     assert_eq!(ftv.base_version_id.as_deref(), Some(v.id.as_str()));
-    let (_, got) = store.version_by_id(&ftv.id).await.unwrap().unwrap();
+    let ModelVersion { version: got, .. } = store.version_by_id(&ftv.id).await.unwrap().unwrap();
     assert_eq!(got.base_version_id.as_deref(), Some(v.id.as_str()));
 
     // A base that does not exist, or a model that does not, is refused.
@@ -1012,7 +1027,10 @@ async fn own_predictions_go_with_the_version(store: SqlStore) {
     assert_eq!(run_count(&store, "alice/m").await, 1);
 
     // Pushing the same content again brings the same id back, as a new version.
-    let (back, created) = store
+    let StoredVersion {
+        version: back,
+        created,
+    } = store
         .create_version(new_version(m.id, "d1", "a1"))
         .await
         .unwrap();
@@ -1122,7 +1140,9 @@ async fn fine_tune_base_blocks(store: SqlStore) {
     let mut nv = new_version(ft.id, "ft1", "a-ft");
     nv.base_version_id = Some(v.id.clone());
     nv.training_id = Some(t3.id.clone());
-    let (derived, _) = store.create_version(nv).await.unwrap();
+    let StoredVersion {
+        version: derived, ..
+    } = store.create_version(nv).await.unwrap();
     let d = remove_version(&store, base.id, &v.id, &alice).await;
     assert!(!d.deleted);
     assert_eq!(kinds(&d.blockers), [BlockerKind::FineTuneBase]);
@@ -1764,8 +1784,10 @@ async fn race_version_vs_model_deletion(store: SqlStore) {
             );
             assert!(store.model("alice", &name).await.unwrap().is_none());
         } else {
-            let (v, created) =
-                pushed.unwrap_or_else(|e| panic!("round {round}: model kept, yet {e}"));
+            let StoredVersion {
+                version: v,
+                created,
+            } = pushed.unwrap_or_else(|e| panic!("round {round}: model kept, yet {e}"));
             assert!(created);
             assert_eq!(
                 kinds(&deletion.blockers),
@@ -1830,7 +1852,9 @@ async fn race_fine_tune_vs_version_deletion(store: SqlStore) {
         } else {
             refused += 1;
             let t = trained.unwrap_or_else(|e| panic!("round {round}: base kept, yet {e}"));
-            let (fv, _) = pushed.unwrap_or_else(|e| panic!("round {round}: base kept, yet {e}"));
+            let fv = pushed
+                .unwrap_or_else(|e| panic!("round {round}: base kept, yet {e}"))
+                .version;
             assert!(
                 !deletion.blockers.is_empty()
                     && deletion
@@ -1877,11 +1901,11 @@ async fn race_same_content_push(store: SqlStore) {
         let mut ids = BTreeSet::new();
         let mut created = 0;
         for p in pushers {
-            let (v, c) = p.await.unwrap().unwrap_or_else(|e| {
+            let pushed = p.await.unwrap().unwrap_or_else(|e| {
                 panic!("round {round}: pushing the same content twice at once: {e}")
             });
-            ids.insert(v.id);
-            created += c as usize;
+            ids.insert(pushed.version.id);
+            created += pushed.created as usize;
         }
         assert_eq!(ids.len(), 1, "round {round}: one content, one version");
         assert_eq!(created, 1, "round {round}: exactly one push creates it");

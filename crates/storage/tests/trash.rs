@@ -10,7 +10,8 @@ use common::*;
 use modelyard_domain::*;
 use modelyard_storage::prelude::*;
 use modelyard_storage::{
-    Deletion, KeptReason, Purge, PurgeBy, Restore, SqlStore, StoreError, TrashKind, Unreferenced,
+    Deletion, KeptReason, Purge, PurgeBy, Restore, SqlStore, StoreError, StoredVersion, TrashKind,
+    Unreferenced,
 };
 use tokio::sync::Barrier;
 
@@ -424,7 +425,7 @@ async fn trashing_follows_the_deletion_rules(store: SqlStore) {
     let ft_m = model(&store, a, "ft", Visibility::Private).await;
     let mut nv = new_version(ft_m.id, "f1", "ab");
     nv.base_version_id = Some(base.id.clone());
-    let (ft, _) = store.create_version(nv).await.unwrap();
+    let StoredVersion { version: ft, .. } = store.create_version(nv).await.unwrap();
     trash_version(&store, ft_m.id, &ft.id, &alice).await;
     let d = store
         .trash_version(base_m.id, &base.id, &alice, false, week())
@@ -467,7 +468,9 @@ async fn purge_deletes_for_good_and_frees_files(store: SqlStore) {
     let v = version(&store, m.id, "d2", "shared").await;
     let mut w = new_version(m.id, "d3", "own");
     w.weights = Some("w1/weights.tar".into());
-    let (weighted, _) = store.create_version(w).await.unwrap();
+    let StoredVersion {
+        version: weighted, ..
+    } = store.create_version(w).await.unwrap();
     let p = predict(&store, a, &v.id).await.id;
     trash_version(&store, m.id, &v.id, &alice).await;
     trash_version(&store, m.id, &weighted.id, &alice).await;
@@ -670,7 +673,7 @@ async fn frees_bytes_counts_shared_content_once(store: SqlStore) {
     // v1 and v2 share blob "b"; v3 (another model) shares v1's whole artifact.
     let v1 = sized_version(&store, m.id, "a1", &[("a", 100), ("b", 200)]).await;
     let v2 = sized_version(&store, m.id, "a2", &[("b", 200), ("c", 400)]).await;
-    let (v3, _) = store
+    let StoredVersion { version: v3, .. } = store
         .create_version(new_version(other.id, "a1", "a1"))
         .await
         .unwrap();
@@ -708,7 +711,7 @@ async fn frees_bytes_counts_shared_content_once(store: SqlStore) {
     for d in ["w1", "w2"] {
         let mut nv = new_version(w.id, d, "aw");
         nv.weights = Some("sha/weights.tar".into());
-        ids.push(store.create_version(nv).await.unwrap().0.id);
+        ids.push(store.create_version(nv).await.unwrap().version.id);
     }
     store.record_weights("sha/weights.tar", 5000).await.unwrap();
     assert_eq!(frees(ids[0].clone(), w.id).await, 0);

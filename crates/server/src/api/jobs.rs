@@ -14,9 +14,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{next_cursor, Auth, Json, PageQuery, Path, Query};
 use crate::ops::deployments;
 use crate::ops::jobs::{self as op, JobRequest, JobSource, JobTarget};
-use crate::ops::versions::{self, ModelVersion};
+use crate::ops::versions;
 use crate::state::AppState;
 use crate::views;
+use modelyard_domain::ModelVersion;
 
 #[derive(Deserialize)]
 pub struct CreateJob {

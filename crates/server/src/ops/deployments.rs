@@ -8,7 +8,7 @@ use modelyard_domain::*;
 use super::deletion::{finish, DeleteOutcome};
 use super::error::{OpError, OpResult};
 use super::models::HARDWARE;
-use super::versions::{version_by_id, visible_version, ModelVersion};
+use super::versions::{version_by_id, visible_version};
 use crate::state::AppState;
 
 /// Upper bound on instances: this server runs everything on one machine.

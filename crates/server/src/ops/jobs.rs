@@ -9,7 +9,6 @@ use serde_json::{Map, Value};
 use super::error::{OpError, OpResult};
 use super::files::resolve_inputs;
 use super::validate;
-use super::versions::ModelVersion;
 use crate::state::AppState;
 
 /// The events a webhook can be sent on.

@@ -8,12 +8,6 @@ use super::error::{OpError, OpResult};
 use super::models::{forbidden_model, managed_model, visible_model};
 use crate::state::AppState;
 
-/// A version and the model it belongs to.
-pub struct ModelVersion {
-    pub model: Model,
-    pub version: Version,
-}
-
 pub async fn visible_version(
     s: &AppState,
     caller: Option<&Caller>,
@@ -21,11 +15,16 @@ pub async fn visible_version(
     name: &str,
     id: &str,
 ) -> OpResult<ModelVersion> {
-    let model = visible_model(s, caller, owner, name).await?;
-    match s.store.version(model.id, id).await? {
-        Some(version) => Ok(ModelVersion { model, version }),
-        None => Err(OpError::NotFound(format!(
-            "The version {id} of {owner}/{name} does not exist."
+    // One statement for both: the model's visibility and the version's existence as of now.
+    match s.store.model_and_version(owner, name, id).await? {
+        Some((model, Some(version))) if can_view(caller, model.owner_id, model.visibility) => {
+            Ok(ModelVersion { model, version })
+        }
+        Some((m, None)) if can_view(caller, m.owner_id, m.visibility) => Err(OpError::NotFound(
+            format!("The version {id} of {owner}/{name} does not exist."),
+        )),
+        _ => Err(OpError::NotFound(format!(
+            "The model {owner}/{name} does not exist."
         ))),
     }
 }
@@ -65,9 +64,7 @@ pub async fn version_by_id(
     id: &str,
 ) -> OpResult<Option<ModelVersion>> {
     Ok(match s.store.version_by_id(id).await? {
-        Some((model, version)) if can_view(Some(caller), model.owner_id, model.visibility) => {
-            Some(ModelVersion { model, version })
-        }
+        Some(mv) if can_view(Some(caller), mv.model.owner_id, mv.model.visibility) => Some(mv),
         _ => None,
     })
 }

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use modelyard_blobs::{BlobError, Released, Stored, TreeFile};
 use modelyard_domain::NewVersion;
 use modelyard_runner::sandbox;
+use modelyard_storage::StoredVersion;
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
@@ -129,7 +130,10 @@ pub async fn push(
             weights: None,
         })
         .await;
-    let (version, new) = match created {
+    let StoredVersion {
+        version,
+        created: new,
+    } = match created {
         Ok(v) => v,
         Err(e) => {
             if placed {

@@ -11,10 +11,11 @@ use super::models::{blocker_view, model_ctx, visible};
 use super::render;
 use super::schema;
 use super::session::{self, Posted, Viewer};
-use crate::ops::versions::{delete_version, visible_version, ModelVersion};
+use crate::ops::versions::{delete_version, visible_version};
 use crate::ops::{DeleteMode, DeleteOutcome, OpError};
 use crate::state::AppState;
 use crate::views::time;
+use modelyard_domain::ModelVersion;
 
 /// How much of a version id a person types to confirm its deletion.
 const CONFIRM_LEN: usize = 12;

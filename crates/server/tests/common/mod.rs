@@ -218,7 +218,7 @@ impl Server {
     pub async fn version(&self, model: &str, content: &str) -> String {
         let (owner, name) = model.split_once('/').unwrap();
         let m = self.state.store.model(owner, name).await.unwrap().unwrap();
-        let (v, _) = self
+        let v = self
             .state
             .store
             .create_version(NewVersion {
@@ -233,7 +233,7 @@ impl Server {
             })
             .await
             .unwrap();
-        v.id
+        v.version.id
     }
 
     pub async fn predict(&self, who: &str, model: &str, version: &str) -> Reply {

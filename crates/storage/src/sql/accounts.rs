@@ -18,7 +18,7 @@ impl SqlStore {
         let account = rows::account(&row)?;
         let org_ids = sqlx::query("SELECT org_id FROM memberships WHERE user_id = $1")
             .bind(account.id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.reader().await?)
             .await?
             .iter()
             .map(|r| r.try_get::<i64, _>("org_id"))
@@ -57,7 +57,7 @@ impl AccountStore for SqlStore {
     async fn account(&self, username: &str) -> Result<Option<Account>> {
         sqlx::query("SELECT id, kind, username, name, created_at FROM accounts WHERE username = $1")
             .bind(username)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?
             .as_ref()
             .map(rows::account)
@@ -74,7 +74,7 @@ impl AccountStore for SqlStore {
         for id in ids {
             q = q.bind(id);
         }
-        q.fetch_all(&self.pool)
+        q.fetch_all(&mut *self.reader().await?)
             .await?
             .iter()
             .map(rows::account)
@@ -98,7 +98,7 @@ impl AccountStore for SqlStore {
              JOIN memberships m ON m.user_id = a.id WHERE m.org_id = $1 ORDER BY a.username",
         )
         .bind(org_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?
         .iter()
         .map(rows::account)
@@ -181,7 +181,7 @@ impl AccountStore for SqlStore {
              ORDER BY created_at DESC, hash",
         )
         .bind(account_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?
         .iter()
         .map(|r| {
@@ -209,7 +209,7 @@ impl AccountStore for SqlStore {
              JOIN accounts a ON a.id = t.account_id WHERE t.hash = $1",
         )
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.reader().await?)
         .await?;
         self.caller_of(row).await
     }
@@ -226,7 +226,7 @@ impl AccountStore for SqlStore {
         .await?;
         let row = sqlx::query("SELECT secret FROM webhook_secrets WHERE account_id = $1")
             .bind(account_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.reader().await?)
             .await?;
         Ok(row.try_get("secret")?)
     }

@@ -73,7 +73,7 @@ impl AuditStore for SqlStore {
         for id in ids {
             q = q.bind(id);
         }
-        q.fetch_all(&self.pool)
+        q.fetch_all(&mut *self.reader().await?)
             .await?
             .iter()
             .map(rows::audit_event)

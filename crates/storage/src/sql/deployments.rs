@@ -93,7 +93,7 @@ impl DeploymentStore for SqlStore {
         ))
         .bind(owner)
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.reader().await?)
         .await?
         .as_ref()
         .map(rows::deployment)
@@ -112,7 +112,7 @@ impl DeploymentStore for SqlStore {
         for id in ids {
             q = q.bind(id);
         }
-        q.fetch_all(&self.pool)
+        q.fetch_all(&mut *self.reader().await?)
             .await?
             .iter()
             .map(rows::deployment)
@@ -121,7 +121,7 @@ impl DeploymentStore for SqlStore {
 
     async fn all_deployments(&self) -> Result<Vec<Deployment>> {
         sqlx::query(&format!("{DEPLOYMENT_SELECT} ORDER BY d.id"))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.reader().await?)
             .await?
             .iter()
             .map(rows::deployment)
@@ -222,7 +222,7 @@ impl SqlStore {
     async fn deployment_by_id(&self, id: i64) -> Result<Deployment> {
         let row = sqlx::query(&format!("{DEPLOYMENT_SELECT} WHERE d.id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?
             .ok_or(StoreError::NotFound("deployment"))?;
         rows::deployment(&row)

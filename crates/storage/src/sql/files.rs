@@ -85,7 +85,7 @@ impl FileStore for SqlStore {
     async fn file(&self, id: &str) -> Result<Option<FileRecord>> {
         sqlx::query(&format!("{FILE_SELECT} WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?
             .as_ref()
             .map(file)
@@ -99,7 +99,7 @@ impl FileStore for SqlStore {
         .bind(account_id)
         .bind(page.after.unwrap_or(i64::MAX))
         .bind(page.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?
         .iter()
         .map(file)

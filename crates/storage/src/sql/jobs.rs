@@ -5,7 +5,7 @@ use modelyard_domain::*;
 
 use super::{now, SqlStore};
 use crate::rows::{self, micros, JOB_SELECT};
-use crate::store::{JobEnd, JobStore};
+use crate::store::{JobEnd, JobStore, RecoveredJobs};
 use crate::{Result, StoreError};
 
 #[async_trait]
@@ -90,7 +90,7 @@ impl JobStore for SqlStore {
         sqlx::query(&format!("{JOB_SELECT} WHERE j.id = $1 AND j.kind = $2"))
             .bind(id)
             .bind(kind.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?
             .as_ref()
             .map(rows::job)
@@ -106,7 +106,7 @@ impl JobStore for SqlStore {
         .bind(kind.as_str())
         .bind(page.after.unwrap_or(i64::MAX))
         .bind(page.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?
         .iter()
         .map(rows::job)
@@ -121,7 +121,7 @@ impl JobStore for SqlStore {
         .bind(model_id)
         .bind(account_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?
         .iter()
         .map(rows::job)
@@ -149,7 +149,7 @@ impl JobStore for SqlStore {
             "{JOB_SELECT} WHERE j.status = 'starting' AND j.claimed = 0 ORDER BY j.seq LIMIT $1"
         ))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?
         .iter()
         .map(rows::job)
@@ -233,7 +233,7 @@ impl JobStore for SqlStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn recover_jobs(&self, error: &str) -> Result<(u64, u64)> {
+    async fn recover_jobs(&self, error: &str) -> Result<RecoveredJobs> {
         let failed = sqlx::query(
             "UPDATE jobs SET status = 'failed', error = $1, completed_at = $2 WHERE status = 'processing'",
         )
@@ -247,7 +247,7 @@ impl JobStore for SqlStore {
                 .execute(&self.writer)
                 .await?
                 .rows_affected();
-        Ok((failed, requeued))
+        Ok(RecoveredJobs { failed, requeued })
     }
 
     async fn cancel_queued_for_deployment(&self, deployment_id: i64) -> Result<u64> {

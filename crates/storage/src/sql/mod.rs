@@ -14,10 +14,14 @@ mod trash;
 mod versions;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use chrono::Utc;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::dialect::Dialect;
 use crate::store::Unreferenced;
@@ -39,7 +43,74 @@ pub struct SqlStore {
     /// of meeting SQLite's busy handler, which backs off with sleeps under contention. On
     /// PostgreSQL the same pool as reads.
     writer: AnyPool,
+    /// On SQLite, connections held for the one-statement reads every request makes (see
+    /// `reader`); on PostgreSQL none.
+    readers: Option<Arc<Readers>>,
     dialect: Dialect,
+}
+
+/// How many SQLite connections are held for reads.
+const READERS: usize = 4;
+
+/// SQLite connections held outside the pool. sqlx's pool pings each connection it takes back
+/// (a round trip to the connection's worker thread, costing as much as a small query, and a
+/// task spawned for it): for the single-statement reads of every request that is half the
+/// work. A SQLite file cannot hang up, and reads leave nothing behind to roll back.
+struct Readers {
+    conns: Vec<Arc<Mutex<AnyConnection>>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    async fn take(&self) -> OwnedMutexGuard<AnyConnection> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.conns.len() {
+            if let Ok(g) = self.conns[(start + i) % self.conns.len()]
+                .clone()
+                .try_lock_owned()
+            {
+                return g;
+            }
+        }
+        self.conns[start % self.conns.len()]
+            .clone()
+            .lock_owned()
+            .await
+    }
+}
+
+/// A connection for a read: held (SQLite) or from the pool (PostgreSQL).
+pub(crate) enum Reader {
+    Held(OwnedMutexGuard<AnyConnection>),
+    Pooled(PoolConnection<Any>),
+}
+
+impl std::ops::Deref for Reader {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            Reader::Held(c) => c,
+            Reader::Pooled(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Reader {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            Reader::Held(c) => c,
+            Reader::Pooled(c) => c,
+        }
+    }
+}
+
+/// The per-connection settings on SQLite: foreign keys are the backstop of every rule, and a
+/// writer waits for the lock instead of failing at once.
+async fn sqlite_pragmas(conn: &mut AnyConnection) -> sqlx::Result<()> {
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    conn.execute("PRAGMA busy_timeout = 10000").await?;
+    conn.execute("PRAGMA synchronous = NORMAL").await?;
+    Ok(())
 }
 
 impl SqlStore {
@@ -59,14 +130,16 @@ impl SqlStore {
         let pool_with = |max: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)
+                // sqlx pings a connection when it is taken from the pool and again when it goes
+                // back; each ping is a round trip (to SQLite's worker thread, or to PostgreSQL),
+                // as costly as the query itself. A SQLite file cannot hang up, and on
+                // PostgreSQL the ping on return already checks every connection after each
+                // use, so the one on taking is dropped.
+                .test_before_acquire(false)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if dialect == Dialect::Sqlite {
-                            // Per connection: foreign keys are the backstop of every rule, and a
-                            // writer waits for the lock instead of failing at once.
-                            conn.execute("PRAGMA foreign_keys = ON").await?;
-                            conn.execute("PRAGMA busy_timeout = 10000").await?;
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            sqlite_pragmas(conn).await?;
                         }
                         Ok(())
                     })
@@ -75,16 +148,30 @@ impl SqlStore {
         let pool = pool_with(if dialect == Dialect::Sqlite { 8 } else { 16 })
             .connect_with(opts.clone())
             .await?;
-        let writer = match dialect {
+        let (writer, readers) = match dialect {
             Dialect::Sqlite => {
                 pool.execute("PRAGMA journal_mode = WAL").await?;
-                pool_with(1).connect_with(opts).await?
+                let mut conns = Vec::with_capacity(READERS);
+                for _ in 0..READERS {
+                    let mut c = AnyConnection::connect_with(&opts).await?;
+                    sqlite_pragmas(&mut c).await?;
+                    conns.push(Arc::new(Mutex::new(c)));
+                }
+                let readers = Readers {
+                    conns,
+                    next: AtomicUsize::new(0),
+                };
+                (
+                    pool_with(1).connect_with(opts).await?,
+                    Some(Arc::new(readers)),
+                )
             }
-            Dialect::Postgres => pool.clone(),
+            Dialect::Postgres => (pool.clone(), None),
         };
         let store = SqlStore {
             pool,
             writer,
+            readers,
             dialect,
         };
         store.migrate().await?;
@@ -121,6 +208,14 @@ impl SqlStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A connection for one-statement reads outside a transaction.
+    pub(crate) async fn reader(&self) -> Result<Reader> {
+        Ok(match &self.readers {
+            Some(r) => Reader::Held(r.take().await),
+            None => Reader::Pooled(self.pool.acquire().await?),
+        })
     }
 
     pub fn backend(&self) -> &'static str {

@@ -70,7 +70,7 @@ impl ModelStore for SqlStore {
         ))
         .bind(owner)
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.reader().await?)
         .await?
         .as_ref()
         .map(rows::model)
@@ -109,7 +109,7 @@ impl ModelStore for SqlStore {
         for id in own {
             q = q.bind(id);
         }
-        q.fetch_all(&self.pool)
+        q.fetch_all(&mut *self.reader().await?)
             .await?
             .iter()
             .map(rows::model)
@@ -127,7 +127,7 @@ impl ModelStore for SqlStore {
         for id in owners {
             q = q.bind(id);
         }
-        q.fetch_all(&self.pool)
+        q.fetch_all(&mut *self.reader().await?)
             .await?
             .iter()
             .map(rows::model)
@@ -309,7 +309,7 @@ impl SqlStore {
     pub(super) async fn model_by_id(&self, id: i64) -> Result<Model> {
         let row = sqlx::query(&format!("{MODEL_SELECT} WHERE m.id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?
             .ok_or(StoreError::NotFound("model"))?;
         rows::model(&row)

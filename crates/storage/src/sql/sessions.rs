@@ -35,7 +35,7 @@ impl SessionStore for SqlStore {
             "SELECT id, kind, username, name, created_at, password_hash FROM accounts WHERE username = $1",
         )
         .bind(username)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.reader().await?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(PasswordRecord {
@@ -74,7 +74,7 @@ impl SessionStore for SqlStore {
         )
         .bind(hash)
         .bind(rows::micros(at))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.reader().await?)
         .await?;
         self.caller_of(row).await
     }

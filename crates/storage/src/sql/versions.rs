@@ -5,8 +5,8 @@ use modelyard_domain::*;
 use sqlx::{Any, Row, Transaction};
 
 use super::{now, SqlStore};
-use crate::rows::{self, VERSION_SELECT};
-use crate::store::{Deletion, Unreferenced, VersionStore};
+use crate::rows::{self, MODEL_AND_VERSION_SELECT, VERSION_SELECT};
+use crate::store::{Deletion, StoredVersion, Unreferenced, VersionStore};
 use crate::{Result, StoreError};
 
 #[async_trait]
@@ -19,7 +19,7 @@ impl VersionStore for SqlStore {
         .bind(model_id)
         .bind(page.after.unwrap_or(i64::MAX))
         .bind(page.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?
         .iter()
         .map(rows::version)
@@ -32,40 +32,49 @@ impl VersionStore for SqlStore {
         ))
         .bind(model_id)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.reader().await?)
         .await?
         .as_ref()
         .map(rows::version)
         .transpose()
     }
 
-    async fn version_by_id(&self, id: &str) -> Result<Option<(Model, Version)>> {
-        let Some(row) = sqlx::query(&format!(
-            "{VERSION_SELECT} WHERE v.id = $1 AND v.trashed_at IS NULL"
+    async fn version_by_id(&self, id: &str) -> Result<Option<ModelVersion>> {
+        // Both outside the trash: a version in it, or of a model in it, is gone to every read.
+        let row = sqlx::query(&format!(
+            "{MODEL_AND_VERSION_SELECT} JOIN versions r ON r.model_id = m.id \
+             WHERE r.id = $1 AND r.trashed_at IS NULL AND m.trashed_at IS NULL"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let version = rows::version(&row)?;
-        // A version outside the trash has its model outside it too; read apart, either could
-        // have gone meanwhile.
-        let Some(model) = sqlx::query(&format!(
-            "{} WHERE m.id = $1 AND m.trashed_at IS NULL",
-            rows::MODEL_SELECT
-        ))
-        .bind(version.model_id)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some((rows::model(&model)?, version)))
+        .fetch_optional(&mut *self.reader().await?)
+        .await?;
+        match row.as_ref().map(rows::model_and_version).transpose()? {
+            Some((model, Some(version))) => Ok(Some(ModelVersion { model, version })),
+            _ => Ok(None),
+        }
     }
 
-    async fn create_version(&self, v: NewVersion) -> Result<(Version, bool)> {
+    async fn model_and_version(
+        &self,
+        owner: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<Option<(Model, Option<Version>)>> {
+        sqlx::query(&format!(
+            "{MODEL_AND_VERSION_SELECT} LEFT JOIN versions r ON r.model_id = m.id AND r.id = $3 \
+             AND r.trashed_at IS NULL WHERE a.username = $1 AND m.name = $2 AND m.trashed_at IS NULL"
+        ))
+        .bind(owner)
+        .bind(name)
+        .bind(id)
+        .fetch_optional(&mut *self.reader().await?)
+        .await?
+        .as_ref()
+        .map(rows::model_and_version)
+        .transpose()
+    }
+
+    async fn create_version(&self, v: NewVersion) -> Result<StoredVersion> {
         let id = ids::version_id(v.model_id, &v.content_digest);
         let mut tx = self.begin_write().await?;
         // The model row first, as a deletion locks it: trashing the model (which counts its
@@ -90,7 +99,10 @@ impl VersionStore for SqlStore {
                     rows::time(purge_at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 )));
             }
-            return Ok((rows::version(&row)?, false));
+            return Ok(StoredVersion {
+                version: rows::version(&row)?,
+                created: false,
+            });
         }
         // A concurrent push of the same content (PostgreSQL does not serialize writers) inserts
         // nothing here and returns the version the other push made.
@@ -134,13 +146,16 @@ impl VersionStore for SqlStore {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok((rows::version(&row)?, inserted))
+        Ok(StoredVersion {
+            version: rows::version(&row)?,
+            created: inserted,
+        })
     }
 
     async fn artifact_in_use(&self, artifact: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE artifact = $1")
             .bind(artifact)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.reader().await?)
             .await?;
         Ok(n > 0)
     }
@@ -148,7 +163,7 @@ impl VersionStore for SqlStore {
     async fn weights_in_use(&self, weights: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM versions WHERE weights = $1")
             .bind(weights)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.reader().await?)
             .await?;
         Ok(n > 0)
     }
@@ -158,7 +173,7 @@ impl VersionStore for SqlStore {
             "SELECT CAST(SUM(count) AS BIGINT) FROM version_runs WHERE version_id = $1",
         )
         .bind(version_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.reader().await?)
         .await?;
         Ok(n.unwrap_or(0))
     }

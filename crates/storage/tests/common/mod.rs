@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use modelyard_domain::*;
 use modelyard_storage::prelude::*;
-use modelyard_storage::{Deletion, SqlStore, StoreError};
+use modelyard_storage::{Deletion, SqlStore, StoreError, StoredVersion};
 use serde_json::json;
 use sqlx::{AnyPool, Connection, Executor, PgConnection};
 use tokio::sync::Barrier;
@@ -278,7 +278,10 @@ pub fn new_version(model_id: i64, digest: &str, artifact: &str) -> NewVersion {
 }
 
 pub async fn version(store: &SqlStore, model_id: i64, digest: &str, artifact: &str) -> Version {
-    let (v, created) = store
+    let StoredVersion {
+        version: v,
+        created,
+    } = store
         .create_version(new_version(model_id, digest, artifact))
         .await
         .expect("create version");
