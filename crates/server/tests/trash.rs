@@ -612,7 +612,7 @@ async fn sizes_of_older_projects_are_filled_in() {
         .await
         .unwrap()
         .unwrap()
-        .1
+        .version
         .artifact;
     {
         use sqlx::Connection;
