@@ -553,6 +553,16 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
             return Err(format!("could not create the fine-tuned version: {e}"));
         }
     };
+    // Its size, for what deleting the version frees; recorded under the lock like the version.
+    let size = match blobs.weights_file(&placed.key) {
+        Ok(p) => tokio::fs::metadata(&p).await.map(|m| m.len() as i64).ok(),
+        Err(_) => None,
+    };
+    if let Some(bytes) = size {
+        if let Err(e) = inner.store.record_weights(&placed.key, bytes).await {
+            tracing::warn!(job = %job.id, error = %e, "could not record the weights' size");
+        }
+    }
     drop(held);
     end.output = Some(json!({"version": format!("{destination}:{}", v.id), "weights": url}));
     end.result_version_id = Some(v.id);
