@@ -508,19 +508,33 @@ async fn frees_bytes_is_what_purging_removes() {
     let va = push_dir(&s, "alice/f", &a).await;
     let vb = push_dir(&s, "alice/f", &b).await;
 
-    // Sizes are recorded at push.
+    // Sizes are recorded at push; owners see them when they ask.
     let ga = s
-        .get("alice", &format!("/v1/models/alice/f/versions/{va}"))
+        .get(
+            "alice",
+            &format!("/v1/models/alice/f/versions/{va}?storage=true"),
+        )
         .await;
     let total_a = ga.body["storage"]["bytes"].as_i64().unwrap();
     assert!(total_a >= 350_000, "{:?}", ga.body);
     assert_eq!(ga.body["storage"]["unique_bytes"].as_i64().unwrap(), 50_000);
     assert!(s
-        .get("bob", "/v1/models/alice/f")
+        .get("bob", "/v1/models/alice/f?storage=true")
         .await
         .body
         .get("storage")
         .is_none());
+    let plain = s.get("alice", "/v1/models/alice/f").await;
+    assert!(plain.body.get("storage").is_none(), "{:?}", plain.body);
+    let asked = s.get("alice", "/v1/models/alice/f?storage=true").await;
+    assert!(asked.body["storage"]["bytes"].as_i64().unwrap() >= total_a);
+    let bad = s.get("alice", "/v1/models/alice/f?storage=maybe").await;
+    assert_eq!(
+        bad.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        bad.body
+    );
     let storage = s.get("alice", "/v1/account/storage").await;
     assert_eq!(storage.status, StatusCode::OK, "{:?}", storage.body);
     assert!(storage.body["bytes"].as_i64().unwrap() >= 420_000);
@@ -600,7 +614,7 @@ async fn sizes_of_older_projects_are_filled_in() {
     s.create_model("alice", "alice", "old", "private").await;
     let dir = project(tmp.path(), "old", &[("w.bin", 40_000, 9)]);
     let v = push_dir(&s, "alice/old", &dir).await;
-    let path = format!("/v1/models/alice/old/versions/{v}");
+    let path = format!("/v1/models/alice/old/versions/{v}?storage=true");
     let measured = s.get("alice", &path).await.body["storage"].clone();
     assert!(measured["bytes"].as_i64().unwrap() > 40_000, "{measured}");
 

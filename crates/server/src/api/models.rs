@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{body_rejection, next_cursor, Auth, DryRun, Json, PageQuery, Path, Query};
+use crate::extract::{
+    body_rejection, next_cursor, Auth, DryRun, Json, PageQuery, Path, Query, WithStorage,
+};
 use crate::ops::models::{self as op, check_link, ModelRequest, HARDWARE};
 use crate::ops::{DeleteMode, DeleteOutcome};
 use crate::state::AppState;
@@ -127,12 +129,16 @@ pub async fn get_model(
     State(s): State<AppState>,
     auth: Auth,
     Path((owner, name)): Path<(String, String)>,
+    Query(q): Query<WithStorage>,
 ) -> ApiResult<axum::Json<Value>> {
+    let storage = q.get()?;
     let m = op::visible_model(&s, auth.0.as_ref(), &owner, &name).await?;
     let mut body = views::model(&s, &m);
-    // Its owners also see what it stores (an extension).
-    if let Some(st) = crate::ops::trash::model_storage(&s, auth.0.as_ref(), &m).await? {
-        body["storage"] = views::storage(&st);
+    // Its owners may ask for what it stores (an extension).
+    if storage {
+        if let Some(st) = crate::ops::trash::model_storage(&s, auth.0.as_ref(), &m).await? {
+            body["storage"] = views::storage(&st);
+        }
     }
     Ok(axum::Json(body))
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use serde_json::Value;
 
 use crate::error::ApiResult;
-use crate::extract::{next_cursor, Auth, DryRun, PageQuery, Path, Query};
+use crate::extract::{next_cursor, Auth, DryRun, PageQuery, Path, Query, WithStorage};
 use crate::ops::versions as op;
 use crate::state::AppState;
 use crate::views;
@@ -28,13 +28,17 @@ pub async fn get_version(
     State(s): State<AppState>,
     auth: Auth,
     Path((owner, name, id)): Path<(String, String, String)>,
+    Query(q): Query<WithStorage>,
 ) -> ApiResult<Json<Value>> {
+    let storage = q.get()?;
     let mv = op::visible_version(&s, auth.0.as_ref(), &owner, &name, &id).await?;
     let mut body = views::version(&mv.version);
-    // Its model's owners also see what it stores (an extension).
-    let st = crate::ops::trash::version_storage(&s, auth.0.as_ref(), &mv.model, &mv.version);
-    if let Some(st) = st.await? {
-        body["storage"] = views::storage(&st);
+    // Its model's owners may ask for what it stores (an extension).
+    if storage {
+        let st = crate::ops::trash::version_storage(&s, auth.0.as_ref(), &mv.model, &mv.version);
+        if let Some(st) = st.await? {
+            body["storage"] = views::storage(&st);
+        }
     }
     Ok(Json(body))
 }
