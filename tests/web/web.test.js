@@ -369,6 +369,60 @@ test("the account page makes and revokes API tokens", async () => {
   assert.equal(after.status, 401);
 });
 
+test("a prune is previewed, then done, and the Trash page restores and purges", async () => {
+  const page = srv.page;
+  const r = await api("alice", "POST", "/v1/models", { owner: "alice", name: "old", visibility: "private", hardware: "cpu" });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const ids = [];
+  for (const f of ["echo", "echo2", "iterator"]) {
+    ids.push(await cli(["push", "alice/old", path.join(FIXTURES, f)], { token: srv.tokens.alice }));
+  }
+  const [oldest, middle, newest] = ids;
+  // The preview decides per version and changes nothing.
+  await page.goto(`${srv.base}/alice/old/versions`);
+  await page.getByLabel("Versions to keep").fill("1");
+  await Promise.all([page.waitForNavigation(), page.getByRole("button", { name: "Preview" }).click()]);
+  const preview = page.getByTestId("prune-preview");
+  await preview.waitFor();
+  assert.equal(await preview.locator(`tr[data-version="${newest}"]`).getAttribute("data-decision"), "kept");
+  for (const v of [oldest, middle]) {
+    assert.equal(await preview.locator(`tr[data-version="${v}"]`).getAttribute("data-decision"), "deleted");
+  }
+  const frees = await page.getByTestId("prune-frees").textContent();
+  assert.match(frees, /deletes 2 versions and frees [0-9.]+ (B|KB|MB)/);
+  assert.doesNotMatch(frees, /frees 0 B/);
+  assert.equal((await api("alice", "GET", "/v1/models/alice/old/versions")).body.results.length, 3);
+  await shot(page, "versions-prune");
+  await Promise.all([page.waitForNavigation(), page.getByRole("button", { name: /^Prune 2 versions/ }).click()]);
+  await page.getByText("Deleted 2 versions (to the trash), kept 1").waitFor();
+  const left = (await api("alice", "GET", "/v1/models/alice/old/versions")).body.results.map((v) => v.id);
+  assert.deepEqual(left, [newest]);
+
+  // Both are in the trash, each with its time left and what it frees.
+  await page.goto(`${srv.base}/account/trash`);
+  const row = (v) => page.locator(`tr[data-target="alice/old:${v}"]`);
+  for (const v of [oldest, middle]) {
+    await row(v).waitFor();
+    assert.match(await row(v).textContent(), /(7 days|6 days 23 hours) left/);
+  }
+  await shot(page, "trash");
+  // Restore brings one back under the same id, and it runs again.
+  await Promise.all([page.waitForNavigation(), page.getByRole("button", { name: `Restore alice/old:${middle}` }).click()]);
+  assert.match(page.url(), new RegExp(`/alice/old/versions/${middle}$`));
+  await page.getByText(`Restored the version ${middle.slice(0, 12)} of alice/old.`).waitFor();
+  assert.equal((await api("alice", "GET", `/v1/models/alice/old/versions/${middle}`)).status, 200);
+  // Purge removes the other for good.
+  await page.goto(`${srv.base}/account/trash`);
+  await Promise.all([page.waitForNavigation(), page.getByRole("button", { name: `Purge alice/old:${oldest}` }).click()]);
+  await page.getByText(`Purged alice/old:${oldest.slice(0, 12)}: it is gone for good.`).waitFor();
+  assert.equal(await row(oldest).count(), 0);
+  const gone = await api("alice", "POST", `/v1/models/alice/old/versions/${oldest}/restore`);
+  assert.equal(gone.status, 404, JSON.stringify(gone.body));
+  // The account page adds it up.
+  await page.goto(`${srv.base}/account`);
+  assert.match(await page.getByTestId("storage").textContent(), /Your models store [0-9.]+ (B|KB|MB)/);
+});
+
 test("pages fit a phone-width screen and sign-out ends the session", async () => {
   const phone = await (await newContext(390, 844)).newPage();
   await signIn(phone, "alice");

@@ -54,6 +54,11 @@ impl Blobs {
         if what.in_use(self).await? {
             return Ok(Released::InUse);
         }
+        // The blobs the tree links, as recorded at push: only those can lose their last link.
+        let linked = match what {
+            Stored::Artifact(d) => self.store.artifact_blobs(d).await?,
+            Stored::Weights(_) => vec![],
+        };
         let gone = match what {
             // remove_dir_all does not follow links inside the tree it removes.
             Stored::Artifact(_) => tokio::fs::remove_dir_all(&path).await,
@@ -67,12 +72,16 @@ impl Blobs {
         }
         match what {
             // Blobs only this tree linked to have one link left, the store's own.
-            Stored::Artifact(_) => tree::sweep_blobs(&self.layout.blobs()).await?,
+            Stored::Artifact(d) => {
+                tree::sweep_blobs(&self.layout.blobs(), linked).await?;
+                self.store.forget_artifact(d).await?;
+            }
             // Another name may share the digest's folder; an empty folder goes with its file.
-            Stored::Weights(_) => {
+            Stored::Weights(k) => {
                 if let Some(dir) = path.parent() {
                     let _ = tokio::fs::remove_dir(dir).await;
                 }
+                self.store.forget_weights(k).await?;
             }
         }
         Ok(Released::Removed)

@@ -321,3 +321,48 @@ async fn staging_left_by_a_crash_is_removed() {
     assert!(!tmp.join("push-abc").exists());
     assert!(tmp.join("other").is_dir());
 }
+
+#[tokio::test]
+async fn a_recorded_tree_checks_only_its_own_blobs_and_is_forgotten() {
+    let d = data().await;
+    let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    let shared: &[u8] = b"the same large weights";
+    d.put_tree(&a, &[("w.bin", shared), ("predict.py", b"v1")])
+        .await;
+    d.put_tree(&b, &[("w.bin", shared), ("predict.py", b"v2")])
+        .await;
+    let (va, vb) = (d.version(&a, None).await, d.version(&b, None).await);
+    // What a push records, here measured from disk as for a tree stored before sizes were.
+    for t in [&a, &b] {
+        let sizes = d.blobs.scan_tree_blobs(t).await.unwrap();
+        d.store.record_artifact(t, &sizes).await.unwrap();
+    }
+    let mut want = vec![(sha(shared), shared.len() as i64), (sha(b"v1"), 2)];
+    want.sort();
+    assert_eq!(d.blobs.scan_tree_blobs(&a).await.unwrap(), want);
+    // A blob no recorded tree names (left by some earlier failure): a recorded release does not
+    // look at it, a release of an unrecorded tree does.
+    let stray = d.blobs.layout().blobs().join("f".repeat(64));
+    std::fs::write(&stray, b"stray").unwrap();
+
+    d.delete(&va).await;
+    assert_eq!(
+        d.blobs.release(Stored::Artifact(&a)).await.unwrap(),
+        Released::Removed
+    );
+    let mut want = vec![("f".repeat(64), 1), (sha(shared), 2), (sha(b"v2"), 2)];
+    want.sort();
+    assert_eq!(d.blobs(), want);
+    assert!(d.store.artifact_blobs(&a).await.unwrap().is_empty());
+    assert_eq!(d.store.artifact_blobs(&b).await.unwrap().len(), 2);
+
+    d.delete(&vb).await;
+    d.blobs.release(Stored::Artifact(&b)).await.unwrap();
+    assert_eq!(d.blobs(), vec![("f".repeat(64), 1)]);
+
+    d.put_tree(&c, &[("predict.py", b"v3")]).await;
+    let vc = d.version(&c, None).await;
+    d.delete(&vc).await;
+    d.blobs.release(Stored::Artifact(&c)).await.unwrap();
+    assert_eq!(d.blobs(), vec![]);
+}

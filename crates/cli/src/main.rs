@@ -155,6 +155,10 @@ pub struct ServeArgs {
     /// How long API predictions keep their input, output, files and logs, in seconds.
     #[arg(long, env = "MODELYARD_API_RETENTION_SECS", default_value_t = defaults::API_RETENTION_SECS)]
     pub api_retention_secs: u64,
+    /// How many days a deleted model or version stays in its owner's trash, to be restored;
+    /// 0 deletes at once and for good.
+    #[arg(long, env = "MODELYARD_TRASH_DAYS", default_value_t = defaults::TRASH_DAYS)]
+    pub trash_days: u64,
     /// Also allow webhooks to http URLs and to private, loopback and link-local addresses
     /// (a self-hosted network often needs them); without it such targets are refused.
     #[arg(long, env = "MODELYARD_ALLOW_PRIVATE_WEBHOOKS", value_parser = flags::boolish())]

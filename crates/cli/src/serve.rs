@@ -32,6 +32,8 @@ pub async fn run(args: ServeArgs) -> Outcome {
         server_idle: Duration::from_secs(args.server_idle_secs),
         setup_timeout: Duration::from_secs(args.setup_timeout_secs),
         api_retention: Duration::from_secs(args.api_retention_secs),
+        trash: modelyard_server::trash_days(args.trash_days),
+        trash_sweep_every: Duration::from_secs(modelyard_server::defaults::TRASH_SWEEP_SECS),
         allow_private_webhooks: args.allow_private_webhooks,
         sandbox,
     };

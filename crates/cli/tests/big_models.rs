@@ -225,13 +225,20 @@ fn a_gigabyte_model_pushes_with_flat_memory_round_trips_and_is_stored_once() {
     let added = stored_bytes(&data).saturating_sub(before);
     assert!(added < MIB, "the second version added {added} bytes");
 
-    // The shared weights stay while a version uses them, and go with the last.
-    cli(&["versions", "delete", &format!("alice/big:{v1}")], &env);
+    // The shared weights stay while a version uses them, and go with the last (deleted for good:
+    // the server would otherwise keep them in its trash for a week).
+    cli(
+        &["versions", "delete", &format!("alice/big:{v1}"), "--purge"],
+        &env,
+    );
     assert!(
         stored_bytes(&data) > GIB,
         "the weights went with the first version"
     );
-    cli(&["versions", "delete", &format!("alice/big:{v2}")], &env);
+    cli(
+        &["versions", "delete", &format!("alice/big:{v2}"), "--purge"],
+        &env,
+    );
     assert!(
         stored_bytes(&data) < 64 * MIB,
         "the weights outlived their last version: {} bytes",

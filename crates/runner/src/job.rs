@@ -114,6 +114,9 @@ pub async fn run(
         job.started_at = Some(at);
     }
     let end = execute(inner, &mut job, &ch, &mut slot).await;
+    // The job ended when its server was done with it: taken before the place is given back, so
+    // a job that starts on the freed place never starts before this one completed.
+    let completed_at = Utc::now();
     slot.give_back();
     if *inner.shutdown.borrow() {
         // Work that had not started goes back to the queue for the next start; work that had
@@ -134,7 +137,7 @@ pub async fn run(
     }
     let mut status = None;
     if let Some(mut end) = end {
-        end.completed_at = Utc::now();
+        end.completed_at = completed_at;
         let s = end.status;
         let done = ended(&job, &end);
         match inner.store.finish_job(&job.id, end).await {
@@ -550,6 +553,16 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
             return Err(format!("could not create the fine-tuned version: {e}"));
         }
     };
+    // Its size, for what deleting the version frees; recorded under the lock like the version.
+    let size = match blobs.weights_file(&placed.key) {
+        Ok(p) => tokio::fs::metadata(&p).await.map(|m| m.len() as i64).ok(),
+        Err(_) => None,
+    };
+    if let Some(bytes) = size {
+        if let Err(e) = inner.store.record_weights(&placed.key, bytes).await {
+            tracing::warn!(job = %job.id, error = %e, "could not record the weights' size");
+        }
+    }
     drop(held);
     end.output = Some(json!({"version": format!("{destination}:{}", v.id), "weights": url}));
     end.result_version_id = Some(v.id);

@@ -32,6 +32,11 @@ pub struct Config {
     pub setup_timeout: Duration,
     /// API predictions lose input, output, files and logs after this long.
     pub api_retention: Duration,
+    /// How long a deleted model or version stays in its owner's trash (`--trash-days`); zero
+    /// deletes at once and for good.
+    pub trash: Duration,
+    /// How often the sweep purges what the trash kept past its time.
+    pub trash_sweep_every: Duration,
     /// Whether webhooks may go to http URLs and private, loopback or link-local addresses.
     pub allow_private_webhooks: bool,
     /// How pushed model code is confined.
@@ -68,6 +73,8 @@ pub mod defaults {
     pub const SERVER_IDLE_SECS: u64 = 300;
     pub const SETUP_TIMEOUT_SECS: u64 = 300;
     pub const API_RETENTION_SECS: u64 = 3600;
+    pub const TRASH_DAYS: u64 = 7;
+    pub const TRASH_SWEEP_SECS: u64 = 60;
 }
 
 impl Default for Config {
@@ -87,8 +94,15 @@ impl Default for Config {
             server_idle: Duration::from_secs(defaults::SERVER_IDLE_SECS),
             setup_timeout: Duration::from_secs(defaults::SETUP_TIMEOUT_SECS),
             api_retention: Duration::from_secs(defaults::API_RETENTION_SECS),
+            trash: trash_days(defaults::TRASH_DAYS),
+            trash_sweep_every: Duration::from_secs(defaults::TRASH_SWEEP_SECS),
             allow_private_webhooks: false,
             sandbox: SandboxConfig::default(),
         }
     }
+}
+
+/// `--trash-days` as a duration.
+pub fn trash_days(days: u64) -> Duration {
+    Duration::from_secs(days.saturating_mul(24 * 3600))
 }

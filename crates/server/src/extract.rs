@@ -159,6 +159,24 @@ impl DryRun {
     }
 }
 
+/// `?storage=true` on a model's or version's GET: its owners asked for what it stores (an
+/// extension, off by default so Replicate's clients never pay the extra query).
+#[derive(Deserialize, Default)]
+pub struct WithStorage {
+    #[serde(default)]
+    pub storage: Option<String>,
+}
+
+impl WithStorage {
+    pub fn get(&self) -> Result<bool, ApiError> {
+        match self.storage.as_deref() {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") | Some("") => Ok(true),
+            Some(_) => Err(ApiError::invalid("storage", "must be true or false")),
+        }
+    }
+}
+
 /// Path parameters. A segment that cannot be one (invalid UTF-8 after percent-decoding, a
 /// number that is not one) names nothing here: a problem+json 404, not axum's plain text.
 pub struct Path<T>(pub T);

@@ -26,7 +26,7 @@ use modelyard_runner::sandbox::Sandbox;
 use modelyard_storage::{SqlStore, Store};
 use tower_http::trace::TraceLayer;
 
-pub use config::{defaults, Config, Gpus, SandboxConfig};
+pub use config::{defaults, trash_days, Config, Gpus, SandboxConfig};
 pub use error::ApiError;
 pub use start_error::StartError;
 pub use state::AppState;
@@ -104,6 +104,8 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
     let sandbox = start_sandbox(&config).await?;
     let mut state = AppState::new(store.clone(), blobs, config, public, key, sandbox.clone());
     push::audit_artifacts(state.blobs.layout().artifacts());
+    ops::trash::backfill_sizes(state.clone());
+    ops::trash::start_sweep(state.clone(), state.config.trash_sweep_every);
     if state.config.run_jobs {
         let c = &state.config;
         let runner = modelyard_runner::Runner::start(

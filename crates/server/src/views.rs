@@ -138,3 +138,32 @@ pub fn page(s: &AppState, path: &str, results: Vec<Value>, next_cursor: Option<i
     });
     json!({"previous": null, "next": next, "results": results})
 }
+
+pub fn trash_item(i: &modelyard_storage::TrashItem) -> Value {
+    json!({
+        "kind": i.kind.as_str(),
+        "owner": i.owner,
+        "name": i.name,
+        "version_id": i.version_id,
+        "trashed_at": time(i.trashed_at),
+        "purge_at": time(i.purge_at),
+        "frees_bytes": i.frees_bytes,
+    })
+}
+
+pub fn prune(p: &modelyard_storage::Prune) -> Value {
+    use modelyard_storage::KeptReason;
+    let kept: Vec<Value> = p
+        .kept
+        .iter()
+        .map(|(id, why)| match why {
+            KeptReason::Newest => json!({"id": id, "reason": "newest", "blockers": []}),
+            KeptReason::Blocked(b) => json!({"id": id, "reason": "blocked", "blockers": b}),
+        })
+        .collect();
+    json!({"deleted": p.deleted, "kept": kept, "frees_bytes": p.frees_bytes})
+}
+
+pub fn storage(s: &modelyard_storage::Storage) -> Value {
+    json!({"bytes": s.bytes, "unique_bytes": s.unique_bytes})
+}

@@ -469,3 +469,103 @@ async fn failed_sign_ins_are_slowed_down_per_account_and_said_so() {
         StatusCode::SEE_OTHER
     );
 }
+
+/// The Trash page and the prune form: only the item's owners restore or purge it, each form
+/// needs its session's token, and a prune's preview changes nothing.
+#[tokio::test]
+async fn trash_forms_keep_to_owners_and_their_session() {
+    let s = start_with(Backend::Sqlite, |c| {
+        c.trash = std::time::Duration::from_secs(7 * 24 * 3600)
+    })
+    .await;
+    set_password(&s, "alice", "correct horse").await;
+    set_password(&s, "bob", "battery staple").await;
+    s.create_model("alice", "alice", "m", "private").await;
+    let old = s.version("alice/m", "m-1").await;
+    s.version("alice/m", "m-2").await;
+    let path = format!("/v1/models/alice/m/versions/{old}");
+    let r = s.call("alice", reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+
+    let mut alice = Browser::new(&s);
+    alice.sign_in("alice", "correct horse").await;
+    let page = alice.get("/account/trash").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains(&format!(
+            "Version <code>{}</code> of <code>alice/m</code>",
+            &old[..12]
+        )),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("6 days 23 hours left"), "{}", page.body);
+    let csrf = hidden(&page.body, "csrf");
+    let item = [("owner", "alice"), ("name", "m"), ("version", old.as_str())];
+
+    // Without the token, nothing happens; bob's own token does not reach alice's trash.
+    assert_eq!(
+        alice.post("/account/trash/purge", &item).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let mut bob = Browser::new(&s);
+    bob.sign_in("bob", "battery staple").await;
+    let bobs = hidden(&bob.get("/account/trash").await.body, "csrf");
+    for action in ["restore", "purge"] {
+        let mut form = item.to_vec();
+        form.push(("csrf", &bobs));
+        let r = bob.post(&format!("/account/trash/{action}"), &form).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{action}");
+    }
+    assert_eq!(
+        s.get("alice", "/v1/trash").await.body["results"][0]["version_id"],
+        old.as_str()
+    );
+
+    let mut form = item.to_vec();
+    form.push(("csrf", &csrf));
+    let r = alice.post("/account/trash/restore", &form).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers[header::LOCATION].to_str().unwrap(),
+        format!("/alice/m/versions/{old}")
+    );
+    assert_eq!(s.get("alice", &path).await.status, StatusCode::OK);
+    // Restored already: the page says it is not in the trash.
+    let r = alice.post("/account/trash/restore", &form).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.contains("not in your trash"), "{}", r.body);
+
+    // The prune preview is a GET that changes nothing; the prune needs the token.
+    let preview = alice.get("/alice/m/versions?keep=1").await;
+    assert_eq!(preview.status, StatusCode::OK);
+    assert!(preview
+        .body
+        .contains(&format!("data-version=\"{old}\" data-decision=\"deleted\"")));
+    let bad = alice.get("/alice/m/versions?keep=x").await;
+    assert!(bad.body.contains("whole number"), "{}", bad.body);
+    assert_eq!(s.get("alice", &path).await.status, StatusCode::OK);
+    assert_eq!(
+        alice
+            .post("/alice/m/versions/prune", &[("keep", "1")])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let r = alice
+        .post("/alice/m/versions/prune", &[("keep", "1"), ("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(s.get("alice", &path).await.status, StatusCode::NOT_FOUND);
+    let r = bob
+        .post("/alice/m/versions/prune", &[("keep", "0"), ("csrf", &bobs)])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.get("alice", "/v1/models/alice/m/versions").await.body["results"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -153,10 +153,12 @@ impl std::fmt::Display for NameInTrash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "The model {}/{} is in the trash until {}: restore it, or purge it to use its name              for a new model.",
+            "The model {}/{} is in the trash until {}: restore it, or purge it to use its name \
+             for a new model.",
             self.owner,
             self.name,
-            self.purge_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            self.purge_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         )
     }
 }
@@ -476,6 +478,9 @@ pub trait SizeStore: Send + Sync {
     async fn forget_artifact(&self, artifact: &str) -> Result<()>;
     /// Forgets a weights file's size once no version uses it.
     async fn forget_weights(&self, weights: &str) -> Result<()>;
+    /// The blobs recorded for an artifact (what its tree links), for a release to check only
+    /// those once the tree is gone; empty when none were recorded.
+    async fn artifact_blobs(&self, artifact: &str) -> Result<Vec<String>>;
     /// Artifacts some version references whose contents were never recorded (stored before
     /// sizes were), at most `limit`, for the server to record from disk.
     async fn artifacts_without_sizes(&self, limit: i64) -> Result<Vec<String>>;

@@ -272,6 +272,10 @@ async fn a_trashed_model_is_gone_and_keeps_its_name(store: SqlStore) {
     assert_eq!((held.owner.as_str(), held.name.as_str()), ("alice", "m"));
     assert_eq!(held.purge_at.timestamp_micros(), until.timestamp_micros());
     assert!(held.to_string().contains("in the trash until"), "{held}");
+    assert!(
+        !held.to_string().contains("  "),
+        "one sentence, no stray gap: {held}"
+    );
     let r = store.create_model(new.clone()).await;
     assert!(
         matches!(&r, Err(StoreError::Conflict(m)) if m.contains("trash")),
@@ -726,6 +730,11 @@ async fn frees_bytes_counts_shared_content_once(store: SqlStore) {
         .await,
         2
     );
+    // What a release checks on disk once the tree is gone.
+    let mut linked = store.artifact_blobs("a1").await.unwrap();
+    linked.sort();
+    assert_eq!(linked, vec!["a".to_string(), "b".to_string()]);
+    assert!(store.artifact_blobs("none").await.unwrap().is_empty());
 }
 
 async fn storage_of_versions_models_and_accounts(store: SqlStore) {

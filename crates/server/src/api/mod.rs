@@ -9,6 +9,7 @@ mod files;
 mod jobs;
 mod live;
 mod models;
+mod trash;
 mod versions;
 
 use axum::extract::Request;
@@ -34,17 +35,22 @@ macro_rules! api_routes {
 
 api_routes! {
     get "/v1/account" => account::get_account,
+    get "/v1/account/storage" => trash::storage,
+    get "/v1/trash" => trash::list,
     get "/v1/hardware" => account::hardware,
     get "/v1/models" => models::list,
     post "/v1/models" => models::create,
     get "/v1/models/{owner}/{name}" => models::get_model,
     patch "/v1/models/{owner}/{name}" => models::update,
     delete "/v1/models/{owner}/{name}" => models::delete_model,
+    post "/v1/models/{owner}/{name}/restore" => trash::restore_model,
     get "/v1/models/{owner}/{name}/versions" => versions::list,
     post "/v1/models/{owner}/{name}/versions" => crate::push::push,
+    post "/v1/models/{owner}/{name}/versions/prune" => trash::prune,
     get "/v1/models/{owner}/{name}/versions/{id}" => versions::get_version,
     delete "/v1/models/{owner}/{name}/versions/{id}" => versions::delete_version,
     get "/v1/models/{owner}/{name}/versions/{id}/build-log" => versions::build_log,
+    post "/v1/models/{owner}/{name}/versions/{id}/restore" => trash::restore_version,
     post "/v1/models/{owner}/{name}/versions/{id}/trainings" => jobs::create_training,
     post "/v1/models/{owner}/{name}/predictions" => jobs::create_for_model,
     get "/v1/predictions" => jobs::list_predictions,

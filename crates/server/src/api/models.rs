@@ -8,9 +8,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{body_rejection, next_cursor, Auth, DryRun, Json, PageQuery, Path, Query};
+use crate::extract::{
+    body_rejection, next_cursor, Auth, DryRun, Json, PageQuery, Path, Query, WithStorage,
+};
 use crate::ops::models::{self as op, check_link, ModelRequest, HARDWARE};
-use crate::ops::DeleteOutcome;
+use crate::ops::{DeleteMode, DeleteOutcome};
 use crate::state::AppState;
 use crate::views;
 
@@ -127,9 +129,18 @@ pub async fn get_model(
     State(s): State<AppState>,
     auth: Auth,
     Path((owner, name)): Path<(String, String)>,
+    Query(q): Query<WithStorage>,
 ) -> ApiResult<axum::Json<Value>> {
+    let storage = q.get()?;
     let m = op::visible_model(&s, auth.0.as_ref(), &owner, &name).await?;
-    Ok(axum::Json(views::model(&s, &m)))
+    let mut body = views::model(&s, &m);
+    // Its owners may ask for what it stores (an extension).
+    if storage {
+        if let Some(st) = crate::ops::trash::model_storage(&s, auth.0.as_ref(), &m).await? {
+            body["storage"] = views::storage(&st);
+        }
+    }
+    Ok(axum::Json(body))
 }
 
 /// A link field: a string (an http(s) address) or null.
@@ -199,11 +210,19 @@ pub async fn update(
 pub fn delete_response(o: DeleteOutcome) -> Response {
     match o {
         DeleteOutcome::Deleted => StatusCode::NO_CONTENT.into_response(),
-        DeleteOutcome::Preview(blockers) => axum::Json(json!({
-            "deletable": blockers.is_empty(),
-            "blockers": blockers,
-        }))
-        .into_response(),
+        DeleteOutcome::Preview {
+            blockers,
+            frees_bytes,
+        } => {
+            let mut body = json!({
+                "deletable": blockers.is_empty(),
+                "blockers": blockers,
+            });
+            if let Some(n) = frees_bytes {
+                body["frees_bytes"] = json!(n);
+            }
+            axum::Json(body).into_response()
+        }
     }
 }
 
@@ -212,8 +231,13 @@ pub async fn delete_model(
     auth: Auth,
     Path((owner, name)): Path<(String, String)>,
     Query(q): Query<DryRun>,
+    Query(p): Query<super::trash::PurgeQuery>,
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
-    let o = op::delete_model(&s, &caller, &owner, &name, q.get()?).await?;
+    let mode = DeleteMode {
+        dry_run: q.get()?,
+        purge: p.get()?,
+    };
+    let o = op::delete_model(&s, &caller, &owner, &name, mode).await?;
     Ok(delete_response(o))
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use serde_json::Value;
 
 use crate::error::ApiResult;
-use crate::extract::{next_cursor, Auth, DryRun, PageQuery, Path, Query};
+use crate::extract::{next_cursor, Auth, DryRun, PageQuery, Path, Query, WithStorage};
 use crate::ops::versions as op;
 use crate::state::AppState;
 use crate::views;
@@ -28,9 +28,19 @@ pub async fn get_version(
     State(s): State<AppState>,
     auth: Auth,
     Path((owner, name, id)): Path<(String, String, String)>,
+    Query(q): Query<WithStorage>,
 ) -> ApiResult<Json<Value>> {
+    let storage = q.get()?;
     let mv = op::visible_version(&s, auth.0.as_ref(), &owner, &name, &id).await?;
-    Ok(Json(views::version(&mv.version)))
+    let mut body = views::version(&mv.version);
+    // Its model's owners may ask for what it stores (an extension).
+    if storage {
+        let st = crate::ops::trash::version_storage(&s, auth.0.as_ref(), &mv.model, &mv.version);
+        if let Some(st) = st.await? {
+            body["storage"] = views::storage(&st);
+        }
+    }
+    Ok(Json(body))
 }
 
 /// The log of building the version's Python environment (an extension), for its owners.
@@ -59,8 +69,13 @@ pub async fn delete_version(
     auth: Auth,
     Path((owner, name, id)): Path<(String, String, String)>,
     Query(q): Query<DryRun>,
+    Query(p): Query<super::trash::PurgeQuery>,
 ) -> ApiResult<Response> {
     let caller = auth.required()?;
-    let o = op::delete_version(&s, &caller, &owner, &name, &id, q.get()?).await?;
+    let mode = crate::ops::DeleteMode {
+        dry_run: q.get()?,
+        purge: p.get()?,
+    };
+    let o = op::delete_version(&s, &caller, &owner, &name, &id, mode).await?;
     Ok(super::models::delete_response(o))
 }

@@ -11,9 +11,10 @@ pub mod deployments;
 pub mod files;
 pub mod jobs;
 pub mod models;
+pub mod trash;
 pub mod versions;
 
-pub use deletion::DeleteOutcome;
+pub use deletion::{DeleteMode, DeleteOutcome};
 pub use error::{InvalidField, OpError, OpResult};
 // Pushing (`push/`) looks its model up through here.
 pub use models::managed_model;

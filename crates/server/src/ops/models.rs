@@ -3,7 +3,7 @@ use modelyard_domain::names::{validate_link, validate_name};
 use modelyard_domain::rules::{can_manage, can_view};
 use modelyard_domain::*;
 
-use super::deletion::{audit_forbidden, finish, DeleteOutcome};
+use super::deletion::{audit_forbidden, finish, purge_time, release, DeleteMode, DeleteOutcome};
 use super::error::{OpError, OpResult};
 use crate::state::AppState;
 
@@ -100,8 +100,9 @@ pub async fn create_model(s: &AppState, caller: &Caller, r: ModelRequest) -> OpR
             owner.username
         )));
     }
-    Ok(s.store
-        .create_model(NewModel {
+    let created = s
+        .store
+        .create_model_checked(NewModel {
             owner_id: owner.id,
             name: r.name,
             description: r.description,
@@ -112,7 +113,17 @@ pub async fn create_model(s: &AppState, caller: &Caller, r: ModelRequest) -> OpR
             license_url: r.license_url,
             cover_image_url: r.cover_image_url,
         })
-        .await?)
+        .await?;
+    created.map_err(|t| {
+        OpError::Conflict(format!(
+            "The model {o}/{n} is in the trash until {at}. Restore it (POST /v1/models/{o}/{n}/restore, \
+             or `modelyard trash restore {o}/{n}`), or purge it (DELETE /v1/models/{o}/{n}?purge=true, \
+             or `modelyard trash purge {o}/{n}`) to use its name for a new model.",
+            o = t.owner,
+            n = t.name,
+            at = t.purge_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ))
+    })
 }
 
 /// Changes a model the caller manages (the API's PATCH, the web's Settings).
@@ -128,20 +139,32 @@ pub async fn update_model(
     Ok(s.store.update_model(m.id, patch).await?)
 }
 
+/// Deletes a model: to its owner's trash, or for good (`purge`, or a server keeping no trash);
+/// `purge` also takes one already in the trash.
 pub async fn delete_model(
     s: &AppState,
     caller: &Caller,
     owner: &str,
     name: &str,
-    dry_run: bool,
+    mode: DeleteMode,
 ) -> OpResult<DeleteOutcome> {
-    let m = visible_model(s, Some(caller), owner, name).await?;
+    let dry_run = mode.dry_run;
+    let m = match visible_model(s, Some(caller), owner, name).await {
+        Err(OpError::NotFound(_)) if mode.purge => {
+            return super::trash::purge_model(s, caller, owner, name, dry_run).await
+        }
+        m => m?,
+    };
     if !can_manage(caller, m.owner_id) {
         if !dry_run {
             audit_forbidden(s, caller, m.owner_id, "delete_model", m.full_name()).await;
         }
         return Err(forbidden_model(&m));
     }
-    let d = s.store.delete_model(m.id, caller, dry_run).await?;
+    let d = match purge_time(s, mode) {
+        Some(at) => s.store.trash_model(m.id, caller, dry_run, at).await?,
+        None => s.store.delete_model(m.id, caller, dry_run).await?,
+    };
+    release(s, &d.unreferenced).await;
     finish(d, dry_run, &format!("The model {}", m.full_name()))
 }

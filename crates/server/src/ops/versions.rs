@@ -1,10 +1,9 @@
 //! Versions: looking one up (by model and id, by the API's `version` spec, the latest), its
 //! environment's build log, and deleting one.
-use modelyard_blobs::Stored;
 use modelyard_domain::rules::{can_manage, can_view};
 use modelyard_domain::*;
 
-use super::deletion::{audit_forbidden, finish, DeleteOutcome};
+use super::deletion::{audit_forbidden, finish, purge_time, release, DeleteMode, DeleteOutcome};
 use super::error::{OpError, OpResult};
 use super::models::{forbidden_model, managed_model, visible_model};
 use crate::state::AppState;
@@ -134,12 +133,18 @@ pub async fn delete_version(
     owner: &str,
     name: &str,
     id: &str,
-    dry_run: bool,
+    mode: DeleteMode,
 ) -> OpResult<DeleteOutcome> {
+    let dry_run = mode.dry_run;
     let ModelVersion {
         model: m,
         version: v,
-    } = visible_version(s, Some(caller), owner, name, id).await?;
+    } = match visible_version(s, Some(caller), owner, name, id).await {
+        Err(OpError::NotFound(_)) if mode.purge => {
+            return super::trash::purge_version(s, caller, owner, name, id, dry_run).await
+        }
+        mv => mv?,
+    };
     if !can_manage(caller, m.owner_id) {
         if !dry_run {
             let target = format!("{}:{}", m.full_name(), v.id);
@@ -147,24 +152,36 @@ pub async fn delete_version(
         }
         return Err(forbidden_model(&m));
     }
-    let d = s.store.delete_version(m.id, &v.id, caller, dry_run).await?;
-    if let Some(artifact) = &d.unreferenced_artifact {
-        release(s, Stored::Artifact(artifact)).await;
+    // The caller's unfinished predictions of it are canceled with it (others' would block it):
+    // the runner stops those it is running too.
+    let unfinished: Vec<String> = match (&s.runner, dry_run) {
+        (Some(_), false) => s
+            .store
+            .model_jobs(m.id, caller.account.id, 1000)
+            .await?
+            .into_iter()
+            .filter(|j| j.version_id == v.id && !j.status.is_terminal())
+            .map(|j| j.id)
+            .collect(),
+        _ => vec![],
+    };
+    let d = match purge_time(s, mode) {
+        Some(at) => {
+            s.store
+                .trash_version(m.id, &v.id, caller, dry_run, at)
+                .await?
+        }
+        None => s.store.delete_version(m.id, &v.id, caller, dry_run).await?,
+    };
+    if let (true, Some(r)) = (d.deleted, &s.runner) {
+        for id in &unfinished {
+            r.cancel(id);
+        }
     }
-    if let (true, Some(w)) = (d.deleted, &v.weights) {
-        release(s, Stored::Weights(w)).await;
-    }
+    release(s, &d.unreferenced).await;
     finish(
         d,
         dry_run,
         &format!("The version {} of {}", v.id, m.full_name()),
     )
-}
-
-/// Removes stored content no version refers to any more. It runs after the deletion committed:
-/// a failure leaves files behind, which the operator hears of, not the client.
-async fn release(s: &AppState, what: Stored<'_>) {
-    if let Err(e) = s.blobs.release(what).await {
-        tracing::warn!(error = %e, "could not remove stored content no version uses");
-    }
 }

@@ -112,8 +112,11 @@ pub async fn push(
             sha256,
             executable,
         })
-        .collect();
-    let placed = s.blobs.put_tree(&held, &digest, &tree, files).await?;
+        .collect::<Vec<_>>();
+    let placed = s
+        .blobs
+        .put_tree(&held, &digest, &tree, files.clone())
+        .await?;
     let created = s
         .store
         .create_version(NewVersion {
@@ -139,6 +142,15 @@ pub async fn push(
             return Err(e.into());
         }
     };
+    if placed {
+        // Under the lock still: a deletion cannot forget the sizes between these two steps.
+        let sizes = s.blobs.tree_blobs(&digest, &files).await?;
+        s.store
+            .record_artifact(&digest, &sizes)
+            .await
+            .map_err(internal)?;
+    }
+    drop(held);
     let status = if new {
         StatusCode::CREATED
     } else {

@@ -31,7 +31,24 @@ async fn account_page(
             "members": members.iter().map(|m| json!({"username": m.username, "name": m.name})).collect::<Vec<_>>(),
         }));
     }
+    let storage = crate::ops::trash::account_storage(s, caller, None).await?;
+    let trashed = crate::ops::trash::trash(
+        s,
+        caller,
+        None,
+        modelyard_domain::PageReq {
+            after: None,
+            limit: 200,
+        },
+    )
+    .await?;
     let ctx = json!({
+        "storage": {
+            "bytes": render::bytes(storage.bytes),
+            "unique": render::bytes(storage.unique_bytes),
+            "trash": render::bytes(storage.trash_bytes),
+            "trash_items": trashed.len(),
+        },
         "account": {"username": caller.account.username, "name": caller.account.name, "kind": caller.account.kind.as_str()},
         "tokens": tokens.iter().map(|t| json!({
             "hash": t.hash,

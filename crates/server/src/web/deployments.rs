@@ -192,7 +192,7 @@ async fn deployment_page(
 ) -> WebResult {
     let caller = viewer.required()?;
     let blockers = match op::delete_deployment(s, caller, &d.owner, &d.name, true).await? {
-        DeleteOutcome::Preview(b) => b,
+        DeleteOutcome::Preview { blockers, .. } => blockers,
         DeleteOutcome::Deleted => vec![],
     };
     let (mo, mn) = d.release.model.split_once('/').unwrap_or_default();

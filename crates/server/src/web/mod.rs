@@ -20,6 +20,7 @@ mod render;
 mod schema;
 mod session;
 mod templates;
+mod trash;
 mod versions;
 
 use axum::extract::Request;
@@ -41,6 +42,9 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(auth::logout))
         .route("/static/{file}", get(assets::file))
         .route("/account", get(account::page))
+        .route("/account/trash", get(trash::page))
+        .route("/account/trash/restore", post(trash::restore))
+        .route("/account/trash/purge", post(trash::purge))
         .route("/account/tokens", post(account::create_token))
         .route("/account/tokens/revoke", post(account::revoke_token))
         .route("/account/orgs/{org}/members", post(account::add_member))
@@ -71,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{owner}/{name}/api", get(models::api_tab))
         .route("/{owner}/{name}/predictions", get(models::predictions_tab))
         .route("/{owner}/{name}/versions", get(versions::list))
+        .route("/{owner}/{name}/versions/prune", post(trash::prune))
         .route("/{owner}/{name}/versions/{id}", get(versions::page))
         .route(
             "/{owner}/{name}/versions/{id}/delete",

@@ -13,7 +13,7 @@ use super::render;
 use super::schema;
 use super::session::{self, Posted, Viewer};
 use crate::ops::models::{delete_model, managed_model, update_model, visible_model};
-use crate::ops::{DeleteOutcome, OpError};
+use crate::ops::{DeleteMode, DeleteOutcome, OpError};
 use crate::state::AppState;
 use crate::views::time;
 
@@ -200,10 +200,14 @@ async fn settings_page(
 ) -> WebResult {
     let caller = viewer.required()?;
     // The same preview as DELETE ?dry_run=true.
-    let blockers = match delete_model(s, caller, &m.owner, &m.name, true).await? {
-        DeleteOutcome::Preview(b) => b,
-        DeleteOutcome::Deleted => vec![],
-    };
+    let (blockers, frees) =
+        match delete_model(s, caller, &m.owner, &m.name, DeleteMode::preview()).await? {
+            DeleteOutcome::Preview {
+                blockers,
+                frees_bytes,
+            } => (blockers, frees_bytes),
+            DeleteOutcome::Deleted => (vec![], None),
+        };
     let ctx = merge(
         model_ctx(viewer, m, "settings"),
         json!({
@@ -215,6 +219,8 @@ async fn settings_page(
                 "cover_image_url": m.cover_image_url,
             },
             "blockers": blockers.iter().map(|b| blocker_view(b, m)).collect::<Vec<_>>(),
+            "frees": frees.map(super::render::bytes),
+            "to_trash": !s.config.trash.is_zero(),
             "error": error,
             "delete_error": delete_error,
         }),
@@ -320,9 +326,9 @@ pub async fn delete(
         )
         .await;
     }
-    match delete_model(&s, caller, &owner, &name, false).await {
+    match delete_model(&s, caller, &owner, &name, DeleteMode::apply()).await {
         Ok(_) => {
-            let msg = format!("Deleted the model {}.", m.full_name());
+            let msg = deleted_message(&s, &format!("the model {}", m.full_name()));
             Ok(session::flash(&s, Redirect::to("/").into_response(), &msg))
         }
         // Something came to block it since the page was drawn: show the blockers again.
@@ -340,5 +346,20 @@ pub async fn delete(
             .await
         }
         Err(e) => Err(WebError::from(e)),
+    }
+}
+
+/// What a deletion's flash says: that it is done, and for how long it can be undone.
+pub(super) fn deleted_message(s: &AppState, what: &str) -> String {
+    let days = s.config.trash.as_secs() / 86400;
+    if s.config.trash.is_zero() {
+        format!("Deleted {what}.")
+    } else if days == 0 {
+        format!("Deleted {what}. Restore it from Account › Trash before it is purged.")
+    } else {
+        format!(
+            "Deleted {what}. It stays in your trash for {days} day{}: restore it from Account › Trash.",
+            if days == 1 { "" } else { "s" }
+        )
     }
 }

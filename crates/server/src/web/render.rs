@@ -47,3 +47,32 @@ pub fn page_status(
     *resp.status_mut() = status;
     resp
 }
+
+/// Bytes as people read them: "0 B", "12.3 KB", "1.5 GB" (powers of 1000, as disks are sold).
+pub fn bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
+    if n.abs() < 1000 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if v.abs() < 1000.0 {
+            break;
+        }
+        v /= 1000.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bytes_read_as_people_read_them() {
+        assert_eq!(super::bytes(0), "0 B");
+        assert_eq!(super::bytes(999), "999 B");
+        assert_eq!(super::bytes(12_345), "12.3 KB");
+        assert_eq!(super::bytes(1_500_000_000), "1.5 GB");
+    }
+}

@@ -32,6 +32,7 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "deployments.html",
     "deployment.html",
     "account.html",
+    "trash.html",
 ];
 
 fn env() -> &'static Environment<'static> {

@@ -12,7 +12,7 @@ use super::render;
 use super::schema;
 use super::session::{self, Posted, Viewer};
 use crate::ops::versions::{delete_version, visible_version};
-use crate::ops::{DeleteOutcome, OpError};
+use crate::ops::{DeleteMode, DeleteOutcome, OpError};
 use crate::state::AppState;
 use crate::views::time;
 use modelyard_domain::ModelVersion;
@@ -24,6 +24,7 @@ pub async fn list(
     State(s): State<AppState>,
     viewer: Viewer,
     Path((owner, name)): Path<(String, String)>,
+    keep: axum::extract::Query<super::trash::KeepQuery>,
 ) -> WebResult {
     let m = visible(&s, &viewer, &owner, &name).await?;
     let versions = s
@@ -42,6 +43,7 @@ pub async fn list(
         .collect();
     let mut ctx = model_ctx(&viewer, &m, "versions");
     ctx["versions"] = json!(rows);
+    ctx["prune"] = super::trash::preview(&s, &viewer, &m, &keep).await?;
     Ok(render::page(
         &s,
         &viewer,
@@ -61,12 +63,17 @@ async fn version_page(
 ) -> WebResult {
     let manager = viewer.caller().filter(|c| can_manage(c, m.owner_id));
     // Owners see what uses the version: the same preview as DELETE ?dry_run=true.
-    let blockers = match manager {
-        Some(c) => match delete_version(s, c, &m.owner, &m.name, &v.id, true).await? {
-            DeleteOutcome::Preview(b) => Some(b),
-            DeleteOutcome::Deleted => Some(vec![]),
-        },
-        None => None,
+    let (blockers, frees) = match manager {
+        Some(c) => {
+            match delete_version(s, c, &m.owner, &m.name, &v.id, DeleteMode::preview()).await? {
+                DeleteOutcome::Preview {
+                    blockers,
+                    frees_bytes,
+                } => (Some(blockers), frees_bytes),
+                DeleteOutcome::Deleted => (Some(vec![]), None),
+            }
+        }
+        None => (None, None),
     };
     let count = s.store.version_prediction_count(&v.id).await?;
     let deployments: Vec<String> = blockers
@@ -95,6 +102,9 @@ async fn version_page(
         .map(|b| b.iter().map(|b| blocker_view(b, m)).collect::<Vec<_>>()));
     ctx["deployments"] = json!(deployments);
     ctx["delete_error"] = json!(delete_error);
+    ctx["frees"] = json!(frees.map(super::render::bytes));
+    ctx["trash_days"] = json!(s.config.trash.as_secs() / 86400);
+    ctx["to_trash"] = json!(!s.config.trash.is_zero());
     let title = format!(
         "Version {} · {}",
         &v.id[..CONFIRM_LEN.min(v.id.len())],
@@ -148,13 +158,10 @@ pub async fn delete(
         )
         .await;
     }
-    match delete_version(&s, caller, &owner, &name, &v.id, false).await {
+    match delete_version(&s, caller, &owner, &name, &v.id, DeleteMode::apply()).await {
         Ok(_) => {
-            let msg = format!(
-                "Deleted the version {} of {}.",
-                &v.id[..CONFIRM_LEN],
-                m.full_name()
-            );
+            let what = format!("the version {} of {}", &v.id[..CONFIRM_LEN], m.full_name());
+            let msg = super::models::deleted_message(&s, &what);
             Ok(session::flash(
                 &s,
                 Redirect::to(&format!("/{}/versions", m.full_name())).into_response(),

@@ -88,6 +88,8 @@ pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Se
         deployment_idle: std::time::Duration::ZERO,
         // The rules tests hold jobs in the states they set up; runner tests turn this on.
         run_jobs: false,
+        // These tests hold deletions final, as `--trash-days 0` does; tests/trash.rs sets a window.
+        trash: std::time::Duration::ZERO,
         ..Config::default()
     };
     let mut pg_database = None;

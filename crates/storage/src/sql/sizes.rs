@@ -193,6 +193,15 @@ impl SizeStore for SqlStore {
         Ok(())
     }
 
+    async fn artifact_blobs(&self, artifact: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT blob FROM artifact_blobs WHERE artifact = $1")
+                .bind(artifact)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     async fn artifacts_without_sizes(&self, limit: i64) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT DISTINCT v.artifact FROM versions v WHERE NOT EXISTS \
