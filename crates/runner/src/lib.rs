@@ -225,12 +225,21 @@ impl Runner {
         id: &str,
         limit: Duration,
     ) -> Option<modelyard_domain::Job> {
-        let ch = self.inner.channel(id);
+        let (ch, existed) = self.inner.channel_and_whether_it_existed(id);
         let mut done = ch.done.subscribe();
-        // Subscribed first, then the record: a job that ended before is seen there, one that
-        // ends after is seen on the channel.
-        let ended_before =
-            matches!(self.inner.store.job(kind, id).await, Ok(Some(j)) if j.status.is_terminal());
+        // A job this runner ends says so on its channel and only then removes it. So a channel
+        // that was there, or one made here for a job still in the hand-over queue (its run
+        // takes this channel), cannot have missed the end. Otherwise the job may have ended,
+        // its channel gone, before: subscribed first, then the record, which says so.
+        let queued_here = || {
+            self.inner
+                .fresh
+                .lock()
+                .is_ok_and(|q| q.iter().any(|j| j.id == id))
+        };
+        let ended_before = !existed
+            && !queued_here()
+            && matches!(self.inner.store.job(kind, id).await, Ok(Some(j)) if j.status.is_terminal());
         if ended_before {
             self.inner.forget_if_idle(id, &ch);
             return None;
@@ -309,8 +318,16 @@ impl Runner {
 
 impl Inner {
     fn channel(&self, id: &str) -> Arc<JobChannel> {
+        self.channel_and_whether_it_existed(id).0
+    }
+
+    fn channel_and_whether_it_existed(&self, id: &str) -> (Arc<JobChannel>, bool) {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(id.to_string())
+        if let Some(ch) = map.get(id) {
+            return (ch.clone(), true);
+        }
+        let ch = map
+            .entry(id.to_string())
             .or_insert_with(|| {
                 Arc::new(JobChannel {
                     events: broadcast::channel(256).0,
@@ -322,7 +339,8 @@ impl Inner {
                     webhook: Default::default(),
                 })
             })
-            .clone()
+            .clone();
+        (ch, false)
     }
 
     fn emit(&self, ch: &JobChannel, id: &str, e: Event) {

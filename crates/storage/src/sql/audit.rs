@@ -1,15 +1,14 @@
 //! The audit log: deletions (and refusals) write theirs inside their own transaction.
 use async_trait::async_trait;
 use modelyard_domain::*;
-use sqlx::{Any, Transaction};
 
-use super::{ids_or_none, now, SqlStore};
+use super::{ids_or_none, now, SqlStore, Tx};
 use crate::rows::{self, placeholders};
 use crate::store::AuditStore;
 use crate::Result;
 
 /// Written inside the deleting transaction, so a deletion and its record commit together.
-pub(super) async fn insert(tx: &mut Transaction<'static, Any>, e: &NewAuditEvent) -> Result<()> {
+pub(super) async fn insert(tx: &mut Tx, e: &NewAuditEvent) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit_events (at, actor_id, actor, owner_id, action, target, outcome, blockers) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -3,9 +3,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use modelyard_domain::rules::{deployment_deletion_blockers, DeploymentFacts};
 use modelyard_domain::*;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
-use super::{ids_or_none, now, SqlStore};
+use super::{ids_or_none, now, SqlStore, Tx};
 use crate::rows::{self, placeholders, time, DEPLOYMENT_SELECT};
 use crate::store::{Deletion, DeploymentStore};
 use crate::{Result, StoreError};
@@ -13,7 +13,7 @@ use crate::{Result, StoreError};
 /// Run after the deployment's row points at the version: that write's foreign key waits for a
 /// deletion of the version in progress, so a version in the trash by now is seen as gone.
 async fn insert_release(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Tx,
     deployment_id: i64,
     number: i64,
     r: &NewRelease,

@@ -51,16 +51,6 @@ impl JobStore for SqlStore {
             StoreError::Conflict(_) | StoreError::ForeignKey => StoreError::NotFound("version"),
             e => e,
         })?;
-        // A version in the trash is as gone as a deleted one. Read after the insert, whose
-        // foreign key waits for a trashing in progress (PostgreSQL), so it sees its outcome.
-        let live: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM versions WHERE id = $1 AND trashed_at IS NULL")
-                .bind(&j.version_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if live.is_none() {
-            return Err(StoreError::NotFound("version"));
-        }
         if j.kind == JobKind::Prediction {
             sqlx::query(
                 "INSERT INTO version_runs (version_id, account_id, count) VALUES ($1, $2, 1) \
@@ -78,10 +68,15 @@ impl JobStore for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        // The record as answered, and whether its version is live: one in the trash is as
+        // gone as a deleted one (nothing written above stands then). Read after the insert,
+        // whose foreign key waits for a trashing in progress (PostgreSQL), so it sees its outcome.
+        // (`JOB_SELECT` joins live versions only.)
         let row = sqlx::query(&format!("{JOB_SELECT} WHERE j.id = $1"))
             .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("version"))?;
         tx.commit().await?;
         rows::job(&row)
     }

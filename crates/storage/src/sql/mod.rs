@@ -3,6 +3,7 @@
 //! its own file (accounts, sessions, models, versions, jobs, deployments, files, audit).
 mod accounts;
 mod audit;
+mod conns;
 mod deployments;
 mod files;
 mod jobs;
@@ -20,12 +21,14 @@ use std::sync::Arc;
 use chrono::Utc;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
+use sqlx::{Any, AnyConnection, Connection, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::dialect::Dialect;
 use crate::store::Unreferenced;
 use crate::{Deletion, Result, StoreError};
+use conns::Conns;
+pub(crate) use conns::Tx;
 pub use files::{FileRecord, NewFile};
 use modelyard_domain::{Blocker, Caller};
 
@@ -38,11 +41,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 #[derive(Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
-    /// Where every write goes. On SQLite one connection: writers queue here, in order, instead
-    /// of meeting SQLite's busy handler, which backs off with sleeps under contention. On
-    /// PostgreSQL the same pool as reads.
-    writer: AnyPool,
+    pool: Conns,
+    /// Where every write goes. On SQLite one connection, held outside the pool (see
+    /// `conns.rs`): writers queue here, in order, instead of meeting SQLite's busy handler,
+    /// which backs off with sleeps under contention. On PostgreSQL the same pool as reads.
+    writer: Conns,
     /// On SQLite, connections held for the one-statement reads every request makes (see
     /// `reader`); on PostgreSQL none.
     readers: Option<Arc<Readers>>,
@@ -161,15 +164,17 @@ impl SqlStore {
                     conns,
                     next: AtomicUsize::new(0),
                 };
+                let mut w = AnyConnection::connect_with(&opts).await?;
+                sqlite_pragmas(&mut w).await?;
                 (
-                    pool_with(1).connect_with(opts).await?,
+                    Conns::Held(Arc::new(Mutex::new(w))),
                     Some(Arc::new(readers)),
                 )
             }
-            Dialect::Postgres => (pool.clone(), None),
+            Dialect::Postgres => (Conns::Pool(pool.clone()), None),
         };
         let store = SqlStore {
-            pool,
+            pool: Conns::Pool(pool),
             writer,
             readers,
             dialect,
@@ -179,7 +184,7 @@ impl SqlStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        let mut tx = self.writer.begin_with(self.dialect.begin_write()).await?;
+        let mut tx = self.begin_write().await?;
         if self.dialect == Dialect::Postgres {
             // Two servers starting at once must not both migrate.
             tx.execute("SELECT pg_advisory_xact_lock(7710212)").await?;
@@ -214,7 +219,7 @@ impl SqlStore {
     pub(crate) async fn reader(&self) -> Result<Reader> {
         Ok(match &self.readers {
             Some(r) => Reader::Held(r.take().await),
-            None => Reader::Pooled(self.pool.acquire().await?),
+            None => self.pool.acquire().await?,
         })
     }
 
@@ -225,7 +230,7 @@ impl SqlStore {
         }
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    async fn begin_write(&self) -> Result<Tx> {
         Ok(self.writer.begin_with(self.dialect.begin_write()).await?)
     }
 
@@ -235,10 +240,7 @@ impl SqlStore {
 
     /// A deletion's transaction and the suffix that locks rows in it: a plain read transaction
     /// for a preview, a write transaction with row locks for the real thing.
-    async fn begin_deletion(
-        &self,
-        dry_run: bool,
-    ) -> Result<(sqlx::Transaction<'static, sqlx::Any>, &'static str)> {
+    async fn begin_deletion(&self, dry_run: bool) -> Result<(Tx, &'static str)> {
         if dry_run {
             Ok((self.pool.begin().await?, ""))
         } else {
@@ -254,8 +256,6 @@ fn preview(blockers: Vec<Blocker>) -> Deletion {
         ..Default::default()
     }
 }
-
-type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// The shared end of every deletion, once its facts were gathered, the rules applied and (with
 /// no blocker) the rows deleted or trashed: its audit event, `done` (`deleted`, `trashed`) or
@@ -313,7 +313,7 @@ async fn unreferenced(
 }
 
 /// An account's username, inside a transaction.
-async fn username(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: i64) -> Result<String> {
+async fn username(tx: &mut Tx, id: i64) -> Result<String> {
     Ok(
         sqlx::query_scalar("SELECT username FROM accounts WHERE id = $1")
             .bind(id)

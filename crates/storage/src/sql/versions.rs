@@ -2,9 +2,9 @@
 use async_trait::async_trait;
 use modelyard_domain::rules::{version_deletion_blockers, FineTuneUse, RunsBy, VersionFacts};
 use modelyard_domain::*;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
-use super::{now, SqlStore};
+use super::{now, SqlStore, Tx};
 use crate::rows::{self, MODEL_AND_VERSION_SELECT, VERSION_SELECT};
 use crate::store::{Deletion, StoredVersion, Unreferenced, VersionStore};
 use crate::{Result, StoreError};
@@ -248,7 +248,7 @@ impl Decision {
 /// (a prune counts it once for all its versions instead). A visibility change, a new prediction,
 /// training, deployment release or fine-tuned version all wait for (or fail after) the locks.
 pub(super) async fn decide(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Tx,
     lock: &str,
     model_id: i64,
     version_id: &str,
@@ -379,11 +379,7 @@ pub(super) async fn decide(
 /// deleted it; the rules let no other account's through, and if they ever did, the foreign key
 /// would refuse the version's DELETE and nothing would happen), its finished trainings, its run
 /// counters and the version. Returns how many predictions went.
-pub(super) async fn remove_rows(
-    tx: &mut Transaction<'static, Any>,
-    version_id: &str,
-    predictions_of: i64,
-) -> Result<i64> {
+pub(super) async fn remove_rows(tx: &mut Tx, version_id: &str, predictions_of: i64) -> Result<i64> {
     let removed = sqlx::query(
         "DELETE FROM jobs WHERE version_id = $1 AND kind = 'prediction' AND account_id = $2",
     )
