@@ -89,7 +89,8 @@ pub async fn prune(
     Json(b): Json<PruneBody>,
 ) -> ApiResult<JsonOut<Value>> {
     let caller = auth.required()?;
-    let p = op::prune(&s, &caller, &owner, &name, b.keep as usize, b.dry_run).await?;
+    let p =
+        crate::ops::versions::prune(&s, &caller, &owner, &name, b.keep as usize, b.dry_run).await?;
     Ok(JsonOut(views::prune(&p)))
 }
 

@@ -1,5 +1,5 @@
 //! The trash: restoring a model or version its owner deleted, purging it at once, the listing
-//! with what each item frees, an account's storage, pruning a model's versions, and the sweep
+//! with what each item frees, an account's storage, and the sweep
 //! that purges what the trash kept past its time. The store applies the rules and audits each
 //! change in its own transaction; files are released here, after it committed.
 use std::time::Duration;
@@ -7,13 +7,10 @@ use std::time::Duration;
 use chrono::Utc;
 use modelyard_domain::rules::can_manage;
 use modelyard_domain::*;
-use modelyard_storage::{
-    AccountStorage, Prune, Purge, PurgeBy, Restore, Storage, TrashItem, TrashKind,
-};
+use modelyard_storage::{AccountStorage, Purge, PurgeBy, Restore, Storage, TrashItem, TrashKind};
 
-use super::deletion::{blocked, purge_time, release, DeleteMode, DeleteOutcome};
+use super::deletion::{blocked, release, DeleteOutcome};
 use super::error::{OpError, OpResult};
-use super::models::managed_model;
 use crate::state::AppState;
 
 /// The sweep purges at most this many items per transaction batch, so a large backlog never
@@ -216,26 +213,6 @@ pub async fn version_storage(
         Some(c) if can_manage(c, m.owner_id) => Ok(Some(s.store.version_storage(&v.id).await?)),
         _ => Ok(None),
     }
-}
-
-/// Deletes every version of the model the rules let go except the `keep` newest, one
-/// decision per version (to the trash, or for good without one); a dry run changes nothing.
-pub async fn prune(
-    s: &AppState,
-    caller: &Caller,
-    owner: &str,
-    name: &str,
-    keep: usize,
-    dry_run: bool,
-) -> OpResult<Prune> {
-    let m = managed_model(s, caller, owner, name).await?;
-    let at = purge_time(s, DeleteMode::default());
-    let p = s
-        .store
-        .prune_versions(m.id, keep, caller, dry_run, at)
-        .await?;
-    release(s, &p.unreferenced).await;
-    Ok(p)
 }
 
 /// Purges, every `every`, what the trash kept past its time, in batches; each item's files are

@@ -2,6 +2,7 @@
 //! environment's build log, and deleting one.
 use modelyard_domain::rules::{can_manage, can_view};
 use modelyard_domain::*;
+use modelyard_storage::Prune;
 
 use super::deletion::{audit_forbidden, finish, purge_time, release, DeleteMode, DeleteOutcome};
 use super::error::{OpError, OpResult};
@@ -184,4 +185,24 @@ pub async fn delete_version(
         dry_run,
         &format!("The version {} of {}", v.id, m.full_name()),
     )
+}
+
+/// Deletes every version of the model the rules let go except the `keep` newest, one
+/// decision per version (to the trash, or for good without one); a dry run changes nothing.
+pub async fn prune(
+    s: &AppState,
+    caller: &Caller,
+    owner: &str,
+    name: &str,
+    keep: usize,
+    dry_run: bool,
+) -> OpResult<Prune> {
+    let m = managed_model(s, caller, owner, name).await?;
+    let at = purge_time(s, DeleteMode::default());
+    let p = s
+        .store
+        .prune_versions(m.id, keep, caller, dry_run, at)
+        .await?;
+    release(s, &p.unreferenced).await;
+    Ok(p)
 }

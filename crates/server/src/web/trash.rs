@@ -205,7 +205,7 @@ pub async fn preview(
     };
     match parse_keep(Some(raw)) {
         Ok(keep) => {
-            let p = op::prune(s, caller, &m.owner, &m.name, keep, true).await?;
+            let p = crate::ops::versions::prune(s, caller, &m.owner, &m.name, keep, true).await?;
             Ok(prune_view(&p, m, keep))
         }
         Err(e) => Ok(json!({"keep": raw, "error": e})),
@@ -244,7 +244,7 @@ pub async fn prune(
 ) -> WebResult {
     let keep = parse_keep(posted.form.get("keep"))
         .map_err(|e| WebError::Page(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let p = op::prune(&s, posted.caller(), &owner, &name, keep, false).await?;
+    let p = crate::ops::versions::prune(&s, posted.caller(), &owner, &name, keep, false).await?;
     let to_trash = if s.config.trash.is_zero() {
         ""
     } else {
