@@ -2,6 +2,7 @@
 //!
 //! Every test is an `async fn name(store: SqlStore)` that sees a fresh, migrated database;
 //! [`conformance!`] instantiates it as `sqlite_name` and `postgres_name`.
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -16,21 +17,6 @@ use modelyard_storage::{
 };
 use serde_json::json;
 use tokio::sync::Barrier;
-
-macro_rules! conformance {
-    ($($test:ident => $sqlite:ident, $postgres:ident;)*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $sqlite() {
-                common::run(common::Backend::Sqlite, $test).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $postgres() {
-                common::run(common::Backend::Postgres, $test).await
-            }
-        )*
-    };
-}
 
 conformance! {
     accounts_members_and_tokens => sqlite_accounts_members_and_tokens, postgres_accounts_members_and_tokens;

@@ -1,6 +1,7 @@
 //! The trash, on SQLite and PostgreSQL alike: what a deletion to it hides, what a restore
 //! brings back, purging (by the owner, by the sweep once expired), the names it keeps, what a
 //! deletion frees, pruning, and the races between them.
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -14,21 +15,6 @@ use modelyard_storage::{
     Unreferenced,
 };
 use tokio::sync::Barrier;
-
-macro_rules! conformance {
-    ($($test:ident => $sqlite:ident, $postgres:ident;)*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $sqlite() {
-                common::run(common::Backend::Sqlite, $test).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $postgres() {
-                common::run(common::Backend::Postgres, $test).await
-            }
-        )*
-    };
-}
 
 conformance! {
     a_trashed_version_is_gone_from_every_read => sqlite_a_trashed_version_is_gone_from_every_read, postgres_a_trashed_version_is_gone_from_every_read;

@@ -7,6 +7,22 @@
 //! starts one, and a silently skipped backend is a backend nobody tests.
 // Each test file uses its own share of the helpers.
 #![allow(dead_code)]
+/// One test per backend for each behaviour: `behaviour => sqlite_name, postgres_name;`.
+macro_rules! conformance {
+    ($($test:ident => $sqlite:ident, $postgres:ident;)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $sqlite() {
+                common::run(common::Backend::Sqlite, $test).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $postgres() {
+                common::run(common::Backend::Postgres, $test).await
+            }
+        )*
+    };
+}
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
