@@ -28,7 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import BIN, ROOT, cpu_seconds, ensure_built  # noqa: E402
+from benchlib import BIN, ROOT, cpu_seconds, ensure_built, proc_mem  # noqa: E402
 
 FIXTURE = os.path.join(ROOT, "fixtures", "cog", "echo")
 
@@ -132,16 +132,6 @@ def concurrent(make_client, path, body_fn, seconds, check, clients=4, times=None
     for t in threads:
         t.join()
     return sum(counts) / (time.time() - t0)
-
-
-def proc_mem(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS", "VmHWM")):
-                k, v = line.split(":")
-                out[k] = int(v.split()[0]) / 1024
-    return out
 
 
 def main():

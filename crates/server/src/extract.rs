@@ -149,13 +149,19 @@ pub struct DryRun {
     pub dry_run: Option<String>,
 }
 
+/// A boolean query parameter: absent, `false` or `0` is false; `true`, `1` or bare is true;
+/// anything else is a 422 naming the parameter.
+pub fn query_flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(_) => Err(ApiError::invalid(name, "must be true or false")),
+    }
+}
+
 impl DryRun {
     pub fn get(&self) -> Result<bool, ApiError> {
-        match self.dry_run.as_deref() {
-            None | Some("false") | Some("0") => Ok(false),
-            Some("true") | Some("1") | Some("") => Ok(true),
-            Some(_) => Err(ApiError::invalid("dry_run", "must be true or false")),
-        }
+        query_flag("dry_run", self.dry_run.as_deref())
     }
 }
 
@@ -169,11 +175,7 @@ pub struct WithStorage {
 
 impl WithStorage {
     pub fn get(&self) -> Result<bool, ApiError> {
-        match self.storage.as_deref() {
-            None | Some("false") | Some("0") => Ok(false),
-            Some("true") | Some("1") | Some("") => Ok(true),
-            Some(_) => Err(ApiError::invalid("storage", "must be true or false")),
-        }
+        query_flag("storage", self.storage.as_deref())
     }
 }
 

@@ -20,11 +20,7 @@ pub struct PurgeQuery {
 
 impl PurgeQuery {
     pub fn get(&self) -> Result<bool, ApiError> {
-        match self.purge.as_deref() {
-            None | Some("false") | Some("0") => Ok(false),
-            Some("true") | Some("1") | Some("") => Ok(true),
-            Some(_) => Err(ApiError::invalid("purge", "must be true or false")),
-        }
+        crate::extract::query_flag("purge", self.purge.as_deref())
     }
 }
 
