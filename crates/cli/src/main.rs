@@ -184,6 +184,26 @@ pub struct ServeArgs {
     /// an NVIDIA driver).
     #[arg(long, env = "MODELYARD_GPUS", default_value = "auto")]
     pub gpus: String,
+    /// What this node runs: all (API, web UI and models: one machine), api (the API and web
+    /// UI only) or worker (models only). api and worker need PostgreSQL and --blob-store.
+    #[arg(long, env = "MODELYARD_ROLE", default_value = "all", value_parser = modelyard_server::Role::parse)]
+    pub role: modelyard_server::Role,
+    /// The hardware this node's models may ask for, names from /v1/hardware (comma-separated
+    /// or repeated; default: every kind).
+    #[arg(long, env = "MODELYARD_HARDWARE", value_delimiter = ',')]
+    pub hardware: Vec<String>,
+    /// Where artifacts, weights, outputs and files live: the data directory (default) or an
+    /// S3-compatible bucket, s3://bucket/prefix (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY and AWS_REGION say where and as whom).
+    #[arg(long, env = "MODELYARD_BLOB_STORE")]
+    pub blob_store: Option<String>,
+    /// How much a worker keeps of artifacts and weights fetched from the object store, in GiB.
+    #[arg(long, env = "MODELYARD_WORKER_CACHE_GB", default_value_t = defaults::WORKER_CACHE_GB)]
+    pub worker_cache_gb: u64,
+    /// How long a worker's hold on a running job lasts unless renewed, in seconds: a worker
+    /// that vanishes has its jobs failed or queued again after this long.
+    #[arg(long, env = "MODELYARD_LEASE_SECS", default_value_t = defaults::LEASE_SECS)]
+    pub lease_secs: u64,
 }
 
 #[derive(Args, Debug)]

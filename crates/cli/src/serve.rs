@@ -36,6 +36,16 @@ pub async fn run(args: ServeArgs) -> Outcome {
         trash_sweep_every: Duration::from_secs(modelyard_server::defaults::TRASH_SWEEP_SECS),
         allow_private_webhooks: args.allow_private_webhooks,
         sandbox,
+        role: args.role,
+        hardware: args
+            .hardware
+            .iter()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        blob_store: non_empty(args.blob_store),
+        worker_cache_bytes: args.worker_cache_gb.saturating_mul(1024 * 1024 * 1024),
+        lease: Duration::from_secs(args.lease_secs.max(1)),
     };
     modelyard_server::serve(config, shutdown())
         .await

@@ -8,6 +8,8 @@ pub struct CogYaml {
     pub train: Option<String>,
     /// `build.python_packages`, as pip requirements.
     pub python_packages: Vec<String>,
+    /// `build.gpu`: the model needs a GPU, so it runs only where one is offered.
+    pub gpu: bool,
 }
 
 fn unquote(v: &str) -> &str {
@@ -24,6 +26,7 @@ fn indent(line: &str) -> usize {
 
 pub fn parse(text: &str) -> Result<CogYaml, String> {
     let (mut predict, mut train, mut packages) = (None, None, Vec::new());
+    let mut gpu = false;
     let mut section = "";
     let mut list_indent: Option<usize> = None;
     for line in text.lines() {
@@ -52,6 +55,12 @@ pub fn parse(text: &str) -> Result<CogYaml, String> {
                 "train" if !value.is_empty() => train = Some(value.to_string()),
                 _ => {}
             }
+        } else if section == "build" && key.trim() == "gpu" {
+            gpu = match value.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" => true,
+                "false" | "no" | "off" | "" => false,
+                other => return Err(format!("build.gpu must be true or false, not {other:?}")),
+            };
         } else if section == "build" && key.trim() == "python_packages" {
             if let Some(inline) = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
                 packages.extend(
@@ -71,6 +80,7 @@ pub fn parse(text: &str) -> Result<CogYaml, String> {
         predict,
         train,
         python_packages: packages,
+        gpu,
     })
 }
 
@@ -90,5 +100,15 @@ mod tests {
         let y = parse("build:\n  python_packages: [a, \"b\"]\nrun: p.py:P\n").unwrap();
         assert_eq!((y.predict.as_str(), y.python_packages.len()), ("p.py:P", 2));
         assert!(parse("build:\n  gpu: false\n").is_err());
+        assert!(!y.gpu);
+    }
+
+    #[test]
+    fn reads_gpu() {
+        let y = parse("build:\n  gpu: true\n  python_packages: [a]\npredict: p.py:P\n").unwrap();
+        assert!(y.gpu);
+        let y = parse("build:\n  gpu: false\npredict: p.py:P\n").unwrap();
+        assert!(!y.gpu);
+        assert!(parse("build:\n  gpu: maybe\npredict: p.py:P\n").is_err());
     }
 }

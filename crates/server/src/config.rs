@@ -41,9 +41,82 @@ pub struct Config {
     pub allow_private_webhooks: bool,
     /// How pushed model code is confined.
     pub sandbox: SandboxConfig,
+    /// What this node does in a cluster (`--role`): everything, the API only, or models only.
+    pub role: Role,
+    /// The hardware this node's runner offers (`--hardware`, names from `/v1/hardware`); empty
+    /// means every kind, as one machine that runs everything does.
+    pub hardware: Vec<String>,
+    /// Where bytes live (`--blob-store`): `None` is the data directory; `s3://bucket/prefix` an
+    /// S3-compatible object store (endpoint and credentials from the standard AWS variables).
+    pub blob_store: Option<String>,
+    /// How many bytes a worker keeps of artifacts and weights fetched from the object store.
+    pub worker_cache_bytes: u64,
+    /// How long a worker's hold on a job lasts without being renewed.
+    pub lease: Duration,
+}
+
+/// What a node runs (`modelyard serve --role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// The API, the web UI and the runner: one machine, today's behaviour.
+    #[default]
+    All,
+    /// The HTTP API and web UI only: stateless, any number behind a load balancer.
+    Api,
+    /// Runs models only: takes jobs from the shared queue, serves no clients.
+    Worker,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Result<Role, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" => Ok(Role::All),
+            "api" => Ok(Role::Api),
+            "worker" => Ok(Role::Worker),
+            other => Err(format!("unknown role {other:?}: use all, api or worker")),
+        }
+    }
 }
 
 impl Config {
+    /// Whether this node takes queued jobs and runs them.
+    pub fn runs_jobs(&self) -> bool {
+        self.run_jobs && self.role != Role::Api
+    }
+
+    /// Whether this node serves the API and the web UI.
+    pub fn serves_clients(&self) -> bool {
+        self.role != Role::Worker
+    }
+
+    /// A node of a cluster (`--role api` or `worker`) shares its state and bytes with others:
+    /// it needs PostgreSQL and an object store. `Err` names what is missing.
+    pub fn check_cluster(&self) -> Result<(), String> {
+        if self.role == Role::All {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        if !self.database_url().starts_with("postgres") {
+            missing.push("PostgreSQL (--database-url postgres://...)");
+        }
+        if self.blob_store.is_none() {
+            missing.push("an object store (--blob-store s3://bucket/prefix)");
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "--role {} makes this node part of a cluster, which needs {}: every node must \
+             share them. For one machine, leave --role out.",
+            if self.role == Role::Api {
+                "api"
+            } else {
+                "worker"
+            },
+            missing.join(" and ")
+        ))
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(u) => u.clone(),
@@ -75,6 +148,8 @@ pub mod defaults {
     pub const API_RETENTION_SECS: u64 = 3600;
     pub const TRASH_DAYS: u64 = 7;
     pub const TRASH_SWEEP_SECS: u64 = 60;
+    pub const WORKER_CACHE_GB: u64 = 20;
+    pub const LEASE_SECS: u64 = 30;
 }
 
 impl Default for Config {
@@ -98,6 +173,11 @@ impl Default for Config {
             trash_sweep_every: Duration::from_secs(defaults::TRASH_SWEEP_SECS),
             allow_private_webhooks: false,
             sandbox: SandboxConfig::default(),
+            role: Role::All,
+            hardware: Vec::new(),
+            blob_store: None,
+            worker_cache_bytes: defaults::WORKER_CACHE_GB * 1024 * 1024 * 1024,
+            lease: Duration::from_secs(defaults::LEASE_SECS),
         }
     }
 }

@@ -26,7 +26,7 @@ use modelyard_runner::sandbox::Sandbox;
 use modelyard_storage::{SqlStore, Store};
 use tower_http::trace::TraceLayer;
 
-pub use config::{defaults, trash_days, Config, Gpus, SandboxConfig};
+pub use config::{defaults, trash_days, Config, Gpus, Role, SandboxConfig};
 pub use error::ApiError;
 pub use start_error::StartError;
 pub use state::AppState;
@@ -85,6 +85,7 @@ pub struct Bound {
 }
 
 pub async fn bind(config: Config) -> Result<Bound, StartError> {
+    config.check_cluster().map_err(StartError::Cluster)?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
     let blobs = Arc::new(Blobs::new(&config.data_dir, store.clone()));
     blobs.clean_staging();
@@ -106,7 +107,7 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
     push::audit_artifacts(state.blobs.layout().artifacts());
     ops::trash::backfill_sizes(state.clone());
     ops::trash::start_sweep(state.clone(), state.config.trash_sweep_every);
-    if state.config.run_jobs {
+    if state.config.runs_jobs() {
         let c = &state.config;
         let runner = modelyard_runner::Runner::start(
             store,
