@@ -16,12 +16,10 @@ pub async fn run(args: ServeArgs) -> Outcome {
         .init();
     // Options first: a bad one changes nothing on disk.
     let sandbox = sandbox_config(&args)?;
-    // Made here too, so a fresh data directory just works.
-    admin::database_url(&args.db)?;
     let config = modelyard_server::Config {
         addr: args.addr,
-        data_dir: args.db.data_dir,
-        database_url: non_empty(args.db.database_url),
+        data_dir: args.db.data_dir.clone(),
+        database_url: non_empty(args.db.database_url.clone()),
         public_url: non_empty(args.public_url),
         python: args.python,
         max_upload_bytes: usize::try_from(args.max_upload_mb.saturating_mul(1024 * 1024))
@@ -47,6 +45,11 @@ pub async fn run(args: ServeArgs) -> Outcome {
         worker_cache_bytes: args.worker_cache_gb.saturating_mul(1024 * 1024 * 1024),
         lease: Duration::from_secs(args.lease_secs.max(1)),
     };
+    config.check_cluster().map_err(Failure::Message)?;
+    modelyard_domain::hardware::check_all(&config.hardware)
+        .map_err(|e| Failure::Message(format!("--hardware: {e}")))?;
+    // Made here too, so a fresh data directory just works.
+    admin::database_url(&args.db)?;
     modelyard_server::serve(config, shutdown())
         .await
         .map_err(|e| Failure::Message(e.to_string()))?;

@@ -54,3 +54,54 @@ fn boolean_flags_take_no_value_on_the_command_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--addr"), "{err}");
 }
+
+/// `modelyard serve` with these arguments, which must refuse to start before touching the data
+/// directory; returns what it said.
+fn refused(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("MODELYARD_DATABASE_URL")
+        .env_remove("MODELYARD_BLOB_STORE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} started");
+    assert!(
+        !dir.path().join("data").exists(),
+        "{args:?} made the data directory"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_cluster_node_needs_postgres_and_an_object_store() {
+    let err = refused(&["--role", "worker"]);
+    assert!(
+        err.contains("PostgreSQL") && err.contains("--blob-store"),
+        "{err}"
+    );
+    let err = refused(&["--role", "api", "--blob-store", "s3://bucket/prefix"]);
+    assert!(
+        err.contains("PostgreSQL") && !err.contains("--blob-store s3"),
+        "{err}"
+    );
+    let err = refused(&["--role", "api", "--database-url", "postgres://127.0.0.1/x"]);
+    assert!(
+        err.contains("object store") && !err.contains("PostgreSQL ("),
+        "{err}"
+    );
+    let err = refused(&["--role", "everything"]);
+    assert!(err.contains("all, api or worker"), "{err}");
+}
+
+#[test]
+fn hardware_names_come_from_the_catalogue() {
+    let err = refused(&["--hardware", "cpu,tpu-v5"]);
+    assert!(
+        err.contains("\"tpu-v5\"") && err.contains("gpu-a100-large"),
+        "{err}"
+    );
+}

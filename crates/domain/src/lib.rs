@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cog_yaml;
+pub mod hardware;
 pub mod ids;
 pub mod names;
 pub mod rules;

@@ -85,7 +85,8 @@ pub struct Bound {
 }
 
 pub async fn bind(config: Config) -> Result<Bound, StartError> {
-    config.check_cluster().map_err(StartError::Cluster)?;
+    config.check_cluster().map_err(StartError::Config)?;
+    modelyard_domain::hardware::check_all(&config.hardware).map_err(StartError::Config)?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
     let blobs = Arc::new(Blobs::new(&config.data_dir, store.clone()));
     blobs.clean_staging();

@@ -35,8 +35,9 @@ pub enum StartError {
     Runner(modelyard_runner::StartError),
     /// Serving failed after it began.
     Serve(std::io::Error),
-    /// A cluster node without what a cluster shares (the sentence names it).
-    Cluster(String),
+    /// Options that cannot work together (a cluster node without what a cluster shares, an
+    /// unknown hardware name): the sentence names the fix.
+    Config(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -59,7 +60,7 @@ impl std::fmt::Display for StartError {
             StartError::Runner(e) => write!(f, "{e}"),
             StartError::Unconfined(m) => write!(f, "cannot run model code safely: {m}"),
             StartError::Serve(e) => write!(f, "server error: {e}"),
-            StartError::Cluster(m) => write!(f, "{m}"),
+            StartError::Config(m) => write!(f, "{m}"),
         }
     }
 }

@@ -126,7 +126,7 @@ async fn bad_json_is_refused_and_changes_nothing(b: Backend) {
         ),
         (
             "unknown hardware",
-            r#"{"owner":"alice","name":"x","visibility":"public","hardware":"gpu-h100"}"#,
+            r#"{"owner":"alice","name":"x","visibility":"public","hardware":"tpu-v5"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             Some("hardware"),
         ),
@@ -349,7 +349,51 @@ async fn pages_link_absolutely_and_hide_private_models(b: Backend) {
     }
 }
 
+/// `/v1/hardware` lists every kind a model may ask for, GPUs included; a model asking for one
+/// is accepted (it waits for a worker that offers it) and says so.
+async fn hardware_is_the_catalogue(b: Backend) {
+    let s = start(b).await;
+    let r = s.get("alice", "/v1/hardware").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let skus: Vec<&str> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["sku"].as_str().unwrap())
+        .collect();
+    assert_eq!(skus[0], "cpu", "{}", r.body);
+    assert!(
+        skus.contains(&"gpu-a100-large") && skus.contains(&"gpu-t4"),
+        "{}",
+        r.body
+    );
+    assert!(r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["name"].as_str().is_some_and(|n| !n.is_empty())));
+    let body = json!({"owner": "alice", "name": "big", "visibility": "private", "hardware": "gpu-a100-large"});
+    let r = s
+        .call("alice", Method::POST, "/v1/models", Some(body))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = s.get("alice", "/v1/models/alice/big").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s
+        .call(
+            "alice",
+            Method::PATCH,
+            "/v1/models/alice/big",
+            Some(json!({"hardware": "gpu-x"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+}
+
 both_backends!(
+    hardware_is_the_catalogue,
     bad_json_is_refused_and_changes_nothing,
     auth_and_routing_errors,
     pages_link_absolutely_and_hide_private_models,

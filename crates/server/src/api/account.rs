@@ -12,10 +12,15 @@ pub async fn get_account(auth: Auth) -> ApiResult<Json<Value>> {
     Ok(Json(views::account(&auth.required()?.account)))
 }
 
-/// The runner runs every version on this machine's CPU.
+/// Every kind of hardware a model or deployment may ask for; a job waits for a worker that
+/// offers its kind (`modelyard serve --hardware`).
 pub async fn hardware(_: State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     auth.required()?;
-    Ok(Json(json!([{"name": "CPU", "sku": "cpu"}])))
+    let all: Vec<Value> = modelyard_domain::hardware::CATALOG
+        .iter()
+        .map(|h| json!({"name": h.name, "sku": h.sku}))
+        .collect();
+    Ok(Json(Value::Array(all)))
 }
 
 /// `GET /v1/webhooks/default/secret`: the caller's signing secret, made on first use.

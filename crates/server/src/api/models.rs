@@ -11,7 +11,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{
     body_rejection, next_cursor, Auth, DryRun, Json, PageQuery, Path, Query, WithStorage,
 };
-use crate::ops::models::{self as op, check_link, ModelRequest, HARDWARE};
+use crate::ops::models::{self as op, check_link, known_hardware, ModelRequest};
 use crate::ops::{DeleteMode, DeleteOutcome};
 use crate::state::AppState;
 use crate::views;
@@ -174,7 +174,7 @@ fn parse_patch(body: &Map<String, Value>) -> ApiResult<ModelPatch> {
                 })?)
             }
             "hardware" => {
-                let h = v.as_str().filter(|h| HARDWARE.contains(h)).ok_or_else(|| {
+                let h = v.as_str().filter(|h| known_hardware(h)).ok_or_else(|| {
                     ApiError::invalid(
                         "hardware",
                         "is not available here; GET /v1/hardware lists what is",

@@ -7,7 +7,7 @@ use modelyard_domain::*;
 
 use super::deletion::{finish, DeleteOutcome};
 use super::error::{OpError, OpResult};
-use super::models::HARDWARE;
+use super::models::known_hardware;
 use super::versions::{version_by_id, visible_version};
 use crate::state::AppState;
 
@@ -114,7 +114,7 @@ pub async fn version_to_run(
 }
 
 fn check_release(r: &NewRelease) -> OpResult<()> {
-    if !HARDWARE.contains(&r.hardware.as_str()) {
+    if !known_hardware(&r.hardware) {
         return Err(OpError::invalid(
             "hardware",
             "is not available here; GET /v1/hardware lists what is",

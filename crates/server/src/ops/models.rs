@@ -7,8 +7,10 @@ use super::deletion::{audit_forbidden, finish, purge_time, release, DeleteMode, 
 use super::error::{OpError, OpResult};
 use crate::state::AppState;
 
-/// The hardware this server offers: it runs every version on this machine's CPU.
-pub const HARDWARE: &[&str] = &["cpu"];
+/// Whether a model or deployment may ask for this hardware (`GET /v1/hardware` lists them).
+pub fn known_hardware(sku: &str) -> bool {
+    modelyard_domain::hardware::find(sku).is_some()
+}
 
 /// A model as the caller may see it: a private model of someone else is the same 404 as a
 /// model that does not exist.
@@ -82,7 +84,7 @@ pub async fn create_model(s: &AppState, caller: &Caller, r: ModelRequest) -> OpR
     check_link("paper_url", &r.paper_url)?;
     check_link("license_url", &r.license_url)?;
     check_link("cover_image_url", &r.cover_image_url)?;
-    if !HARDWARE.contains(&r.hardware.as_str()) {
+    if !known_hardware(&r.hardware) {
         return Err(OpError::invalid(
             "hardware",
             format!(
