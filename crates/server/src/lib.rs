@@ -102,7 +102,12 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let key = state::server_key(blobs.layout())?;
+    // Every node of one database signs capability URLs with the same key: the first to start
+    // offers its own, the others take it.
+    let key = store
+        .shared_setting("server_key", &state::server_key(blobs.layout())?)
+        .await
+        .map_err(StartError::Database)?;
     let sandbox = start_sandbox(&config).await?;
     let mut state = AppState::new(store.clone(), blobs, config, public, key, sandbox.clone());
     push::audit_artifacts(state.blobs.layout().artifacts());

@@ -244,6 +244,7 @@ pub trait Store:
     + AuditStore
     + TrashStore
     + SizeStore
+    + SettingStore
     + 'static
 {
 }
@@ -259,6 +260,7 @@ impl<T> Store for T where
         + AuditStore
         + TrashStore
         + SizeStore
+        + SettingStore
         + 'static
 {
 }
@@ -579,4 +581,12 @@ pub trait FileStore: Send + Sync {
 pub trait AuditStore: Send + Sync {
     async fn record_audit(&self, e: NewAuditEvent) -> Result<()>;
     async fn audit_events(&self, owner_ids: &[i64], page: PageReq) -> Result<Vec<AuditEvent>>;
+}
+
+/// Values every node of one database shares (`sql/settings.rs`).
+#[async_trait]
+pub trait SettingStore: Send + Sync {
+    /// The value of `name`, set to `candidate` if it had none: the first node to start decides,
+    /// and every node reads the same value back.
+    async fn shared_setting(&self, name: &str, candidate: &str) -> Result<String>;
 }

@@ -47,6 +47,7 @@ conformance! {
     web_listings_tokens_and_members => sqlite_web_listings_tokens_and_members, postgres_web_listings_tokens_and_members;
     unknown_stored_values_are_corrupt => sqlite_unknown_stored_values_are_corrupt, postgres_unknown_stored_values_are_corrupt;
     race_removing_the_last_two_members => sqlite_race_removing_the_last_two_members, postgres_race_removing_the_last_two_members;
+    shared_settings_are_decided_once => sqlite_shared_settings_are_decided_once, postgres_shared_settings_are_decided_once;
 }
 
 fn full_names(models: &[Model]) -> Vec<String> {
@@ -2116,4 +2117,35 @@ async fn race_removing_the_last_two_members(store: SqlStore) {
             "round {round}: the organization must keep exactly one member"
         );
     }
+}
+
+// Settings every node shares.
+
+/// Nodes starting at once each offer a key; all of them end up with the same one, and later
+/// offers change nothing.
+async fn shared_settings_are_decided_once(store: SqlStore) {
+    let store = Arc::new(store);
+    let barrier = Arc::new(Barrier::new(8));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store
+                .shared_setting("server_key", &format!("key-{i}"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    assert!(seen.iter().all(|k| *k == seen[0]), "{seen:?}");
+    assert!(seen[0].starts_with("key-"), "{seen:?}");
+    assert_eq!(
+        store.shared_setting("server_key", "late").await.unwrap(),
+        seen[0]
+    );
+    assert_eq!(store.shared_setting("other", "x").await.unwrap(), "x");
 }

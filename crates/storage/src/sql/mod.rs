@@ -10,6 +10,7 @@ mod jobs;
 mod models;
 mod prune;
 mod sessions;
+mod settings;
 mod sizes;
 mod trash;
 mod versions;
@@ -37,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_runner.sql")),
     (3, include_str!("../migrations/0003_web.sql")),
     (4, include_str!("../migrations/0004_trash.sql")),
+    (6, include_str!("../migrations/0006_settings.sql")),
 ];
 
 #[derive(Clone)]
