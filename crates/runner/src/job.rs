@@ -537,6 +537,7 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
             base_version_id: Some(base.id.clone()),
             training_id: Some(job.id.clone()),
             weights: Some(placed.key.clone()),
+            gpu: base.gpu,
         })
         .await;
     let v = match created {

@@ -20,13 +20,14 @@ pub use store::{
     JobStore, KeptReason, MemberRemoval, ModelStore, NameInTrash, PasswordRecord, Prune, Purge,
     PurgeBy, RecoveredJobs, Restore, SessionStore, SizeStore, Storage, Store, StoredVersion,
     TokenRecord, TrashItem, TrashKind, TrashStore, Unreferenced, VersionStore,
+    JobLease, WarmSlot, WorkerStore,
 };
 
 /// Every storage trait, for code that calls methods on a concrete [`SqlStore`].
 pub mod prelude {
     pub use crate::store::{
         AccountStore, AuditStore, DeploymentStore, FileStore, JobStore, ModelStore, SessionStore,
-        SizeStore, Store, TrashStore, VersionStore,
+        SizeStore, Store, TrashStore, VersionStore, WorkerStore,
     };
 }
 

@@ -12,6 +12,7 @@ mod prune;
 mod sessions;
 mod sizes;
 mod trash;
+mod workers;
 mod versions;
 
 use std::str::FromStr;
@@ -37,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_runner.sql")),
     (3, include_str!("../migrations/0003_web.sql")),
     (4, include_str!("../migrations/0004_trash.sql")),
+    (5, include_str!("../migrations/0005_cluster.sql")),
 ];
 
 #[derive(Clone)]
