@@ -528,13 +528,14 @@ pub trait JobStore: Send + Sync {
     /// only where a GPU is ([`Offer::takes`]).
     async fn queued_jobs(&self, offer: &Offer, limit: i64) -> Result<Vec<Job>>;
     /// Takes a queued job for a worker, under a lease; false when it was taken or canceled
-    /// meanwhile, or when its deployment already runs `max_instances` jobs across the cluster.
+    /// meanwhile, when the offer does not take it, or when its deployment already runs `max_instances` jobs across the cluster.
     /// On PostgreSQL a job another worker is taking is skipped, not waited for.
-    async fn claim_job(&self, id: &str, lease: &JobLease) -> Result<bool>;
+    async fn claim_job(&self, id: &str, offer: &Offer, lease: &JobLease) -> Result<bool>;
     /// As [`Self::claim_job`], and marks it `processing` at once (a warm server is free for it).
     async fn claim_and_start_job(
         &self,
         id: &str,
+        offer: &Offer,
         lease: &JobLease,
         at: DateTime<Utc>,
     ) -> Result<bool>;

@@ -19,6 +19,22 @@ const RELEASE_JOIN: &str =
 /// The hardware a queued job needs: its deployment's, else its model's (`mo`, the version's).
 const NEEDED_HARDWARE: &str = "COALESCE(dr.hardware, mo.hardware)";
 
+/// `Offer::takes` in SQL, over the job's version `v` and its `NEEDED_HARDWARE`; the offered
+/// names are bound from placeholder `$first` on.
+fn offer_filter(offer: &Offer, first: usize) -> String {
+    let mut sql = String::new();
+    if !offer.gpu {
+        sql.push_str(" AND v.gpu = 0");
+    }
+    if !offer.hardware.is_empty() {
+        sql.push_str(&format!(
+            " AND {NEEDED_HARDWARE} IN ({})",
+            placeholders(first, offer.hardware.len())
+        ));
+    }
+    sql
+}
+
 #[async_trait]
 impl JobStore for SqlStore {
     async fn create_job(&self, j: NewJob) -> Result<Job> {
@@ -151,20 +167,12 @@ impl JobStore for SqlStore {
     }
 
     async fn queued_jobs(&self, offer: &Offer, limit: i64) -> Result<Vec<Job>> {
-        // The same rule as `Offer::takes`, in the query: a worker reads only what it may take.
-        let hardware = if offer.hardware.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " AND {NEEDED_HARDWARE} IN ({})",
-                placeholders(3, offer.hardware.len())
-            )
-        };
         let sql = format!(
-            "{JOB_SELECT} {RELEASE_JOIN} WHERE j.status = 'starting' AND j.claimed = 0 \
-             AND (v.gpu = 0 OR $2 = 1){hardware} ORDER BY j.seq LIMIT $1"
+            "{JOB_SELECT} {RELEASE_JOIN} WHERE j.status = 'starting' AND j.claimed = 0{} \
+             ORDER BY j.seq LIMIT $1",
+            offer_filter(offer, 2)
         );
-        let mut q = sqlx::query(&sql).bind(limit).bind(i64::from(offer.gpu));
+        let mut q = sqlx::query(&sql).bind(limit);
         for h in &offer.hardware {
             q = q.bind(h);
         }
@@ -175,17 +183,18 @@ impl JobStore for SqlStore {
             .collect()
     }
 
-    async fn claim_job(&self, id: &str, lease: &JobLease) -> Result<bool> {
-        self.claim(id, lease, None).await
+    async fn claim_job(&self, id: &str, offer: &Offer, lease: &JobLease) -> Result<bool> {
+        self.claim(id, offer, lease, None).await
     }
 
     async fn claim_and_start_job(
         &self,
         id: &str,
+        offer: &Offer,
         lease: &JobLease,
         at: DateTime<Utc>,
     ) -> Result<bool> {
-        self.claim(id, lease, Some(at)).await
+        self.claim(id, offer, lease, Some(at)).await
     }
 
     async fn release_job(&self, id: &str) -> Result<()> {
@@ -372,15 +381,30 @@ impl SqlStore {
     /// Takes a job for a worker in one write transaction: the job row (skipped on PostgreSQL
     /// when another worker holds it), then, for a deployment's job, the deployment row, under
     /// whose lock its jobs across the cluster are counted against `max_instances`.
-    async fn claim(&self, id: &str, lease: &JobLease, start: Option<DateTime<Utc>>) -> Result<bool> {
+    async fn claim(
+        &self,
+        id: &str,
+        offer: &Offer,
+        lease: &JobLease,
+        start: Option<DateTime<Utc>>,
+    ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
-        let deployment: Option<Option<i64>> = sqlx::query_scalar(&format!(
-            "SELECT deployment_id FROM jobs WHERE id = $1 AND status = 'starting' AND claimed = 0{}",
+        // The offer is checked here too, not only when the queue was read: a job handed to
+        // this node's dispatcher directly may be for another worker's hardware.
+        let sql = format!(
+            "SELECT j.deployment_id FROM jobs j \
+             WHERE j.id = $1 AND j.status = 'starting' AND j.claimed = 0 AND EXISTS (\
+             SELECT 1 FROM versions v JOIN models mo ON mo.id = v.model_id \
+             LEFT JOIN deployments d ON d.id = j.deployment_id {RELEASE_JOIN} \
+             WHERE v.id = j.version_id{}){}",
+            offer_filter(offer, 2),
             self.dialect.skip_locked()
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        );
+        let mut q = sqlx::query_scalar(&sql).bind(id);
+        for h in &offer.hardware {
+            q = q.bind(h);
+        }
+        let deployment: Option<Option<i64>> = q.fetch_optional(&mut *tx).await?;
         let Some(deployment) = deployment else {
             return Ok(false);
         };
