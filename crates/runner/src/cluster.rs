@@ -126,7 +126,10 @@ async fn note_waiting(inner: &Inner, now: chrono::DateTime<Utc>) {
         return;
     };
     for need in needs {
-        if workers.iter().any(|w| w.offer.takes(&need.hardware, need.gpu)) {
+        if workers
+            .iter()
+            .any(|w| w.offer.takes(&need.hardware, need.gpu))
+        {
             continue;
         }
         if let Err(e) = inner

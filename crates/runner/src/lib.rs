@@ -342,7 +342,12 @@ impl Runner {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // Its warm slots are free for other workers at once, not when their lease runs out.
-        if let Err(e) = self.inner.store.forget_worker(&self.inner.cfg.worker_id).await {
+        if let Err(e) = self
+            .inner
+            .store
+            .forget_worker(&self.inner.cfg.worker_id)
+            .await
+        {
             tracing::warn!(error = %e, "could not unregister this worker");
         }
     }

@@ -17,10 +17,10 @@ pub use error::StoreError;
 pub use sql::{FileRecord, NewFile, SqlStore};
 pub use store::{
     AccountStorage, AccountStore, AuditStore, Deletion, DeploymentStore, FileStore, JobEnd,
-    JobStore, KeptReason, MemberRemoval, ModelStore, NameInTrash, PasswordRecord, Prune, Purge,
-    PurgeBy, RecoveredJobs, Restore, SessionStore, SizeStore, Storage, Store, StoredVersion,
-    TokenRecord, TrashItem, TrashKind, TrashStore, Unreferenced, VersionStore,
-    JobLease, WarmSlot, WorkerStore,
+    JobLease, JobStore, KeptReason, MemberRemoval, ModelStore, NameInTrash, PasswordRecord, Prune,
+    Purge, PurgeBy, RecoveredJobs, Restore, SessionStore, SizeStore, Storage, Store, StoredVersion,
+    TokenRecord, TrashItem, TrashKind, TrashStore, Unreferenced, VersionStore, WarmSlot,
+    WorkerStore,
 };
 
 /// Every storage trait, for code that calls methods on a concrete [`SqlStore`].

@@ -1,5 +1,5 @@
 -- A cluster: several workers take jobs from one queue. A taken job names its worker and holds
--- a lease (microseconds) the worker renews while it lives; once the lease passes, any node
+-- a lease (microseconds) the worker renews while it lives. Once the lease passes, any node
 -- fails the job (it had started) or queues it again (it had not). waiting_noted is set once
 -- the job's logs said that no live worker offers what it needs.
 ALTER TABLE jobs ADD COLUMN worker_id TEXT;

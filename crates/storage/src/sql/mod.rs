@@ -12,8 +12,8 @@ mod prune;
 mod sessions;
 mod sizes;
 mod trash;
-mod workers;
 mod versions;
+mod workers;
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
