@@ -539,8 +539,8 @@ pub trait JobStore: Send + Sync {
         lease: &JobLease,
         at: DateTime<Utc>,
     ) -> Result<bool>;
-    /// Puts a taken job back in the queue.
-    async fn release_job(&self, id: &str) -> Result<()>;
+    /// Puts a job the worker took back in the queue (not one its lease lost meanwhile).
+    async fn release_job(&self, id: &str, worker_id: &str) -> Result<()>;
     /// Extends the lease of every job the worker holds, in one statement.
     async fn renew_leases(&self, worker_id: &str, until: DateTime<Utc>) -> Result<u64>;
     /// Jobs whose lease passed before `now` (their worker stopped answering): those that had
@@ -552,8 +552,10 @@ pub trait JobStore: Send + Sync {
     async fn unnoted_needs(&self, limit: i64) -> Result<Vec<Need>>;
     /// Appends `line` to a queued job's logs, once; false when it was noted, taken or ended.
     async fn note_waiting(&self, id: &str, line: &str) -> Result<bool>;
-    /// starting -> processing; false when the job was canceled meanwhile.
-    async fn job_started(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+    /// starting -> processing for the worker holding the job; false when it was canceled
+    /// meanwhile, or when the worker's lease ran out and the job went back to the queue (it
+    /// may run elsewhere now).
+    async fn job_started(&self, id: &str, worker_id: &str, at: DateTime<Utc>) -> Result<bool>;
     /// Logs and output so far, while the job runs.
     async fn job_progress(
         &self,

@@ -205,6 +205,11 @@ async fn a_passed_lease_fails_a_started_job_and_requeues_a_taken_one(store: SqlS
         .await
         .unwrap());
     assert_eq!(holder(&taken.id).await.0.as_deref(), Some("w3"));
+    // The worker that lost it comes back: it can neither start it nor give it back.
+    assert!(!store.job_started(&taken.id, "w1", now).await.unwrap());
+    store.release_job(&taken.id, "w1").await.unwrap();
+    assert_eq!(holder(&taken.id).await.0.as_deref(), Some("w3"));
+    assert!(store.job_started(&taken.id, "w3", now).await.unwrap());
     // The failed job stays failed: a late end from the lost worker does not overwrite it.
     assert!(!store
         .finish_job(&started.id, ended(Status::Succeeded))
@@ -225,7 +230,7 @@ async fn renewal_keeps_a_workers_jobs(store: SqlStore) {
         assert!(store.claim_job(&j.id, &offer, &short).await.unwrap());
         mine.push(j.id);
     }
-    assert!(store.job_started(&mine[0], now).await.unwrap());
+    assert!(store.job_started(&mine[0], "w1", now).await.unwrap());
     // One of them ended: it is not renewed, nor failed later.
     assert!(store
         .finish_job(&mine[2], ended(Status::Succeeded))

@@ -197,12 +197,13 @@ impl JobStore for SqlStore {
         self.claim(id, offer, lease, Some(at)).await
     }
 
-    async fn release_job(&self, id: &str) -> Result<()> {
+    async fn release_job(&self, id: &str, worker_id: &str) -> Result<()> {
         sqlx::query(
             "UPDATE jobs SET claimed = 0, worker_id = NULL, lease_until = NULL \
-             WHERE id = $1 AND status = 'starting'",
+             WHERE id = $1 AND worker_id = $2 AND status = 'starting'",
         )
         .bind(id)
+        .bind(worker_id)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -277,12 +278,14 @@ impl JobStore for SqlStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn job_started(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+    async fn job_started(&self, id: &str, worker_id: &str, at: DateTime<Utc>) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE jobs SET status = 'processing', started_at = $1 WHERE id = $2 AND status = 'starting'",
+            "UPDATE jobs SET status = 'processing', started_at = $1 \
+             WHERE id = $2 AND worker_id = $3 AND status = 'starting'",
         )
         .bind(micros(at))
         .bind(id)
+        .bind(worker_id)
         .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
