@@ -87,7 +87,6 @@ async fn contending_workers_take_each_job_once(store: SqlStore) {
     let a = user(&store, "alice").await.account.id;
     let m = model(&store, a, "m", Visibility::Public).await;
     let v = version(&store, m.id, "d1", "a1").await;
-    // Jobs are created while the workers take them.
     let store = Arc::new(store);
     let creators: Vec<_> = (0..JOBS)
         .map(|_| {
@@ -95,41 +94,40 @@ async fn contending_workers_take_each_job_once(store: SqlStore) {
             tokio::spawn(async move { predict(&store, a, &v).await.id })
         })
         .collect();
-    // Two workers, each with four dispatchers reading the queue and taking what they read.
-    let mut takers = Vec::new();
-    for worker in ["w1", "w2"] {
-        for _ in 0..4 {
-            let store = store.clone();
-            takers.push(tokio::spawn(async move {
-                let offer = every_kind();
-                let mut took = Vec::new();
-                let mut idle = 0;
-                while idle < 20 {
-                    let queued = store.queued_jobs(&offer, 50).await.unwrap();
-                    if queued.is_empty() {
-                        idle += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        continue;
-                    }
-                    idle = 0;
-                    for j in queued {
-                        if store
-                            .claim_job(&j.id, &offer, &lease(worker, soon()))
-                            .await
-                            .unwrap()
-                        {
-                            took.push((j.id, worker));
-                        }
-                    }
-                }
-                took
-            }));
-        }
-    }
     let mut created = HashSet::new();
     for c in creators {
         created.insert(c.await.unwrap());
     }
+    // Two workers of four dispatchers each read the same queue, then all try to take every
+    // job at once (each from its own starting point): every job has eight contenders.
+    const TAKERS: usize = 8;
+    let read = Arc::new(tokio::sync::Barrier::new(TAKERS));
+    let take = Arc::new(tokio::sync::Barrier::new(TAKERS));
+    let takers: Vec<_> = (0..TAKERS)
+        .map(|i| {
+            let (store, read, take) = (store.clone(), read.clone(), take.clone());
+            let worker = if i % 2 == 0 { "w1" } else { "w2" };
+            tokio::spawn(async move {
+                let offer = every_kind();
+                read.wait().await;
+                let mut queued = store.queued_jobs(&offer, 1000).await.unwrap();
+                assert_eq!(queued.len(), JOBS);
+                queued.rotate_left(i * JOBS / TAKERS);
+                take.wait().await;
+                let mut took = Vec::new();
+                for j in queued {
+                    if store
+                        .claim_job(&j.id, &offer, &lease(worker, soon()))
+                        .await
+                        .unwrap()
+                    {
+                        took.push((j.id, worker));
+                    }
+                }
+                took
+            })
+        })
+        .collect();
     let mut taken = Vec::new();
     for t in takers {
         taken.extend(t.await.unwrap());
@@ -138,13 +136,19 @@ async fn contending_workers_take_each_job_once(store: SqlStore) {
     assert_eq!(ids.len(), taken.len(), "a job was taken twice");
     assert_eq!(taken.len(), JOBS, "every job is taken");
     assert!(taken.iter().all(|(id, _)| created.contains(id)));
-    let by_w1 = taken.iter().filter(|(_, w)| *w == "w1").count();
-    assert!(
-        by_w1 > 0 && by_w1 < JOBS,
-        "both workers took jobs: w1 took {by_w1}"
-    );
-    for (id, worker) in taken.iter().take(50) {
-        assert_eq!(holder(id).await.0.as_deref(), Some(*worker));
+    let pool = raw().await;
+    let stored: Vec<(String, Option<String>)> = sqlx::query("SELECT id, worker_id FROM jobs")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("id"), r.get("worker_id")))
+        .collect();
+    pool.close().await;
+    assert_eq!(stored.len(), JOBS);
+    for (id, worker) in &taken {
+        let held = stored.iter().find(|(i, _)| i == id).unwrap();
+        assert_eq!(held.1.as_deref(), Some(*worker), "{id}");
     }
     assert!(queued_ids(&store, &every_kind()).await.is_empty());
 }
