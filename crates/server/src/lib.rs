@@ -172,7 +172,7 @@ impl Bound {
     ) -> Result<(), StartError> {
         tracing::info!(addr = %self.addr, url = %self.state.public_url, "modelyard is serving");
         let runner = self.state.runner.clone();
-        let app = if self.state.config.role == Role::Worker {
+        let app = if !self.state.config.serves_clients() {
             health::router(self.state)
         } else {
             app(self.state)

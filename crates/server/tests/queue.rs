@@ -192,3 +192,40 @@ async fn a_gpu_version_waits_and_says_why_while_no_node_offers_a_gpu() {
     assert_eq!(canceled.body["status"], "canceled", "{:?}", canceled.body);
     stop([&t4, &cpu]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_node_answers_health_only() {
+    let api = start_with(Backend::Postgres, |_| {}).await;
+    let (db, data) = (
+        api.state.config.database_url.clone(),
+        api.state.config.data_dir.clone(),
+    );
+    let worker = start_with(Backend::Sqlite, move |c| {
+        c.role = modelyard_server::Role::Worker;
+        c.run_jobs = true;
+        c.database_url = db;
+        c.data_dir = data;
+        c.blob_store = Some("s3://modelyard-test/queue".into());
+    })
+    .await;
+    let id = worker.state.runner.as_ref().unwrap().worker_id().to_string();
+    let health = worker.get("", "/health").await;
+    assert_eq!(health.status, reqwest::StatusCode::OK);
+    assert_eq!(health.body["worker_id"], id.as_str());
+    assert_eq!(health.body["servers"], 0);
+    // No API, no web pages.
+    for path in ["/v1/models", "/v1/hardware", "/", "/login"] {
+        assert_eq!(
+            worker.get("alice", path).await.status,
+            reqwest::StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    // It is a live worker of the cluster the API node sees.
+    let since = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let live = api.state.store.live_workers(since).await.unwrap();
+    assert!(live.iter().any(|w| w.id == id), "{live:?}");
+    stop([&worker, &api]).await;
+    let live = api.state.store.live_workers(since).await.unwrap();
+    assert!(live.iter().all(|w| w.id != id), "a stopped worker unregisters");
+}
