@@ -5,7 +5,8 @@
 ALTER TABLE jobs ADD COLUMN worker_id TEXT;
 ALTER TABLE jobs ADD COLUMN lease_until BIGINT;
 ALTER TABLE jobs ADD COLUMN waiting_noted BIGINT NOT NULL DEFAULT 0;
-CREATE INDEX jobs_lease ON jobs(worker_id);
+-- A worker keeps its id on the jobs it ran: renewals look at its unfinished ones only.
+CREATE INDEX jobs_lease ON jobs(worker_id, status);
 CREATE INDEX jobs_deployment_live ON jobs(deployment_id, status);
 -- cog.yaml's build.gpu: such a version runs only on a worker with a GPU.
 ALTER TABLE versions ADD COLUMN gpu BIGINT NOT NULL DEFAULT 0;
