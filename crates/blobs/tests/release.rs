@@ -81,6 +81,7 @@ impl Data {
                 base_version_id: None,
                 training_id: None,
                 weights: weights.map(str::to_string),
+                gpu: false,
             })
             .await
             .unwrap()

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod names;
 pub mod rules;
 pub mod types;
+pub mod worker;
 
 pub use rules::{Blocker, BlockerKind};
 pub use types::*;

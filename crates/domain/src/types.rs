@@ -134,6 +134,8 @@ pub struct Version {
     pub base_version_id: Option<String>,
     /// For a fine-tuned version: the stored weights its predictor is set up with.
     pub weights: Option<String>,
+    /// cog.yaml's `build.gpu`: it runs only on a worker that offers a GPU.
+    pub gpu: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -154,6 +156,7 @@ pub struct NewVersion {
     pub base_version_id: Option<String>,
     pub training_id: Option<String>,
     pub weights: Option<String>,
+    pub gpu: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

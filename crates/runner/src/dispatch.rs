@@ -75,6 +75,8 @@ impl Drop for Slot {
 
 pub async fn run(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.subscribe();
+    // Each worker reads only what it may take, and orders that fairly.
+    let offer = inner.offer();
     // Whether the last read of the queue left jobs waiting: then fresh jobs wait their turn.
     let mut backlog = true;
     loop {
@@ -95,7 +97,7 @@ pub async fn run(inner: Arc<Inner>) {
             let jobs = if !backlog && !fresh.is_empty() && fresh.len() <= free {
                 Ok(fresh)
             } else {
-                inner.store.queued_jobs(500).await
+                inner.store.queued_jobs(&offer, 500).await
             };
             match jobs {
                 Ok(jobs) => {
@@ -115,9 +117,15 @@ pub async fn run(inner: Arc<Inner>) {
                         };
                         // With a warm server free for it, taking and starting are one write.
                         let now = inner.pool.has_idle(&key).then(Utc::now);
+                        let lease = inner.job_lease();
                         let claimed = match now {
-                            Some(at) => inner.store.claim_and_start_job(&j.id, at).await,
-                            None => inner.store.claim_job(&j.id).await,
+                            Some(at) => {
+                                inner
+                                    .store
+                                    .claim_and_start_job(&j.id, &offer, &lease, at)
+                                    .await
+                            }
+                            None => inner.store.claim_job(&j.id, &offer, &lease).await,
                         };
                         match claimed {
                             Ok(true) => {
@@ -170,21 +178,39 @@ pub async fn housekeeping(inner: Arc<Inner>) {
     }
 }
 
+/// Keeps warm the servers of the deployments' warm slots this worker holds: the cluster
+/// keeps each deployment's `min_instances` between its workers, one slot a server.
 async fn keep_warm(inner: &Arc<Inner>) {
-    let Ok(deployments) = inner.store.all_deployments().await else {
-        return;
+    let now = Utc::now();
+    let lease = inner.job_lease();
+    let slots = match inner
+        .store
+        .hold_warm_slots(
+            &inner.cfg.worker_id,
+            &inner.offer(),
+            inner.cfg.max_servers as i64,
+            now,
+            lease.until,
+        )
+        .await
+    {
+        Ok(slots) => slots,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the warm slots");
+            return;
+        }
     };
-    let warm: Vec<(pool::Key, usize)> = deployments
-        .iter()
-        .filter(|d| d.release.min_instances > 0)
-        .map(|d| {
-            let key = pool::Key {
-                version_id: d.release.version_id.clone(),
-                train: false,
-            };
-            (key, d.release.min_instances as usize)
-        })
-        .collect();
+    let mut warm: Vec<(pool::Key, usize)> = Vec::new();
+    for s in slots {
+        let key = pool::Key {
+            version_id: s.version_id,
+            train: false,
+        };
+        match warm.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => warm.push((key, 1)),
+        }
+    }
     inner.pool.set_warm(warm);
     for (key, missing) in inner.pool.warm_deficit() {
         let Ok(spec) = job::spec_for(inner, &key.version_id, JobKind::Prediction, &|_| {}).await

@@ -123,7 +123,7 @@ pub async fn run(
         // started says plainly what happened to it, not that the model crashed.
         match inner.store.job(job.kind, &job.id).await {
             Ok(Some(j)) if j.status == Status::Starting => {
-                let _ = inner.store.release_job(&job.id).await;
+                let _ = inner.store.release_job(&job.id, &inner.cfg.worker_id).await;
             }
             Ok(Some(j)) if j.status == Status::Processing => {
                 if let Err(e) = inner.store.finish_job(&job.id, failed(SHUT_DOWN)).await {
@@ -212,7 +212,11 @@ async fn execute(
     };
     if job.status != Status::Processing {
         let at = Utc::now();
-        match inner.store.job_started(&job.id, at).await {
+        match inner
+            .store
+            .job_started(&job.id, &inner.cfg.worker_id, at)
+            .await
+        {
             Ok(true) => {
                 job.status = Status::Processing;
                 job.started_at = Some(at);
@@ -537,6 +541,7 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
             base_version_id: Some(base.id.clone()),
             training_id: Some(job.id.clone()),
             weights: Some(placed.key.clone()),
+            gpu: base.gpu,
         })
         .await;
     let v = match created {

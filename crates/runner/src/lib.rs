@@ -9,6 +9,7 @@
 mod bridge;
 mod callbacks;
 mod cgroup;
+mod cluster;
 mod dispatch;
 mod env;
 mod job;
@@ -48,6 +49,19 @@ pub struct RunnerConfig {
     pub sandbox: Arc<sandbox::Sandbox>,
     /// API predictions lose input, output, files and logs after this long.
     pub api_retention: Duration,
+    /// This worker's id in the cluster, unique to this start.
+    pub worker_id: String,
+    /// The hardware this worker offers (names from `/v1/hardware`); empty offers every kind.
+    pub hardware: Vec<String>,
+    /// How many GPUs its servers may be given: a `gpu` version runs only where there are some.
+    pub gpus: usize,
+    /// How long a job or warm slot this worker holds stays its own without a renewal; the
+    /// heartbeat renews them every third of it.
+    pub lease: Duration,
+    /// At start, fail the jobs that were running and queue again the taken ones, as a single
+    /// machine that restarted must (its jobs died with it, and nobody should wait a lease for
+    /// that). Never in a cluster: those jobs may be other workers', whose leases decide.
+    pub recover_at_start: bool,
 }
 
 /// Why the runner did not start.
@@ -55,6 +69,8 @@ pub struct RunnerConfig {
 pub enum StartError {
     #[error("cannot recover the jobs of the previous run: {0}")]
     Recover(#[from] StoreError),
+    #[error("cannot register this worker: {0}")]
+    Register(StoreError),
     #[error("cannot prepare the data directory: {0}")]
     DataDir(#[from] BlobError),
 }
@@ -141,16 +157,21 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Recovers from a previous run (jobs that were running failed; taken ones are queued
-    /// again) and starts dispatching.
+    /// Recovers from a previous run when told to (jobs that were running failed; taken ones
+    /// are queued again), registers this worker and starts dispatching.
     pub async fn start(store: Arc<dyn Store>, cfg: RunnerConfig) -> Result<Runner, StartError> {
-        let RecoveredJobs { failed, requeued } = store
-            .recover_jobs("The server restarted while this ran; run it again.")
-            .await?;
-        if failed + requeued > 0 {
-            tracing::warn!(failed, requeued, "recovered jobs from the previous run");
+        if cfg.recover_at_start {
+            let RecoveredJobs { failed, requeued } = store
+                .recover_jobs("The server restarted while this ran; run it again.")
+                .await?;
+            if failed + requeued > 0 {
+                tracing::warn!(failed, requeued, "recovered jobs from the previous run");
+            }
         }
         cfg.blobs.prepare_runner()?;
+        cluster::register(store.as_ref(), &cfg)
+            .await
+            .map_err(StartError::Register)?;
         let mut callback_key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut callback_key);
         let label = format!(
@@ -187,6 +208,8 @@ impl Runner {
         });
         tokio::spawn(dispatch::run(inner.clone()));
         tokio::spawn(dispatch::housekeeping(inner.clone()));
+        tokio::spawn(cluster::heartbeat(inner.clone()));
+        tokio::spawn(cluster::reaper(inner.clone()));
         Ok(Runner { inner })
     }
 
@@ -302,6 +325,11 @@ impl Runner {
         std::fs::read_to_string(self.inner.envs.log_path(packages)).ok()
     }
 
+    /// This worker's id in the cluster.
+    pub fn worker_id(&self) -> &str {
+        &self.inner.cfg.worker_id
+    }
+
     /// Stops dispatching and every Cog server.
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
@@ -312,6 +340,15 @@ impl Runner {
             && std::time::Instant::now() < until
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Its warm slots are free for other workers at once, not when their lease runs out.
+        if let Err(e) = self
+            .inner
+            .store
+            .forget_worker(&self.inner.cfg.worker_id)
+            .await
+        {
+            tracing::warn!(error = %e, "could not unregister this worker");
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod api;
 mod config;
 mod error;
 mod extract;
+mod health;
 pub mod ops;
 mod push;
 mod retention;
@@ -126,6 +127,12 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
                 public_url: state.public_url.to_string(),
                 sandbox,
                 api_retention: c.api_retention,
+                worker_id: health::worker_id(),
+                hardware: c.hardware.clone(),
+                gpus: health::gpu_count(&c.sandbox),
+                lease: c.lease,
+                // One machine recovers at once; a cluster's workers leave it to the leases.
+                recover_at_start: c.role == Role::All,
             },
         )
         .await
@@ -171,8 +178,13 @@ impl Bound {
     ) -> Result<(), StartError> {
         tracing::info!(addr = %self.addr, url = %self.state.public_url, "modelyard is serving");
         let runner = self.state.runner.clone();
+        let app = if !self.state.config.serves_clients() {
+            health::router(self.state)
+        } else {
+            app(self.state)
+        };
         // The peer address: sign-in attempts are limited per client address.
-        let app = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await

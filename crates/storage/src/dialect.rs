@@ -35,6 +35,16 @@ impl Dialect {
         }
     }
 
+    /// Appended to the SELECT with which a worker takes a queued job: on PostgreSQL a job
+    /// another worker is taking is passed over at once instead of waited for (then found
+    /// taken). SQLite's one writer already takes jobs one at a time.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     /// The schema is written for SQLite; PostgreSQL spells auto-increment keys differently.
     pub fn ddl(self, sql: &str) -> String {
         match self {

@@ -56,7 +56,7 @@ macro_rules! model_columns {
     m.visibility, m.hardware, m.github_url, m.paper_url, m.license_url, m.cover_image_url, \
     m.run_count, m.created_at, v.seq AS v_seq, v.id AS v_id, v.cog_version AS v_cog_version, \
     v.openapi_schema AS v_schema, v.artifact AS v_artifact, v.base_version_id AS v_base, v.weights AS v_weights, \
-    v.created_at AS v_created_at"
+    v.gpu AS v_gpu, v.created_at AS v_created_at"
     };
 }
 
@@ -76,7 +76,7 @@ pub const MODEL_AND_VERSION_SELECT: &str = concat!(
     model_columns!(),
     ", r.seq AS r_seq, r.id AS r_id, r.cog_version AS r_cog_version, \
     r.openapi_schema AS r_schema, r.artifact AS r_artifact, r.base_version_id AS r_base, \
-    r.weights AS r_weights, r.created_at AS r_created_at",
+    r.weights AS r_weights, r.gpu AS r_gpu, r.created_at AS r_created_at",
     model_from!()
 );
 
@@ -97,6 +97,7 @@ fn prefixed_version(r: &AnyRow, prefix: &str, model_id: i64) -> Result<Option<Ve
         artifact: r.try_get(col("artifact").as_str())?,
         base_version_id: r.try_get(col("base").as_str())?,
         weights: r.try_get(col("weights").as_str())?,
+        gpu: r.try_get::<i64, _>(col("gpu").as_str())? != 0,
         created_at: time(r.try_get(col("created_at").as_str())?),
     }))
 }
@@ -138,7 +139,7 @@ pub fn model_and_version(r: &AnyRow) -> Result<(Model, Option<Version>)> {
 /// in their WHERE: `v.trashed_at IS NULL` hides it).
 pub const VERSION_SELECT: &str =
     "SELECT v.seq, v.id, v.model_id, v.cog_version, v.openapi_schema, \
-    v.artifact, v.base_version_id, v.weights, v.created_at, v.purge_at FROM versions v";
+    v.artifact, v.base_version_id, v.weights, v.gpu, v.created_at, v.purge_at FROM versions v";
 
 pub fn version(r: &AnyRow) -> Result<Version> {
     Ok(Version {
@@ -150,6 +151,7 @@ pub fn version(r: &AnyRow) -> Result<Version> {
         artifact: r.try_get("artifact")?,
         base_version_id: r.try_get("base_version_id")?,
         weights: r.try_get("weights")?,
+        gpu: r.try_get::<i64, _>("gpu")? != 0,
         created_at: time(r.try_get("created_at")?),
     })
 }

@@ -1,5 +1,6 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
+use modelyard_domain::worker::{Need, Offer, Worker};
 use modelyard_domain::*;
 
 use crate::{FileRecord, NewFile, Result};
@@ -29,7 +30,24 @@ pub struct StoredVersion {
     pub created: bool,
 }
 
-/// What [`JobStore::recover_jobs`] did after a restart.
+/// A worker's hold on a job it takes: the job goes back to the queue, or fails, once `until`
+/// passes without a renewal ([`JobStore::expire_leases`]).
+#[derive(Debug, Clone)]
+pub struct JobLease {
+    pub worker_id: String,
+    pub until: DateTime<Utc>,
+}
+
+/// One of a deployment's `min_instances`, held by this worker: it keeps one server of
+/// `version_id` warm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmSlot {
+    pub deployment_id: i64,
+    pub slot: i64,
+    pub version_id: String,
+}
+
+/// What [`JobStore::recover_jobs`] and [`JobStore::expire_leases`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecoveredJobs {
     /// Jobs that were running: they failed.
@@ -245,6 +263,7 @@ pub trait Store:
     + TrashStore
     + SizeStore
     + SettingStore
+    + WorkerStore
     + 'static
 {
 }
@@ -261,6 +280,7 @@ impl<T> Store for T where
         + TrashStore
         + SizeStore
         + SettingStore
+        + WorkerStore
         + 'static
 {
 }
@@ -505,16 +525,39 @@ pub trait JobStore: Send + Sync {
     async fn model_jobs(&self, model_id: i64, account_id: i64, limit: i64) -> Result<Vec<Job>>;
     /// Cancels a job that has not finished; a finished one is returned unchanged.
     async fn cancel_job(&self, kind: JobKind, id: &str) -> Result<Job>;
-    /// Queued jobs that no runner has taken, oldest first.
-    async fn queued_jobs(&self, limit: i64) -> Result<Vec<Job>>;
-    /// Takes a queued job; false when it was taken or canceled meanwhile.
-    async fn claim_job(&self, id: &str) -> Result<bool>;
-    /// Takes a queued job and marks it `processing` at once (a warm server is free for it).
-    async fn claim_and_start_job(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
-    /// Puts a taken job back in the queue.
-    async fn release_job(&self, id: &str) -> Result<()>;
-    /// starting -> processing; false when the job was canceled meanwhile.
-    async fn job_started(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+    /// Queued jobs that no worker has taken and that this offer may take, oldest first: the
+    /// job's hardware (its deployment's, else its model's) is offered, and a `gpu` version
+    /// only where a GPU is ([`Offer::takes`]).
+    async fn queued_jobs(&self, offer: &Offer, limit: i64) -> Result<Vec<Job>>;
+    /// Takes a queued job for a worker, under a lease; false when it was taken or canceled
+    /// meanwhile, when the offer does not take it, or when its deployment already runs `max_instances` jobs across the cluster.
+    /// On PostgreSQL a job another worker is taking is skipped, not waited for.
+    async fn claim_job(&self, id: &str, offer: &Offer, lease: &JobLease) -> Result<bool>;
+    /// As [`Self::claim_job`], and marks it `processing` at once (a warm server is free for it).
+    async fn claim_and_start_job(
+        &self,
+        id: &str,
+        offer: &Offer,
+        lease: &JobLease,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Puts a job the worker took back in the queue (not one its lease lost meanwhile).
+    async fn release_job(&self, id: &str, worker_id: &str) -> Result<()>;
+    /// Extends the lease of every job the worker holds, in one statement.
+    async fn renew_leases(&self, worker_id: &str, until: DateTime<Utc>) -> Result<u64>;
+    /// Jobs whose lease passed before `now` (their worker stopped answering): those that had
+    /// started fail with `error`, those only taken are queued again. Idempotent, so every node
+    /// may run it.
+    async fn expire_leases(&self, now: DateTime<Utc>, error: &str) -> Result<RecoveredJobs>;
+    /// Queued jobs whose logs do not yet say what they wait for, oldest first, with what
+    /// they need, for the runner to tell those that no live worker could take.
+    async fn unnoted_needs(&self, limit: i64) -> Result<Vec<Need>>;
+    /// Appends `line` to a queued job's logs, once; false when it was noted, taken or ended.
+    async fn note_waiting(&self, id: &str, line: &str) -> Result<bool>;
+    /// starting -> processing for the worker holding the job; false when it was canceled
+    /// meanwhile, or when the worker's lease ran out and the job went back to the queue (it
+    /// may run elsewhere now).
+    async fn job_started(&self, id: &str, worker_id: &str, at: DateTime<Utc>) -> Result<bool>;
     /// Logs and output so far, while the job runs.
     async fn job_progress(
         &self,
@@ -531,6 +574,42 @@ pub trait JobStore: Send + Sync {
     /// Clears input, output and logs of finished jobs from `source` created before `before`;
     /// returns their ids, for their files to go too.
     async fn remove_job_data(&self, source: &str, before: DateTime<Utc>) -> Result<Vec<String>>;
+}
+
+/// The workers of a cluster, their heartbeats, and the warm servers of deployments they hold
+/// (`sql/workers.rs`). A worker is live while its heartbeat is younger than its lease.
+#[async_trait]
+pub trait WorkerStore: Send + Sync {
+    /// Records a worker that starts, its heartbeat now.
+    async fn register_worker(&self, w: &Worker) -> Result<()>;
+    /// The worker is alive and runs `servers` Cog servers; renews the warm slots it holds
+    /// until `until`. False when the worker was forgotten (it must register again).
+    async fn heartbeat(
+        &self,
+        id: &str,
+        servers: i64,
+        at: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// The worker stops: its row and its warm slots go.
+    async fn forget_worker(&self, id: &str) -> Result<()>;
+    /// Workers whose heartbeat came at `since` or later.
+    async fn live_workers(&self, since: DateTime<Utc>) -> Result<Vec<Worker>>;
+    /// Forgets workers silent since before `before`, and their warm slots.
+    async fn forget_stale_workers(&self, before: DateTime<Utc>) -> Result<u64>;
+    /// The warm slots the worker holds after this round: slots of deployments it no longer
+    /// serves (or past their `min_instances`) are let go, and of each deployment it may serve
+    /// (its release's hardware and version fit `offer`) it takes at most one more free slot (one
+    /// nobody holds, or whose lease passed before `now`), while it holds fewer than `room`.
+    /// Taking one slot per round lets several workers share a deployment's instances.
+    async fn hold_warm_slots(
+        &self,
+        worker_id: &str,
+        offer: &Offer,
+        room: i64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<WarmSlot>>;
 }
 
 /// Deployments and their releases, and their deletion (`sql/deployments.rs`).

@@ -158,7 +158,7 @@ async fn a_trashed_version_is_gone_from_every_read(store: SqlStore) {
     );
     assert_eq!(store.model_jobs(m.id, a, 10).await.unwrap().len(), 1);
     assert!(store
-        .queued_jobs(100)
+        .queued_jobs(&modelyard_domain::worker::Offer::new(vec![], 1), 100)
         .await
         .unwrap()
         .iter()

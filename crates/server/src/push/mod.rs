@@ -128,6 +128,7 @@ pub async fn push(
             base_version_id: None,
             training_id: None,
             weights: None,
+            gpu: cog.gpu,
         })
         .await;
     let StoredVersion {

@@ -230,6 +230,7 @@ impl Server {
                 base_version_id: None,
                 training_id: None,
                 weights: None,
+                gpu: false,
             })
             .await
             .unwrap();

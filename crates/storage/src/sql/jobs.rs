@@ -3,10 +3,37 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use modelyard_domain::*;
 
+use modelyard_domain::worker::{Need, Offer};
+use sqlx::Row;
+
 use super::{now, SqlStore};
-use crate::rows::{self, micros, JOB_SELECT};
-use crate::store::{JobEnd, JobStore, RecoveredJobs};
+use crate::rows::{self, micros, placeholders, JOB_SELECT};
+use crate::store::{JobEnd, JobLease, JobStore, RecoveredJobs};
 use crate::{Result, StoreError};
+
+/// A job's deployment's current release, after `JOB_SELECT` (or any join naming the job's
+/// deployment `d`).
+const RELEASE_JOIN: &str =
+    "LEFT JOIN deployment_releases dr ON dr.deployment_id = d.id AND dr.number = d.release_number";
+
+/// The hardware a queued job needs: its deployment's, else its model's (`mo`, the version's).
+const NEEDED_HARDWARE: &str = "COALESCE(dr.hardware, mo.hardware)";
+
+/// `Offer::takes` in SQL, over the job's version `v` and its `NEEDED_HARDWARE`; the offered
+/// names are bound from placeholder `$first` on.
+fn offer_filter(offer: &Offer, first: usize) -> String {
+    let mut sql = String::new();
+    if !offer.gpu {
+        sql.push_str(" AND v.gpu = 0");
+    }
+    if !offer.hardware.is_empty() {
+        sql.push_str(&format!(
+            " AND {NEEDED_HARDWARE} IN ({})",
+            placeholders(first, offer.hardware.len())
+        ));
+    }
+    sql
+}
 
 #[async_trait]
 impl JobStore for SqlStore {
@@ -139,54 +166,126 @@ impl JobStore for SqlStore {
             .ok_or(StoreError::NotFound("prediction"))
     }
 
-    async fn queued_jobs(&self, limit: i64) -> Result<Vec<Job>> {
-        sqlx::query(&format!(
-            "{JOB_SELECT} WHERE j.status = 'starting' AND j.claimed = 0 ORDER BY j.seq LIMIT $1"
-        ))
-        .bind(limit)
-        .fetch_all(&mut *self.reader().await?)
-        .await?
-        .iter()
-        .map(rows::job)
-        .collect()
+    async fn queued_jobs(&self, offer: &Offer, limit: i64) -> Result<Vec<Job>> {
+        let sql = format!(
+            "{JOB_SELECT} {RELEASE_JOIN} WHERE j.status = 'starting' AND j.claimed = 0{} \
+             ORDER BY j.seq LIMIT $1",
+            offer_filter(offer, 2)
+        );
+        let mut q = sqlx::query(&sql).bind(limit);
+        for h in &offer.hardware {
+            q = q.bind(h);
+        }
+        q.fetch_all(&mut *self.reader().await?)
+            .await?
+            .iter()
+            .map(rows::job)
+            .collect()
     }
 
-    async fn claim_job(&self, id: &str) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE jobs SET claimed = 1 WHERE id = $1 AND status = 'starting' AND claimed = 0",
+    async fn claim_job(&self, id: &str, offer: &Offer, lease: &JobLease) -> Result<bool> {
+        self.claim(id, offer, lease, None).await
+    }
+
+    async fn claim_and_start_job(
+        &self,
+        id: &str,
+        offer: &Offer,
+        lease: &JobLease,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.claim(id, offer, lease, Some(at)).await
+    }
+
+    async fn release_job(&self, id: &str, worker_id: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET claimed = 0, worker_id = NULL, lease_until = NULL \
+             WHERE id = $1 AND worker_id = $2 AND status = 'starting'",
         )
         .bind(id)
+        .bind(worker_id)
         .execute(&self.writer)
         .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn claim_and_start_job(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE jobs SET claimed = 1, status = 'processing', started_at = $1 \
-             WHERE id = $2 AND status = 'starting' AND claimed = 0",
-        )
-        .bind(micros(at))
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    async fn release_job(&self, id: &str) -> Result<()> {
-        sqlx::query("UPDATE jobs SET claimed = 0 WHERE id = $1 AND status = 'starting'")
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
         Ok(())
     }
 
-    async fn job_started(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+    async fn renew_leases(&self, worker_id: &str, until: DateTime<Utc>) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE jobs SET lease_until = $1 WHERE worker_id = $2 AND claimed = 1 \
+             AND status IN ('starting', 'processing')",
+        )
+        .bind(micros(until))
+        .bind(worker_id)
+        .execute(&self.writer)
+        .await?
+        .rows_affected())
+    }
+
+    async fn expire_leases(&self, now: DateTime<Utc>, error: &str) -> Result<RecoveredJobs> {
+        let now = micros(now);
+        let failed = sqlx::query(
+            "UPDATE jobs SET status = 'failed', error = $1, completed_at = $2 \
+             WHERE status = 'processing' AND lease_until < $2",
+        )
+        .bind(error)
+        .bind(now)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        let requeued = sqlx::query(
+            "UPDATE jobs SET claimed = 0, worker_id = NULL, lease_until = NULL \
+             WHERE status = 'starting' AND claimed = 1 AND lease_until < $1",
+        )
+        .bind(now)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(RecoveredJobs { failed, requeued })
+    }
+
+    async fn unnoted_needs(&self, limit: i64) -> Result<Vec<Need>> {
+        let rows = sqlx::query(&format!(
+            "SELECT j.id, {NEEDED_HARDWARE} AS hardware, v.gpu FROM jobs j \
+             JOIN versions v ON v.id = j.version_id AND v.trashed_at IS NULL \
+             JOIN models mo ON mo.id = v.model_id \
+             LEFT JOIN deployments d ON d.id = j.deployment_id {RELEASE_JOIN} \
+             WHERE j.status = 'starting' AND j.claimed = 0 AND j.waiting_noted = 0 \
+             ORDER BY j.seq LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&mut *self.reader().await?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Need {
+                    job_id: r.try_get("id")?,
+                    hardware: r.try_get("hardware")?,
+                    gpu: r.try_get::<i64, _>("gpu")? != 0,
+                })
+            })
+            .collect()
+    }
+
+    async fn note_waiting(&self, id: &str, line: &str) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE jobs SET status = 'processing', started_at = $1 WHERE id = $2 AND status = 'starting'",
+            "UPDATE jobs SET logs = logs || $1, waiting_noted = 1 \
+             WHERE id = $2 AND status = 'starting' AND claimed = 0 AND waiting_noted = 0",
+        )
+        .bind(line)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn job_started(&self, id: &str, worker_id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'processing', started_at = $1 \
+             WHERE id = $2 AND worker_id = $3 AND status = 'starting'",
         )
         .bind(micros(at))
         .bind(id)
+        .bind(worker_id)
         .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -278,5 +377,78 @@ impl JobStore for SqlStore {
         .await?;
         tx.commit().await?;
         Ok(ids)
+    }
+}
+
+impl SqlStore {
+    /// Takes a job for a worker in one write transaction: the job row (skipped on PostgreSQL
+    /// when another worker holds it), then, for a deployment's job, the deployment row, under
+    /// whose lock its jobs across the cluster are counted against `max_instances`.
+    async fn claim(
+        &self,
+        id: &str,
+        offer: &Offer,
+        lease: &JobLease,
+        start: Option<DateTime<Utc>>,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        // The offer is checked here too, not only when the queue was read: a job handed to
+        // this node's dispatcher directly may be for another worker's hardware.
+        let sql = format!(
+            "SELECT j.deployment_id FROM jobs j \
+             WHERE j.id = $1 AND j.status = 'starting' AND j.claimed = 0 AND EXISTS (\
+             SELECT 1 FROM versions v JOIN models mo ON mo.id = v.model_id \
+             LEFT JOIN deployments d ON d.id = j.deployment_id {RELEASE_JOIN} \
+             WHERE v.id = j.version_id{}){}",
+            offer_filter(offer, 2),
+            self.dialect.skip_locked()
+        );
+        let mut q = sqlx::query_scalar(&sql).bind(id);
+        for h in &offer.hardware {
+            q = q.bind(h);
+        }
+        let deployment: Option<Option<i64>> = q.fetch_optional(&mut *tx).await?;
+        let Some(deployment) = deployment else {
+            return Ok(false);
+        };
+        if let Some(d) = deployment {
+            let max: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT r.max_instances FROM deployments d JOIN deployment_releases r \
+                 ON r.deployment_id = d.id AND r.number = d.release_number WHERE d.id = $1{}",
+                self.lock()
+            ))
+            .bind(d)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let running: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM jobs WHERE deployment_id = $1 AND claimed = 1 \
+                 AND status IN ('starting', 'processing')",
+            )
+            .bind(d)
+            .fetch_one(&mut *tx)
+            .await?;
+            if max.is_some_and(|m| running >= m.max(1)) {
+                return Ok(false);
+            }
+        }
+        let started = if start.is_some() {
+            ", status = 'processing', started_at = $4"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE jobs SET claimed = 1, worker_id = $1, lease_until = $2{started} \
+             WHERE id = $3 AND status = 'starting' AND claimed = 0"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(&lease.worker_id)
+            .bind(micros(lease.until))
+            .bind(id);
+        if let Some(at) = start {
+            q = q.bind(micros(at));
+        }
+        let r = q.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
     }
 }

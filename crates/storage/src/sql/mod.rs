@@ -14,6 +14,7 @@ mod settings;
 mod sizes;
 mod trash;
 mod versions;
+mod workers;
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_web.sql")),
     (4, include_str!("../migrations/0004_trash.sql")),
     (6, include_str!("../migrations/0006_settings.sql")),
+    (5, include_str!("../migrations/0005_cluster.sql")),
 ];
 
 #[derive(Clone)]

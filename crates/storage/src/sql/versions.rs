@@ -108,8 +108,8 @@ impl VersionStore for SqlStore {
         // nothing here and returns the version the other push made.
         let done = sqlx::query(
             "INSERT INTO versions (id, model_id, cog_version, openapi_schema, artifact, \
-             base_version_id, training_id, weights, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             base_version_id, training_id, weights, gpu, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&id)
@@ -120,6 +120,7 @@ impl VersionStore for SqlStore {
         .bind(&v.base_version_id)
         .bind(&v.training_id)
         .bind(&v.weights)
+        .bind(i64::from(v.gpu))
         .bind(now())
         .execute(&mut *tx)
         .await

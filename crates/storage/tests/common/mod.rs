@@ -290,6 +290,7 @@ pub fn new_version(model_id: i64, digest: &str, artifact: &str) -> NewVersion {
         base_version_id: None,
         training_id: None,
         weights: None,
+        gpu: false,
     }
 }
 

@@ -1,0 +1,231 @@
+//! Two nodes on one PostgreSQL database and one data directory, each offering other hardware:
+//! a prediction runs on the node that offers its model's hardware, and a version that needs a
+//! GPU waits, saying why, while no node offers one. Real Cog servers.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{start_with, Backend, Server};
+use modelyard_domain::ModelPatch;
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+/// Two nodes: `cpu` offers cpu, `t4` offers gpu-t4 (without a GPU on this machine). Only the
+/// first serves the API in this test; both take jobs.
+async fn cluster() -> (Server, Server) {
+    let cpu = start_with(Backend::Postgres, |c| {
+        c.run_jobs = true;
+        c.max_servers = 1;
+        c.hardware = vec!["cpu".into()];
+        c.setup_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let (db, data) = (
+        cpu.state.config.database_url.clone(),
+        cpu.state.config.data_dir.clone(),
+    );
+    // Its own database is the first node's (which drops it at the end).
+    let t4 = start_with(Backend::Sqlite, move |c| {
+        c.run_jobs = true;
+        c.max_servers = 1;
+        c.hardware = vec!["gpu-t4".into()];
+        c.setup_timeout = Duration::from_secs(120);
+        c.database_url = db;
+        c.data_dir = data;
+    })
+    .await;
+    (cpu, t4)
+}
+
+/// The worker that took a job, as the queue recorded it.
+async fn worker_of(s: &Server, id: &str) -> Option<String> {
+    let url = s.state.config.database_url.clone().unwrap();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let w: Option<String> = sqlx::query_scalar("SELECT worker_id FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    w
+}
+
+async fn predict(s: &Server, version: &str, prompt: &str) -> String {
+    let r = s
+        .call(
+            "alice",
+            Method::POST,
+            "/v1/predictions",
+            Some(json!({"version": version, "input": {"prompt": prompt}})),
+        )
+        .await;
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+/// The echo fixture with `build.gpu: true`, pushed as a version of `model`.
+async fn push_gpu_echo(s: &Server, model: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let src = common::fixture("echo");
+    for f in ["predict.py", "cog.yaml"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let yaml = std::fs::read_to_string(src.join("cog.yaml")).unwrap();
+    let yaml = yaml.replacen("build:\n", "build:\n  gpu: true\n", 1);
+    std::fs::write(dir.path().join("cog.yaml"), yaml).unwrap();
+    let resp = s
+        .http
+        .post(format!("{}/v1/models/{model}/versions", s.url))
+        .bearer_auth(&s.tokens["alice"])
+        .header("content-type", "application/gzip")
+        .body(common::pack_dir(dir.path()))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "push: {}", resp.status());
+    let v: Value = resp.json().await.unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+async fn stop(nodes: [&Server; 2]) {
+    for n in nodes {
+        if let Some(r) = &n.state.runner {
+            r.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictions_go_to_the_node_that_offers_their_hardware() {
+    let (cpu, t4) = cluster().await;
+    let cpu_worker = cpu.state.runner.as_ref().unwrap().worker_id().to_string();
+    let t4_worker = t4.state.runner.as_ref().unwrap().worker_id().to_string();
+    assert_ne!(cpu_worker, t4_worker);
+
+    cpu.create_model("alice", "alice", "small", "private").await;
+    cpu.create_model("alice", "alice", "large", "private").await;
+    let small = cpu.push("alice", "alice/small", "echo").await;
+    let large = cpu.push("alice", "alice/large", "echo").await;
+    // The API offers only cpu today; the model's hardware is set in the database.
+    let m = cpu
+        .state
+        .store
+        .model("alice", "large")
+        .await
+        .unwrap()
+        .unwrap();
+    cpu.state
+        .store
+        .update_model(
+            m.id,
+            ModelPatch {
+                hardware: Some("gpu-t4".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // Both created through the first node's API, which hands them to its own runner first.
+    let on_t4 = predict(&cpu, &large, "big").await;
+    let on_cpu = predict(&cpu, &small, "little").await;
+    for (id, output, worker) in [
+        (&on_t4, "hello big", &t4_worker),
+        (&on_cpu, "hello little", &cpu_worker),
+    ] {
+        let p = cpu
+            .until_done(
+                "alice",
+                &format!("/v1/predictions/{id}"),
+                Duration::from_secs(120),
+            )
+            .await;
+        assert_eq!(p["status"], "succeeded", "{p}");
+        assert_eq!(p["output"], output);
+        assert_eq!(worker_of(&cpu, id).await.as_ref(), Some(worker));
+    }
+    assert_eq!(t4.state.runner.as_ref().unwrap().servers(), 1);
+    assert_eq!(cpu.state.runner.as_ref().unwrap().servers(), 1);
+    stop([&t4, &cpu]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_version_waits_and_says_why_while_no_node_offers_a_gpu() {
+    let (cpu, t4) = cluster().await;
+    cpu.create_model("alice", "alice", "gpu", "private").await;
+    let v = push_gpu_echo(&cpu, "alice/gpu").await;
+    let version = cpu
+        .state
+        .store
+        .version_by_id(&v)
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+    assert!(version.gpu, "build.gpu is recorded with the version");
+
+    let id = predict(&cpu, &v, "anyone?").await;
+    let path = format!("/v1/predictions/{id}");
+    let until = Instant::now() + Duration::from_secs(30);
+    let p = loop {
+        let p = cpu.get("alice", &path).await.body;
+        if p["logs"].as_str().is_some_and(|l| !l.is_empty()) {
+            break p;
+        }
+        assert!(Instant::now() < until, "no word on why it waits: {p}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        p["logs"],
+        "Waiting for a worker that offers cpu with a GPU: none is connected.\n"
+    );
+    assert_eq!(p["status"], "starting");
+    // Said once, and still nobody took it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let p = cpu.get("alice", &path).await.body;
+    assert_eq!(p["status"], "starting");
+    assert_eq!(p["logs"].as_str().unwrap().matches("Waiting").count(), 1);
+    assert_eq!(worker_of(&cpu, &id).await, None);
+    let canceled = cpu
+        .call("alice", Method::POST, &format!("{path}/cancel"), None)
+        .await;
+    assert_eq!(canceled.body["status"], "canceled", "{:?}", canceled.body);
+    stop([&t4, &cpu]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_node_answers_health_only() {
+    let api = start_with(Backend::Postgres, |_| {}).await;
+    let (db, data) = (
+        api.state.config.database_url.clone(),
+        api.state.config.data_dir.clone(),
+    );
+    let worker = start_with(Backend::Sqlite, move |c| {
+        c.role = modelyard_server::Role::Worker;
+        c.run_jobs = true;
+        c.database_url = db;
+        c.data_dir = data;
+        c.blob_store = Some("s3://modelyard-test/queue".into());
+    })
+    .await;
+    let id = worker.state.runner.as_ref().unwrap().worker_id().to_string();
+    let health = worker.get("", "/health").await;
+    assert_eq!(health.status, reqwest::StatusCode::OK);
+    assert_eq!(health.body["worker_id"], id.as_str());
+    assert_eq!(health.body["servers"], 0);
+    // No API, no web pages.
+    for path in ["/v1/models", "/v1/hardware", "/", "/login"] {
+        assert_eq!(
+            worker.get("alice", path).await.status,
+            reqwest::StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    // It is a live worker of the cluster the API node sees.
+    let since = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let live = api.state.store.live_workers(since).await.unwrap();
+    assert!(live.iter().any(|w| w.id == id), "{live:?}");
+    stop([&worker, &api]).await;
+    let live = api.state.store.live_workers(since).await.unwrap();
+    assert!(live.iter().all(|w| w.id != id), "a stopped worker unregisters");
+}
