@@ -17,16 +17,16 @@ pub use error::StoreError;
 pub use sql::{FileRecord, NewFile, SqlStore};
 pub use store::{
     AccountStorage, AccountStore, AuditStore, Deletion, DeploymentStore, FileStore, JobEnd,
-    JobStore, KeptReason, MemberRemoval, ModelStore, NameInTrash, PasswordRecord, Prune, Purge,
+    JobStore, KeptReason, Listener, MemberRemoval, ModelStore, NameInTrash, Notice, NotifyStore, PasswordRecord, Prune, Purge,
     PurgeBy, RecoveredJobs, Restore, SessionStore, SizeStore, Storage, Store, StoredVersion,
-    TokenRecord, TrashItem, TrashKind, TrashStore, Unreferenced, VersionStore,
+    TokenRecord, TrashItem, TrashKind, TrashStore, Unreferenced, VersionStore, NOTICE_MAX,
 };
 
 /// Every storage trait, for code that calls methods on a concrete [`SqlStore`].
 pub mod prelude {
     pub use crate::store::{
-        AccountStore, AuditStore, DeploymentStore, FileStore, JobStore, ModelStore, SessionStore,
-        SizeStore, Store, TrashStore, VersionStore,
+        AccountStore, AuditStore, DeploymentStore, FileStore, JobStore, ModelStore, NotifyStore,
+        SessionStore, SizeStore, Store, TrashStore, VersionStore,
     };
 }
 

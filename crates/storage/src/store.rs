@@ -244,6 +244,7 @@ pub trait Store:
     + AuditStore
     + TrashStore
     + SizeStore
+    + NotifyStore
     + 'static
 {
 }
@@ -259,6 +260,7 @@ impl<T> Store for T where
         + AuditStore
         + TrashStore
         + SizeStore
+        + NotifyStore
         + 'static
 {
 }
@@ -579,4 +581,67 @@ pub trait FileStore: Send + Sync {
 pub trait AuditStore: Send + Sync {
     async fn record_audit(&self, e: NewAuditEvent) -> Result<()>;
     async fn audit_events(&self, owner_ids: &[i64], page: PageReq) -> Result<Vec<AuditEvent>>;
+}
+
+/// The longest notice payload, in bytes: PostgreSQL's `NOTIFY` takes less than 8000.
+pub const NOTICE_MAX: usize = 7900;
+
+/// What a [`Listener`] hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Message {
+        topic: String,
+        payload: String,
+    },
+    /// Notices may have been lost (the connection was lost and is back, or this listener fell
+    /// behind): whatever they would have said must be read from the records.
+    Missed,
+}
+
+/// A short message to every server on the database, this one included (`sql/notify.rs`):
+/// PostgreSQL's `NOTIFY`; on SQLite, which has one server, within this process.
+#[async_trait]
+pub trait NotifyStore: Send + Sync {
+    /// Whether notices reach other processes, so other servers may be listening.
+    fn notifies_other_processes(&self) -> bool;
+    /// Sends `payload` to the listeners of `topic` (a plain lower-case name). A payload longer
+    /// than [`NOTICE_MAX`] is refused with [`crate::StoreError::TooLarge`].
+    async fn notify(&self, topic: &str, payload: &str) -> Result<()>;
+    /// Listens to `topics` until the listener is dropped.
+    async fn listen(&self, topics: &[&str]) -> Result<Listener>;
+}
+
+/// Notices on the topics it listens to, in the order they were sent.
+pub struct Listener {
+    rx: tokio::sync::broadcast::Receiver<Notice>,
+    topics: Vec<String>,
+    /// Stops the task that holds the listening connection, when there is one.
+    _stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Listener {
+    pub(crate) fn new(
+        rx: tokio::sync::broadcast::Receiver<Notice>,
+        topics: Vec<String>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Listener {
+        Listener {
+            rx,
+            topics,
+            _stop: stop,
+        }
+    }
+
+    /// The next notice; `None` once the bus is gone.
+    pub async fn recv(&mut self) -> Option<Notice> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.rx.recv().await {
+                Ok(Notice::Message { topic, .. }) if !self.topics.contains(&topic) => continue,
+                Ok(n) => return Some(n),
+                Err(RecvError::Lagged(_)) => return Some(Notice::Missed),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
 }
