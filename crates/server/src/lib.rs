@@ -120,6 +120,7 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
                 public_url: state.public_url.to_string(),
                 sandbox,
                 api_retention: c.api_retention,
+                live: state.live.clone(),
             },
         )
         .await
