@@ -84,7 +84,11 @@ fn events_of<'a>(text: &'a str, kind: &str) -> Vec<&'a str> {
     let tag = format!("event: {kind}");
     text.split("\n\n")
         .filter(|e| e.lines().any(|l| l == tag))
-        .map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or(""))
+        .map(|e| {
+            e.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or("")
+        })
         .collect()
 }
 
@@ -123,10 +127,20 @@ async fn the_api_node_waits_streams_and_sends_webhooks_once() {
 
     // Prefer: wait on B, for a job A runs.
     let t0 = Instant::now();
-    let p = create(&b, &v, json!({"text": "a b c", "delay": 0.1}), json!({}), true).await;
+    let p = create(
+        &b,
+        &v,
+        json!({"text": "a b c", "delay": 0.1}),
+        json!({}),
+        true,
+    )
+    .await;
     assert_eq!(p["status"], "succeeded", "{p}");
     assert_eq!(p["output"], json!(["a", "b", "c"]));
-    assert!(t0.elapsed() < Duration::from_secs(50), "waited for the limit");
+    assert!(
+        t0.elapsed() < Duration::from_secs(50),
+        "waited for the limit"
+    );
 
     // Server-sent events on B: output, logs and the end, as A's runner sends them.
     let p = create(
@@ -138,7 +152,11 @@ async fn the_api_node_waits_streams_and_sends_webhooks_once() {
     )
     .await;
     let text = stream_text(p["urls"]["stream"].as_str().unwrap()).await;
-    assert_eq!(events_of(&text, "output"), ["one", "two", "three"], "{text}");
+    assert_eq!(
+        events_of(&text, "output"),
+        ["one", "two", "three"],
+        "{text}"
+    );
     let logs = events_of(&text, "logs").concat();
     assert!(logs.contains("yielding two"), "{text}");
     assert_eq!(events_of(&text, "done"), ["{}"], "{text}");
@@ -193,7 +211,11 @@ async fn a_cancel_on_the_api_node_stops_the_job_where_it_runs() {
     assert_eq!(c.body["status"], "canceled");
     // Its follower on B hears the end.
     let text = stream.await.unwrap();
-    assert_eq!(events_of(&text, "done"), [r#"{"reason":"canceled"}"#], "{text}");
+    assert_eq!(
+        events_of(&text, "done"),
+        [r#"{"reason":"canceled"}"#],
+        "{text}"
+    );
     // A's only model server is free again at once: the job stopped there, not just in its
     // record (it would work on for a minute otherwise).
     let t0 = Instant::now();

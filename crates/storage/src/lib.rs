@@ -17,9 +17,10 @@ pub use error::StoreError;
 pub use sql::{FileRecord, NewFile, SqlStore};
 pub use store::{
     AccountStorage, AccountStore, AuditStore, Deletion, DeploymentStore, FileStore, JobEnd,
-    JobStore, KeptReason, Listener, MemberRemoval, ModelStore, NameInTrash, Notice, NotifyStore, PasswordRecord, Prune, Purge,
-    PurgeBy, RecoveredJobs, Restore, SessionStore, SizeStore, Storage, Store, StoredVersion,
-    TokenRecord, TrashItem, TrashKind, TrashStore, Unreferenced, VersionStore, NOTICE_MAX,
+    JobStore, KeptReason, Listener, MemberRemoval, ModelStore, NameInTrash, Notice, NotifyStore,
+    PasswordRecord, Prune, Purge, PurgeBy, RecoveredJobs, Restore, SessionStore, SizeStore,
+    Storage, Store, StoredVersion, TokenRecord, TrashItem, TrashKind, TrashStore, Unreferenced,
+    VersionStore, NOTICE_MAX,
 };
 
 /// Every storage trait, for code that calls methods on a concrete [`SqlStore`].

@@ -50,7 +50,11 @@ async fn notices_reach_listeners_of_their_topic(store: SqlStore) {
     store.notify("wake", "").await.unwrap();
     for i in 0..50 {
         let want = message("jobs", &format!("event {i}"));
-        assert_eq!(next(&mut both).await, Some(want.clone()), "in order, on the other server");
+        assert_eq!(
+            next(&mut both).await,
+            Some(want.clone()),
+            "in order, on the other server"
+        );
         assert_eq!(next(&mut here).await, Some(want), "and on the sender's own");
     }
     assert_eq!(next(&mut both).await, Some(message("wake", "")));

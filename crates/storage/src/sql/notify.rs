@@ -18,7 +18,9 @@ const BACKLOG: usize = 4096;
 pub(crate) enum Bus {
     InProcess(broadcast::Sender<Notice>),
     /// Each listener holds a connection of its own (a `LISTEN` lasts as long as its session).
-    Postgres { url: String },
+    Postgres {
+        url: String,
+    },
 }
 
 impl Bus {
@@ -79,7 +81,11 @@ impl NotifyStore for SqlStore {
 /// Passes on what the `LISTEN` connection hears until the listener is dropped. A lost
 /// connection is made again (`PgListener` listens to the same topics on the new one); what was
 /// sent meanwhile is gone, so listeners are told to re-read.
-async fn hear(mut pg: PgListener, tx: broadcast::Sender<Notice>, mut stopped: oneshot::Receiver<()>) {
+async fn hear(
+    mut pg: PgListener,
+    tx: broadcast::Sender<Notice>,
+    mut stopped: oneshot::Receiver<()>,
+) {
     loop {
         let heard = tokio::select! {
             _ = &mut stopped => return,
