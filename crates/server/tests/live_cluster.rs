@@ -80,14 +80,16 @@ async fn stream_text(url: &str) -> String {
     text
 }
 
-fn events_of<'a>(text: &'a str, kind: &str) -> Vec<&'a str> {
+/// The data of each event of `kind` (its `data:` lines joined, as a browser does).
+fn events_of(text: &str, kind: &str) -> Vec<String> {
     let tag = format!("event: {kind}");
     text.split("\n\n")
         .filter(|e| e.lines().any(|l| l == tag))
         .map(|e| {
             e.lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap_or("")
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect::<Vec<_>>()
+                .join("\n")
         })
         .collect()
 }
@@ -160,6 +162,26 @@ async fn the_api_node_waits_streams_and_sends_webhooks_once() {
     let logs = events_of(&text, "logs").concat();
     assert!(logs.contains("yielding two"), "{text}");
     assert_eq!(events_of(&text, "done"), ["{}"], "{text}");
+
+    // An item (and a log line) too large for a notice reaches B through the record, in its place.
+    let long = "x".repeat(9000);
+    let p = create(
+        &b,
+        &v,
+        json!({"text": format!("first {long} last"), "delay": 0.3}),
+        json!({}),
+        false,
+    )
+    .await;
+    let text = stream_text(p["urls"]["stream"].as_str().unwrap()).await;
+    assert_eq!(
+        events_of(&text, "output"),
+        ["first", long.as_str(), "last"],
+        "{text}"
+    );
+    let logs = events_of(&text, "logs").concat();
+    assert!(logs.contains(&format!("yielding {long}")), "{text}");
+    assert!(logs.contains("yielding last"), "{text}");
 
     // A webhook asked for on B is sent by A, which runs the job: each event once.
     let (hook, got) = webhook_receiver().await;
