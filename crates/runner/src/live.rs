@@ -51,6 +51,22 @@ pub struct JobChannel {
     made: Instant,
 }
 
+impl JobChannel {
+    fn new() -> JobChannel {
+        JobChannel {
+            events: broadcast::channel(256).0,
+            done: watch::channel(false).0,
+            cancel: watch::channel(false).0,
+            seen: Default::default(),
+            result: Mutex::new(None),
+            final_job: Mutex::new(None),
+            webhook: Default::default(),
+            run_here: Default::default(),
+            made: Instant::now(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Seen {
     pub(crate) logs: usize,
@@ -232,17 +248,7 @@ impl Live {
         if let Some(ch) = map.get(id) {
             return (ch.clone(), true);
         }
-        let ch = Arc::new(JobChannel {
-            events: broadcast::channel(256).0,
-            done: watch::channel(false).0,
-            cancel: watch::channel(false).0,
-            seen: Default::default(),
-            result: Mutex::new(None),
-            final_job: Mutex::new(None),
-            webhook: Default::default(),
-            run_here: Default::default(),
-            made: Instant::now(),
-        });
+        let ch = Arc::new(JobChannel::new());
         map.insert(id.to_string(), ch.clone());
         (ch, false)
     }
@@ -288,7 +294,7 @@ impl Live {
 
     /// An event heard from the server running the job, passed on to the followers here once,
     /// in order. False when something before it was missed.
-    fn pass_on(&self, ch: &JobChannel, e: Event) -> bool {
+    fn pass_on(ch: &JobChannel, e: Event) -> bool {
         let mut seen = lock(&ch.seen);
         if seen.behind {
             return false;
@@ -353,6 +359,10 @@ impl Live {
         }
         let status = {
             let mut seen = lock(&ch.seen);
+            // The runner here may have taken the job meanwhile: its events are its own.
+            if ch.run_here.load(Ordering::Relaxed) {
+                return;
+            }
             if let Some(j) = &job {
                 if let Some(Value::Array(items)) = &j.output {
                     for (i, item) in items.iter().enumerate().skip(seen.outputs) {
@@ -423,7 +433,7 @@ impl Live {
                 match from_wire(&v) {
                     Some(Event::Done(s)) => self.catch_up(id, Some(s)).await,
                     Some(e) => {
-                        if !self.pass_on(&ch, e) {
+                        if !Live::pass_on(&ch, e) {
                             self.catch_up(id, None).await;
                         }
                     }
@@ -569,5 +579,86 @@ async fn listen(live: Weak<Live>) {
             Some(Notice::Missed) => l.missed().await,
             None => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(i: usize, v: &str) -> Event {
+        Event::Output {
+            index: Some(i),
+            value: json!(v),
+        }
+    }
+
+    fn logs(offset: usize, text: &str) -> Event {
+        Event::Logs {
+            offset,
+            text: text.into(),
+        }
+    }
+
+    fn drain(rx: &mut broadcast::Receiver<Event>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            out.push(match e {
+                Event::Output { index, value } => format!("{index:?}={value}"),
+                Event::Logs { offset, text } => format!("@{offset}:{text}"),
+                other => format!("{other:?}"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn heard_events_pass_on_once_and_in_order() {
+        let ch = JobChannel::new();
+        let mut rx = ch.events.subscribe();
+        assert!(Live::pass_on(&ch, item(0, "a")));
+        assert!(Live::pass_on(&ch, item(0, "a")), "a repeat is no gap");
+        assert!(Live::pass_on(&ch, item(1, "b")));
+        // The first logs heard set where followers start; overlaps are trimmed.
+        assert!(Live::pass_on(&ch, logs(10, "hello ")));
+        assert!(Live::pass_on(&ch, logs(13, "lo world")));
+        assert_eq!(
+            drain(&mut rx),
+            ["Some(0)=\"a\"", "Some(1)=\"b\"", "@10:hello ", "@16:world"]
+        );
+        assert_eq!(lock(&ch.seen).items, [json!("a"), json!("b")]);
+    }
+
+    #[test]
+    fn a_gap_stops_passing_on_until_the_record_is_read() {
+        let ch = JobChannel::new();
+        let mut rx = ch.events.subscribe();
+        assert!(Live::pass_on(&ch, item(0, "a")));
+        assert!(!Live::pass_on(&ch, item(2, "c")), "item 1 was missed");
+        assert!(!Live::pass_on(&ch, item(1, "b")), "behind until caught up");
+        assert_eq!(drain(&mut rx), ["Some(0)=\"a\""]);
+        let ch = JobChannel::new();
+        assert!(Live::pass_on(&ch, logs(0, "ab")));
+        assert!(!Live::pass_on(&ch, logs(5, "x")), "logs 2..5 were missed");
+    }
+
+    #[test]
+    fn events_too_large_for_a_notice_say_read_the_record() {
+        let small = to_wire("n1", "job1", &item(3, "word"));
+        let v: Value = serde_json::from_str(&small).unwrap();
+        assert!(
+            matches!(from_wire(&v), Some(Event::Output { index: Some(3), value }) if value == "word")
+        );
+        let big = to_wire("n1", "job1", &item(3, &"x".repeat(NOTICE_MAX)));
+        assert!(big.len() <= NOTICE_MAX);
+        let v: Value = serde_json::from_str(&big).unwrap();
+        assert_eq!(
+            (v["job"].as_str(), v["e"].as_str()),
+            (Some("job1"), Some("reread"))
+        );
+        assert!(from_wire(&v).is_none());
+        let done = to_wire("n1", "job1", &Event::Done(Status::Canceled));
+        let v: Value = serde_json::from_str(&done).unwrap();
+        assert!(matches!(from_wire(&v), Some(Event::Done(Status::Canceled))));
     }
 }
