@@ -610,7 +610,7 @@ fn job_log(inner: &Inner, ch: &JobChannel, id: &str, text: &str) {
 }
 
 pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
-    let Some(ch) = inner.channels.lock().ok().and_then(|m| m.get(id).cloned()) else {
+    let Some(ch) = inner.cfg.live.existing(id) else {
         return;
     };
     let status = payload["status"].as_str().and_then(Status::parse);

@@ -13,6 +13,7 @@ mod cluster;
 mod dispatch;
 mod env;
 mod job;
+mod live;
 mod pool;
 pub mod sandbox;
 
@@ -29,6 +30,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
 
 pub use env::{tail, Envs};
+pub use live::{JobChannel, Live};
 
 #[derive(Clone)]
 pub struct RunnerConfig {
@@ -62,6 +64,8 @@ pub struct RunnerConfig {
     /// machine that restarted must (its jobs died with it, and nobody should wait a lease for
     /// that). Never in a cluster: those jobs may be other workers', whose leases decide.
     pub recover_at_start: bool,
+    /// The live side of jobs, which the server has whether it runs jobs or not.
+    pub live: Arc<Live>,
 }
 
 /// Why the runner did not start.
@@ -93,38 +97,6 @@ pub enum Event {
     Done(Status),
 }
 
-/// The live side of one job: its events, its end, and a way to cancel it.
-pub struct JobChannel {
-    pub events: broadcast::Sender<Event>,
-    pub done: watch::Sender<bool>,
-    cancel: watch::Sender<bool>,
-    seen: Mutex<Seen>,
-    result: Mutex<Option<tokio::sync::oneshot::Sender<Value>>>,
-    /// The finished job as recorded, for a request waiting on it.
-    final_job: Mutex<Option<modelyard_domain::Job>>,
-    /// Whether the job asked for webhooks: only then do its events go to `follow_all`, whose
-    /// follower would otherwise read every job's record to find it has none.
-    webhook: std::sync::atomic::AtomicBool,
-}
-
-#[derive(Default)]
-struct Seen {
-    logs: usize,
-    outputs: usize,
-    ended: bool,
-    /// The longest logs seen, for an end that reports fewer.
-    logs_text: String,
-    /// When progress was last written to the record: at most every half second, so a short
-    /// prediction costs no write until it ends.
-    written: Option<std::time::Instant>,
-    /// What the job's logs say before the model's own: the environment build, when this job
-    /// waited for one. Cog's logs count from their own start, after it.
-    prefix: String,
-    /// The output items sent so far, for a follower that comes late (the record is written at
-    /// most every half second).
-    items: Vec<Value>,
-}
-
 struct Inner {
     /// Makes each job's callback token.
     callback_key: [u8; 32],
@@ -134,7 +106,6 @@ struct Inner {
     cfg: RunnerConfig,
     pool: pool::Pool,
     envs: Envs,
-    channels: Mutex<HashMap<String, Arc<JobChannel>>>,
     /// How to start servers, by version and mode: versions never change once pushed.
     specs: Mutex<HashMap<pool::Key, pool::Spec>>,
     wake: Notify,
@@ -147,8 +118,6 @@ struct Inner {
     running: AtomicUsize,
     shutdown: watch::Sender<bool>,
     http: reqwest::Client,
-    /// Every job's events, for whoever follows all of them (webhook delivery).
-    all: broadcast::Sender<(String, Event)>,
 }
 
 #[derive(Clone)]
@@ -196,7 +165,6 @@ impl Runner {
             envs: Envs::new(cfg.blobs.layout().envs(), cfg.sandbox.clone()),
             store,
             cfg,
-            channels: Default::default(),
             specs: Default::default(),
             wake: Notify::new(),
             fresh: Default::default(),
@@ -204,8 +172,8 @@ impl Runner {
             running: AtomicUsize::new(0),
             shutdown: watch::channel(false).0,
             http: reqwest::Client::new(),
-            all: broadcast::channel(4096).0,
         });
+        tokio::spawn(woken(Arc::downgrade(&inner)));
         tokio::spawn(dispatch::run(inner.clone()));
         tokio::spawn(dispatch::housekeeping(inner.clone()));
         tokio::spawn(cluster::heartbeat(inner.clone()));
@@ -220,84 +188,16 @@ impl Runner {
 
     /// A job this server just recorded: queued as any other, and handed to the dispatcher.
     pub fn submit(&self, job: modelyard_domain::Job) {
+        self.inner.cfg.live.queued(&job.id);
         if let Ok(mut q) = self.inner.fresh.lock() {
             q.push_back(job);
         }
         self.wake();
     }
 
-    /// Follows a job's events from now on, with the output items it already sent: together
-    /// they miss nothing and repeat nothing.
-    pub fn follow(&self, id: &str) -> (broadcast::Receiver<Event>, Vec<Value>) {
-        let ch = self.inner.channel(id);
-        // Events are sent under this lock: none can slip between the copy and the subscription.
-        let seen = ch.seen.lock().unwrap_or_else(|p| p.into_inner());
-        (ch.events.subscribe(), seen.items.clone())
-    }
-
-    /// The live channel of a job, created on first use.
-    pub fn channel(&self, id: &str) -> Arc<JobChannel> {
-        self.inner.channel(id)
-    }
-
-    /// Waits until the job ends or `limit` passes. Returns the ended job when this runner ended
-    /// it; otherwise the caller reads the record.
-    pub async fn wait(
-        &self,
-        kind: modelyard_domain::JobKind,
-        id: &str,
-        limit: Duration,
-    ) -> Option<modelyard_domain::Job> {
-        let (ch, existed) = self.inner.channel_and_whether_it_existed(id);
-        let mut done = ch.done.subscribe();
-        // A job this runner ends says so on its channel and only then removes it. So a channel
-        // that was there, or one made here for a job still in the hand-over queue (its run
-        // takes this channel), cannot have missed the end. Otherwise the job may have ended,
-        // its channel gone, before: subscribed first, then the record, which says so.
-        let queued_here = || {
-            self.inner
-                .fresh
-                .lock()
-                .is_ok_and(|q| q.iter().any(|j| j.id == id))
-        };
-        let ended_before = !existed
-            && !queued_here()
-            && matches!(self.inner.store.job(kind, id).await, Ok(Some(j)) if j.status.is_terminal());
-        if ended_before {
-            self.inner.forget_if_idle(id, &ch);
-            return None;
-        }
-        let ended = async {
-            loop {
-                if *done.borrow_and_update() {
-                    return;
-                }
-                if done.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(limit, ended).await;
-        let done = ch
-            .final_job
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        done
-    }
-
-    /// The job was canceled in storage; stop it if it runs.
+    /// The job was canceled in storage; stop it wherever it runs.
     pub fn cancel(&self, id: &str) {
-        if let Some(ch) = self
-            .inner
-            .channels
-            .lock()
-            .ok()
-            .and_then(|m| m.get(id).cloned())
-        {
-            let _ = ch.cancel.send(true);
-        }
-        self.wake();
+        self.inner.cfg.live.cancel(id);
     }
 
     /// Where an output file is stored, if the capability path names one.
@@ -305,10 +205,9 @@ impl Runner {
         job::output_path(&self.inner, job_id, token, name)
     }
 
-    /// The events of every job that asked for webhooks, as they happen: (job id, event). A
-    /// slow follower may lag and miss some; the job's record stays the truth.
+    /// The events of every job run here that asked for webhooks (see [`Live::follow_all`]).
     pub fn follow_all(&self) -> broadcast::Receiver<(String, Event)> {
-        self.inner.all.subscribe()
+        self.inner.cfg.live.follow_all()
     }
 
     /// Names this runner's model servers: their upload URLs start `/uploads/<label>-`.
@@ -354,52 +253,30 @@ impl Runner {
 }
 
 impl Inner {
+    /// The live channel of a job this runner runs.
     fn channel(&self, id: &str) -> Arc<JobChannel> {
-        self.channel_and_whether_it_existed(id).0
-    }
-
-    fn channel_and_whether_it_existed(&self, id: &str) -> (Arc<JobChannel>, bool) {
-        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ch) = map.get(id) {
-            return (ch.clone(), true);
-        }
-        let ch = map
-            .entry(id.to_string())
-            .or_insert_with(|| {
-                Arc::new(JobChannel {
-                    events: broadcast::channel(256).0,
-                    done: watch::channel(false).0,
-                    cancel: watch::channel(false).0,
-                    seen: Default::default(),
-                    result: Mutex::new(None),
-                    final_job: Mutex::new(None),
-                    webhook: Default::default(),
-                })
-            })
-            .clone();
-        (ch, false)
+        self.cfg.live.run_here(id)
     }
 
     fn emit(&self, ch: &JobChannel, id: &str, e: Event) {
-        if ch.webhook.load(std::sync::atomic::Ordering::Relaxed) {
-            let _ = self.all.send((id.to_string(), e.clone()));
-        }
-        let _ = ch.events.send(e);
-    }
-
-    /// Drops a channel made only to wait on a job that had already ended.
-    fn forget_if_idle(&self, id: &str, ch: &Arc<JobChannel>) {
-        if let Ok(mut map) = self.channels.lock() {
-            // Ours and the map's: nobody else follows it.
-            if map.get(id).is_some_and(|c| Arc::ptr_eq(c, ch)) && Arc::strong_count(ch) <= 2 {
-                map.remove(id);
-            }
-        }
+        self.cfg.live.emit(ch, id, e);
     }
 
     fn forget(&self, id: &str) {
-        if let Ok(mut map) = self.channels.lock() {
-            map.remove(id);
+        self.cfg.live.forget(id);
+    }
+}
+
+/// Another server queued a job, or one was canceled: the dispatcher looks at the queue.
+async fn woken(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(live) = inner.upgrade().map(|i| i.cfg.live.clone()) else {
+            return;
+        };
+        live.woken.notified().await;
+        match inner.upgrade() {
+            Some(i) => i.wake.notify_one(),
+            None => return,
         }
     }
 }

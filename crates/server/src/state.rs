@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use modelyard_blobs::{Blobs, Layout};
 use modelyard_domain::Caller;
 use modelyard_runner::sandbox::Sandbox;
-use modelyard_runner::Runner;
+use modelyard_runner::{Live, Runner};
 use modelyard_storage::{Store, StoreError};
 use sha2::{Digest, Sha256};
 
@@ -30,6 +30,9 @@ pub struct AppState {
     pub validators: Arc<Mutex<Validators>>,
     /// Runs queued jobs; absent on an API-only node.
     pub runner: Option<Runner>,
+    /// Jobs' events, ends and cancels, wherever they run: what server-sent events and
+    /// `Prefer: wait` follow, on every node.
+    pub live: Arc<Live>,
     /// Where pushed code runs (the schema reader here, model servers in the runner).
     pub sandbox: Arc<Sandbox>,
     /// The server's persistent key: capability URLs (streams) are derived from it.
@@ -55,6 +58,7 @@ impl AppState {
     ) -> Self {
         AppState {
             sandbox,
+            live: Live::new(store.clone()),
             store,
             public_url: public_url.trim_end_matches('/').into(),
             config: Arc::new(config),
@@ -87,6 +91,12 @@ impl AppState {
             m.insert(token_hash.to_string(), (c.clone(), Instant::now()));
         }
         Ok(found)
+    }
+
+    /// Whether jobs' events reach this node: it runs jobs, or other servers on the database may
+    /// (on SQLite without a runner, a queued job waits for a server that runs them).
+    pub fn follows_jobs(&self) -> bool {
+        self.runner.is_some() || self.store.notifies_other_processes()
     }
 
     /// Forgets every remembered token lookup (a token was revoked, a membership changed).

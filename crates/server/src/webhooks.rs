@@ -152,7 +152,9 @@ pub async fn check_target(allow_private: bool, url: &str) -> Result<(), Refused>
     }
 }
 
-/// Follows every job's events and delivers the webhooks they call for.
+/// Follows the events of every job this node's runner runs and delivers the webhooks they call
+/// for. Only the node that runs a job sends its webhooks, so each is sent once however many
+/// nodes follow the job.
 pub fn start(state: AppState, runner: &Runner) {
     let mut events = runner.follow_all();
     let http = reqwest::Client::builder()

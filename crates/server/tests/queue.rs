@@ -208,7 +208,13 @@ async fn a_worker_node_answers_health_only() {
         c.blob_store = Some("s3://modelyard-test/queue".into());
     })
     .await;
-    let id = worker.state.runner.as_ref().unwrap().worker_id().to_string();
+    let id = worker
+        .state
+        .runner
+        .as_ref()
+        .unwrap()
+        .worker_id()
+        .to_string();
     let health = worker.get("", "/health").await;
     assert_eq!(health.status, reqwest::StatusCode::OK);
     assert_eq!(health.body["worker_id"], id.as_str());
@@ -227,5 +233,8 @@ async fn a_worker_node_answers_health_only() {
     assert!(live.iter().any(|w| w.id == id), "{live:?}");
     stop([&worker, &api]).await;
     let live = api.state.store.live_workers(since).await.unwrap();
-    assert!(live.iter().all(|w| w.id != id), "a stopped worker unregisters");
+    assert!(
+        live.iter().all(|w| w.id != id),
+        "a stopped worker unregisters"
+    );
 }

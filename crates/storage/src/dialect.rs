@@ -55,4 +55,11 @@ impl Dialect {
             ),
         }
     }
+
+    /// Whether notices go through the database to every process on it (PostgreSQL's
+    /// `LISTEN`/`NOTIFY`) or stay in this process (SQLite has no such thing, and a SQLite
+    /// database has one server).
+    pub fn notifies_other_processes(self) -> bool {
+        self == Dialect::Postgres
+    }
 }

@@ -18,6 +18,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Internal(String),
+    /// A notice longer than the bus carries ([`crate::NOTICE_MAX`] bytes): send a pointer to
+    /// the record instead.
+    #[error("a notice of {0} bytes is longer than the bus carries")]
+    TooLarge(usize),
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -264,6 +264,7 @@ pub trait Store:
     + SizeStore
     + SettingStore
     + WorkerStore
+    + NotifyStore
     + 'static
 {
 }
@@ -281,6 +282,7 @@ impl<T> Store for T where
         + SizeStore
         + SettingStore
         + WorkerStore
+        + NotifyStore
         + 'static
 {
 }
@@ -668,4 +670,65 @@ pub trait SettingStore: Send + Sync {
     /// The value of `name`, set to `candidate` if it had none: the first node to start decides,
     /// and every node reads the same value back.
     async fn shared_setting(&self, name: &str, candidate: &str) -> Result<String>;
+/// The longest notice payload, in bytes: PostgreSQL's `NOTIFY` takes less than 8000.
+pub const NOTICE_MAX: usize = 7900;
+
+/// What a [`Listener`] hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Message {
+        topic: String,
+        payload: String,
+    },
+    /// Notices may have been lost (the connection was lost and is back, or this listener fell
+    /// behind): whatever they would have said must be read from the records.
+    Missed,
+}
+
+/// A short message to every server on the database, this one included (`sql/notify.rs`):
+/// PostgreSQL's `NOTIFY`; on SQLite, which has one server, within this process.
+#[async_trait]
+pub trait NotifyStore: Send + Sync {
+    /// Whether notices reach other processes, so other servers may be listening.
+    fn notifies_other_processes(&self) -> bool;
+    /// Sends `payload` to the listeners of `topic` (a plain lower-case name). A payload longer
+    /// than [`NOTICE_MAX`] is refused with [`crate::StoreError::TooLarge`].
+    async fn notify(&self, topic: &str, payload: &str) -> Result<()>;
+    /// Listens to `topics` until the listener is dropped.
+    async fn listen(&self, topics: &[&str]) -> Result<Listener>;
+}
+
+/// Notices on the topics it listens to, in the order they were sent.
+pub struct Listener {
+    rx: tokio::sync::broadcast::Receiver<Notice>,
+    topics: Vec<String>,
+    /// Stops the task that holds the listening connection, when there is one.
+    _stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Listener {
+    pub(crate) fn new(
+        rx: tokio::sync::broadcast::Receiver<Notice>,
+        topics: Vec<String>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Listener {
+        Listener {
+            rx,
+            topics,
+            _stop: stop,
+        }
+    }
+
+    /// The next notice; `None` once the bus is gone.
+    pub async fn recv(&mut self) -> Option<Notice> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.rx.recv().await {
+                Ok(Notice::Message { topic, .. }) if !self.topics.contains(&topic) => continue,
+                Ok(n) => return Some(n),
+                Err(RecvError::Lagged(_)) => return Some(Notice::Missed),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
 }

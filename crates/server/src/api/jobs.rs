@@ -141,11 +141,11 @@ fn cancel_after(h: &HeaderMap) -> ApiResult<Option<chrono::DateTime<chrono::Utc>
 /// The answer to a create: 201, after waiting for the end when the client asked to.
 async fn created(s: &AppState, h: &HeaderMap, job: Job) -> ApiResult<Response> {
     let wait = prefer_wait(h);
-    let job = match (wait, &s.runner) {
-        (Some(secs), Some(runner)) => {
+    let job = match wait {
+        Some(secs) if s.follows_jobs() => {
             let limit = Duration::from_secs(secs);
-            match runner.wait(job.kind, &job.id, limit).await {
-                // Ended here: the runner has it as recorded, no need to read it back.
+            match s.live.wait(job.kind, &job.id, limit).await {
+                // Ended as recorded: no need to read it back.
                 Some(done) => done,
                 None => s.store.job(job.kind, &job.id).await?.unwrap_or(job),
             }

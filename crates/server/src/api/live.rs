@@ -75,11 +75,8 @@ pub async fn stream(
         )));
     }
     // Subscribe before reading the record, so nothing that happens in between is missed; what
-    // was sent before and is not yet in the record comes from the runner.
-    let (rx, sent_before) = match s.runner.as_ref().map(|r| r.follow(&id)) {
-        Some((rx, items)) => (Some(rx), items),
-        None => (None, Vec::new()),
-    };
+    // was sent before and is not yet in the record comes from the live hub.
+    let (rx, sent_before) = s.live.follow(&id);
     let job = s
         .store
         .job(JobKind::Prediction, &id)
@@ -112,14 +109,11 @@ pub async fn stream(
         Some(v) if job.status.is_terminal() => first.push(output_event(&mut n, v)),
         _ => {}
     }
-    let finished = job.status.is_terminal() || rx.is_none();
+    let finished = job.status.is_terminal() || !s.follows_jobs();
     if finished {
         first.extend(done_event(&mut n, job.status, job.error.as_deref()));
     }
-    let live = match (finished, rx) {
-        (false, Some(rx)) => Some(rx),
-        _ => None,
-    };
+    let live = (!finished).then_some(rx);
     let store = s.store.clone();
     let tail = stream::unfold((live, n, items_sent, id), move |(rx, mut n, sent, id)| {
         let store = store.clone();

@@ -64,7 +64,9 @@ impl From<StoreError> for OpError {
             // The rules' backstop refused a write: the same answer as any conflict.
             e @ StoreError::ForeignKey => OpError::Conflict(e.to_string()),
             // Logged as an internal error; the client learns nothing of the stored value.
-            e @ StoreError::Corrupt(_) => OpError::Internal(e.to_string()),
+            e @ (StoreError::Corrupt(_) | StoreError::TooLarge(_)) => {
+                OpError::Internal(e.to_string())
+            }
             StoreError::Internal(m) => OpError::Internal(m),
         }
     }

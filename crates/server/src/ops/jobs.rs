@@ -160,8 +160,9 @@ pub async fn create_job(
             )),
             e => e.into(),
         })?;
-    if let Some(runner) = &s.runner {
-        runner.submit(job.clone());
+    match &s.runner {
+        Some(runner) => runner.submit(job.clone()),
+        None => s.live.wake_runners(),
     }
     Ok(job)
 }
@@ -202,12 +203,10 @@ pub async fn own_job_of_any_kind(s: &AppState, caller: &Caller, id: &str) -> OpR
 }
 
 /// Cancels a prediction or training of the caller's: the record first, then the model server
-/// running it.
+/// running it, on whichever node runs it.
 pub async fn cancel_job(s: &AppState, caller: &Caller, kind: JobKind, id: &str) -> OpResult<Job> {
     let j = own_job(s, caller, kind, id).await?;
     let j = s.store.cancel_job(kind, &j.id).await?;
-    if let Some(r) = &s.runner {
-        r.cancel(&j.id);
-    }
+    s.live.cancel(&j.id);
     Ok(j)
 }

@@ -154,9 +154,9 @@ pub async fn delete_version(
         return Err(forbidden_model(&m));
     }
     // The caller's unfinished predictions of it are canceled with it (others' would block it):
-    // the runner stops those it is running too.
-    let unfinished: Vec<String> = match (&s.runner, dry_run) {
-        (Some(_), false) => s
+    // the runner stops those it is running too, on whichever node.
+    let unfinished: Vec<String> = match (s.follows_jobs(), dry_run) {
+        (true, false) => s
             .store
             .model_jobs(m.id, caller.account.id, 1000)
             .await?
@@ -174,9 +174,9 @@ pub async fn delete_version(
         }
         None => s.store.delete_version(m.id, &v.id, caller, dry_run).await?,
     };
-    if let (true, Some(r)) = (d.deleted, &s.runner) {
+    if d.deleted {
         for id in &unfinished {
-            r.cancel(id);
+            s.live.cancel(id);
         }
     }
     release(s, &d.unreferenced).await;

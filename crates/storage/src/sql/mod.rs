@@ -8,6 +8,7 @@ mod deployments;
 mod files;
 mod jobs;
 mod models;
+mod notify;
 mod prune;
 mod sessions;
 mod settings;
@@ -54,6 +55,8 @@ pub struct SqlStore {
     /// `reader`); on PostgreSQL none.
     readers: Option<Arc<Readers>>,
     dialect: Dialect,
+    /// Where notices go (`notify.rs`).
+    bus: notify::Bus,
 }
 
 /// How many SQLite connections are held for reads.
@@ -182,6 +185,7 @@ impl SqlStore {
             writer,
             readers,
             dialect,
+            bus: notify::Bus::new(dialect.notifies_other_processes(), &url),
         };
         store.migrate().await?;
         Ok(store)

@@ -183,6 +183,12 @@ pub async fn raw() -> AnyPool {
         .expect("raw connection to the test database")
 }
 
+/// Another store on the current test's database, as a second server would open it.
+pub async fn second_store() -> SqlStore {
+    let url = DB_URL.with(|u| u.clone());
+    SqlStore::connect(&url).await.expect("a second store")
+}
+
 /// Runs statements on one raw connection, in order (so a per-connection PRAGMA holds for the
 /// statements after it).
 pub async fn write_raw(statements: &[&str]) {
