@@ -17,10 +17,10 @@ pub use error::StoreError;
 pub use sql::{FileRecord, NewFile, SqlStore};
 pub use store::{
     AccountStorage, AccountStore, AuditStore, Deletion, DeploymentStore, FileStore, JobEnd,
-    JobLease, JobStore, KeptReason, Listener, MemberRemoval, ModelStore, NameInTrash, Notice, NotifyStore,
-    PasswordRecord, Prune, Purge, PurgeBy, RecoveredJobs, Restore, SessionStore, SettingStore, SizeStore,
-    Storage, Store, StoredVersion, TokenRecord, TrashItem, TrashKind, TrashStore, Unreferenced,
-    VersionStore, WarmSlot, WorkerStore, NOTICE_MAX,
+    JobLease, JobStore, KeptReason, Listener, MemberRemoval, ModelStore, NameInTrash, Notice,
+    NotifyStore, PasswordRecord, Prune, Purge, PurgeBy, RecoveredJobs, Restore, SessionStore,
+    SettingStore, SizeStore, Storage, Store, StoredVersion, TokenRecord, TrashItem, TrashKind,
+    TrashStore, Unreferenced, VersionStore, WarmSlot, WorkerStore, NOTICE_MAX,
 };
 
 /// Every storage trait, for code that calls methods on a concrete [`SqlStore`].

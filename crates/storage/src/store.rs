@@ -670,6 +670,8 @@ pub trait SettingStore: Send + Sync {
     /// The value of `name`, set to `candidate` if it had none: the first node to start decides,
     /// and every node reads the same value back.
     async fn shared_setting(&self, name: &str, candidate: &str) -> Result<String>;
+}
+
 /// The longest notice payload, in bytes: PostgreSQL's `NOTIFY` takes less than 8000.
 pub const NOTICE_MAX: usize = 7900;
 

@@ -40,8 +40,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_runner.sql")),
     (3, include_str!("../migrations/0003_web.sql")),
     (4, include_str!("../migrations/0004_trash.sql")),
-    (6, include_str!("../migrations/0006_settings.sql")),
     (5, include_str!("../migrations/0005_cluster.sql")),
+    (6, include_str!("../migrations/0006_settings.sql")),
 ];
 
 #[derive(Clone)]
