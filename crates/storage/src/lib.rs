@@ -16,17 +16,18 @@ mod store;
 pub use error::StoreError;
 pub use sql::{FileRecord, NewFile, SqlStore};
 pub use store::{
-    AccountStorage, AccountStore, AuditStore, Deletion, DeploymentStore, FileStore, JobEnd,
-    JobStore, KeptReason, MemberRemoval, ModelStore, NameInTrash, PasswordRecord, Prune, Purge,
-    PurgeBy, RecoveredJobs, Restore, SessionStore, SizeStore, Storage, Store, StoredVersion,
-    TokenRecord, TrashItem, TrashKind, TrashStore, Unreferenced, VersionStore,
+    AccountStorage, AccountStore, AuditStore, ContentLock, ContentLockStore, Deletion,
+    DeploymentStore, FileStore, JobEnd, JobStore, KeptReason, MemberRemoval, ModelStore,
+    NameInTrash, PasswordRecord, Prune, Purge, PurgeBy, RecoveredJobs, Restore, SessionStore,
+    SizeStore, Storage, Store, StoredVersion, TokenRecord, TrashItem, TrashKind, TrashStore,
+    Unreferenced, VersionStore,
 };
 
 /// Every storage trait, for code that calls methods on a concrete [`SqlStore`].
 pub mod prelude {
     pub use crate::store::{
-        AccountStore, AuditStore, DeploymentStore, FileStore, JobStore, ModelStore, SessionStore,
-        SizeStore, Store, TrashStore, VersionStore,
+        AccountStore, AuditStore, ContentLockStore, DeploymentStore, FileStore, JobStore,
+        ModelStore, SessionStore, SizeStore, Store, TrashStore, VersionStore,
     };
 }
 

@@ -4,6 +4,7 @@
 mod accounts;
 mod audit;
 mod conns;
+mod content_lock;
 mod deployments;
 mod files;
 mod jobs;
@@ -50,6 +51,8 @@ pub struct SqlStore {
     /// `reader`); on PostgreSQL none.
     readers: Option<Arc<Readers>>,
     dialect: Dialect,
+    /// For connections of their own (the content lock's).
+    opts: AnyConnectOptions,
 }
 
 /// How many SQLite connections are held for reads.
@@ -178,6 +181,7 @@ impl SqlStore {
             writer,
             readers,
             dialect,
+            opts,
         };
         store.migrate().await?;
         Ok(store)
