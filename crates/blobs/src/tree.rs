@@ -198,65 +198,75 @@ impl Blobs {
 /// Uploads each distinct blob of `files` the store lacks, from the staged tree.
 async fn upload_missing(r: &Remote, staged: &Path, files: &[TreeFile]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
-    let todo: Vec<&TreeFile> = files.iter().filter(|f| seen.insert(&f.sha256)).collect();
+    let todo: Vec<_> = files
+        .iter()
+        .filter(|f| seen.insert(&f.sha256))
+        .map(|f| upload_one(r, staged, f))
+        .collect();
     futures_util::stream::iter(todo)
-        .map(|f| async move {
-            let key = blob_key(r, &f.sha256)?;
-            if !r.exists(&key).await? {
-                r.put_file(&key, &staged.join(&f.path)).await?;
-            }
-            Ok::<_, BlobError>(())
-        })
         .buffer_unordered(PARALLEL)
         .try_collect::<()>()
         .await
 }
 
-/// Lays the tree of `m` out at `dest` (new): folders, then files from their blobs, then links.
-async fn lay_out(r: &Remote, m: &Manifest, dest: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let bad = |p: &str| BlobError::BadName {
+async fn upload_one(r: &Remote, staged: &Path, f: &TreeFile) -> Result<()> {
+    let key = blob_key(r, &f.sha256)?;
+    if !r.exists(&key).await? {
+        r.put_file(&key, &staged.join(&f.path)).await?;
+    }
+    Ok(())
+}
+
+fn bad_path(p: &str) -> BlobError {
+    BlobError::BadName {
         what: "manifest path",
         name: p.to_string(),
-    };
+    }
+}
+
+/// Lays the tree of `m` out at `dest` (new): folders, then files from their blobs, then links.
+async fn lay_out(r: &Remote, m: &Manifest, dest: &Path) -> Result<()> {
     tokio::fs::create_dir(dest)
         .await
         .map_err(io("create", dest))?;
     for e in &m.entries {
         if let Kind::Dir = e.kind {
-            let p = dest.join(safe_rel(&e.path).ok_or_else(|| bad(&e.path))?);
+            let p = dest.join(safe_rel(&e.path).ok_or_else(|| bad_path(&e.path))?);
             tokio::fs::create_dir(&p).await.map_err(io("create", &p))?;
         }
     }
-    futures_util::stream::iter(m.entries.iter())
-        .map(|e| async move {
-            let Kind::File { sha, mode, .. } = &e.kind else {
-                return Ok(());
-            };
-            let p = dest.join(safe_rel(&e.path).ok_or_else(|| bad(&e.path))?);
-            if !r.get_to_file(&blob_key(r, sha)?, &p).await? {
-                return Err(BlobError::Missing {
-                    what: "blob",
-                    name: sha.clone(),
-                });
-            }
-            let perm = std::fs::Permissions::from_mode(mode & 0o755);
-            tokio::fs::set_permissions(&p, perm)
-                .await
-                .map_err(io("set the mode of", &p))
-        })
+    let downloads: Vec<_> = m.entries.iter().map(|e| download_one(r, dest, e)).collect();
+    futures_util::stream::iter(downloads)
         .buffer_unordered(PARALLEL)
         .try_collect::<()>()
         .await?;
     for e in &m.entries {
         if let Kind::Link { target } = &e.kind {
-            let p = dest.join(safe_rel(&e.path).ok_or_else(|| bad(&e.path))?);
+            let p = dest.join(safe_rel(&e.path).ok_or_else(|| bad_path(&e.path))?);
             tokio::fs::symlink(target, &p)
                 .await
                 .map_err(io("link", &p))?;
         }
     }
     Ok(())
+}
+
+async fn download_one(r: &Remote, dest: &Path, e: &crate::manifest::Entry) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Kind::File { sha, mode, .. } = &e.kind else {
+        return Ok(());
+    };
+    let p = dest.join(safe_rel(&e.path).ok_or_else(|| bad_path(&e.path))?);
+    if !r.get_to_file(&blob_key(r, sha)?, &p).await? {
+        return Err(BlobError::Missing {
+            what: "blob",
+            name: sha.clone(),
+        });
+    }
+    let perm = std::fs::Permissions::from_mode(mode & 0o755);
+    tokio::fs::set_permissions(&p, perm)
+        .await
+        .map_err(io("set the mode of", &p))
 }
 
 fn blob_name(f: &TreeFile) -> String {

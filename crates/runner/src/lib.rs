@@ -16,7 +16,6 @@ mod pool;
 pub mod sandbox;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -120,7 +119,8 @@ struct Inner {
     envs: Envs,
     channels: Mutex<HashMap<String, Arc<JobChannel>>>,
     /// How to start servers, by version and mode: versions never change once pushed.
-    specs: Mutex<HashMap<pool::Key, pool::Spec>>,
+    /// With the artifact and weights key each opened, to open them again (and pin them).
+    specs: Mutex<HashMap<pool::Key, (pool::Spec, String, Option<String>)>>,
     wake: Notify,
     /// Jobs just created on this server, handed over directly: when nothing older waits, the
     /// dispatcher takes them without reading the queue back from the database.
@@ -278,10 +278,6 @@ impl Runner {
     }
 
     /// Where an output file is stored, if the capability path names one.
-    pub fn output_path(&self, job_id: &str, token: &str, name: &str) -> Option<PathBuf> {
-        job::output_path(&self.inner, job_id, token, name)
-    }
-
     /// The events of every job that asked for webhooks, as they happen: (job id, event). A
     /// slow follower may lag and miss some; the job's record stays the truth.
     pub fn follow_all(&self) -> broadcast::Receiver<(String, Event)> {
