@@ -108,6 +108,9 @@ struct Seen {
     items: Vec<Value>,
 }
 
+/// A spec with the artifact and weights key it opened, to open them again (and pin them).
+type KnownSpec = (pool::Spec, String, Option<String>);
+
 struct Inner {
     /// Makes each job's callback token.
     callback_key: [u8; 32],
@@ -119,8 +122,7 @@ struct Inner {
     envs: Envs,
     channels: Mutex<HashMap<String, Arc<JobChannel>>>,
     /// How to start servers, by version and mode: versions never change once pushed.
-    /// With the artifact and weights key each opened, to open them again (and pin them).
-    specs: Mutex<HashMap<pool::Key, (pool::Spec, String, Option<String>)>>,
+    specs: Mutex<HashMap<pool::Key, KnownSpec>>,
     wake: Notify,
     /// Jobs just created on this server, handed over directly: when nothing older waits, the
     /// dispatcher takes them without reading the queue back from the database.
