@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Brings up what the tests need on a fresh machine (run as root, as CI and the dev machines do):
-# PostgreSQL running, bubblewrap (the model sandbox), Cog and the official Python client, the
-# JavaScript packages, Chromium.
+# PostgreSQL running, bubblewrap (the model sandbox), Cog and the official Python client, moto
+# (an S3-compatible store), the JavaScript packages, Chromium.
 # Idempotent: each step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,11 @@ if ! python3 -c 'import cog, replicate, pytest, httpx' 2>/dev/null \
   || [ "$(python3 -c 'import replicate.__about__ as a; print(a.__version__)' 2>/dev/null)" != "1.0.7" ]; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
     'cog==0.23.*' 'replicate==1.0.7' pytest httpx
+fi
+
+# A real S3-compatible store for the object-store tests (they start moto's server themselves).
+if ! python3 -c 'import moto.server, flask, flask_cors' 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 'moto[server]'
 fi
 
 for dir in tests/js tests/web; do

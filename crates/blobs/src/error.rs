@@ -21,6 +21,22 @@ pub enum BlobError {
     /// Whether the content is still used could not be read: it is kept.
     #[error("could not check whether stored content is still used: {0}")]
     Store(#[from] StoreError),
+    /// The object store refused, or could not be reached.
+    #[error("object store: {0}")]
+    Remote(#[from] object_store::Error),
+    /// Stored content that should be there is not (a tree's manifest, weights, a blob).
+    #[error("{what} {name:?} is not stored")]
+    Missing { what: &'static str, name: String },
+    /// A tree's manifest does not parse.
+    #[error("the manifest of tree {digest} does not parse: {source}")]
+    Manifest {
+        digest: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `--blob-store` is not an object store this build speaks.
+    #[error("blob store {0:?}: {1}")]
+    Config(String, String),
     /// A blocking file task did not finish (it panicked, or the runtime stops).
     #[error("a file task stopped: {0}")]
     Task(#[from] tokio::task::JoinError),

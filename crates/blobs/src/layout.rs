@@ -70,6 +70,12 @@ impl Layout {
         self.root.join("files")
     }
 
+    /// A node's local copies of trees and weights kept in an object store: `cache/trees/<digest>/`,
+    /// `cache/weights/<sha256>/<name>`, bounded and emptied at start.
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
     /// Python environments, one per set of `python_packages`: `envs/<key>/`.
     pub fn envs(&self) -> PathBuf {
         self.root.join("envs")

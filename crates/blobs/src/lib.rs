@@ -2,30 +2,42 @@
 //! (`layout.rs`), content stored by digest (project trees whose files are hard links to
 //! `blobs/<sha256>`, fine-tunes' weights), and its release once no version refers to it.
 //!
+//! With an object store (`--blob-store s3://bucket/prefix`, `remote.rs`) the bytes live in the
+//! bucket instead (`blobs/<sha256>`, a manifest per tree, weights, outputs, uploads), shared by
+//! every node of a cluster; a node opens trees and weights through its local cache
+//! (`cache.rs`).
+//!
 //! Placing content and recording the version that uses it, and checking that nothing uses it
 //! and removing it, each happen under one lock ([`Blobs::lock`]), held by pushes, deletions and
 //! trainings alike: a push or training that stores content a deletion is freeing at that moment
-//! can never lose its files. The lock lives in this process, so one server process serves a
-//! data directory.
+//! can never lose its files. The lock is a mutex in this process and, with an object store,
+//! also the database's content lock (`ContentLockStore`), which every node shares.
 //!
 //! Callers speak in stored content ("put this tree as digest D", "open the tree D", "release D
-//! if unreferenced"), not in paths joined by hand, so the content can later live elsewhere.
+//! if unreferenced"), not in paths joined by hand, so the content can live elsewhere.
 #![forbid(unsafe_code)]
 
+mod cache;
 mod error;
+mod files;
 mod layout;
+mod manifest;
 mod release;
+mod remote;
 mod staging;
+mod sweep;
 mod tree;
 mod weights;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use modelyard_storage::Store;
+use modelyard_storage::{ContentLock, Store};
 use tokio::sync::{Mutex, MutexGuard};
 
+pub use cache::{Opened, Pin};
 pub use error::{BlobError, Result};
+pub use files::{Content, LocalCopy};
 pub use layout::{private_dir, Layout};
 pub use release::{Released, Stored};
 pub use tree::TreeFile;
@@ -36,11 +48,19 @@ pub struct Blobs {
     layout: Layout,
     store: Arc<dyn Store>,
     lock: Mutex<()>,
+    /// The object store the bytes live in, and this node's copies; `None`: the data directory.
+    shared: Option<Shared>,
+}
+
+struct Shared {
+    remote: remote::Remote,
+    cache: cache::Cache,
 }
 
 /// Proof that [`Blobs::lock`] is held: what places or removes content takes one.
 pub struct Held<'a> {
     _guard: MutexGuard<'a, ()>,
+    _cluster: Option<ContentLock>,
 }
 
 impl Blobs {
@@ -50,7 +70,35 @@ impl Blobs {
             layout: Layout::new(root),
             store,
             lock: Mutex::new(()),
+            shared: None,
         }
+    }
+
+    /// The bytes in the object store at `url` (`s3://bucket/prefix`), this node's copies of
+    /// trees and weights under the data directory at `root`, at most `cache_bytes` of them
+    /// unused.
+    pub fn with_object_store(
+        root: impl Into<PathBuf>,
+        store: Arc<dyn Store>,
+        url: &str,
+        cache_bytes: u64,
+    ) -> Result<Blobs> {
+        let layout = Layout::new(root);
+        let shared = Shared {
+            remote: remote::Remote::from_url(url)?,
+            cache: cache::Cache::new(layout.cache(), cache_bytes)?,
+        };
+        Ok(Blobs {
+            layout,
+            store,
+            lock: Mutex::new(()),
+            shared: Some(shared),
+        })
+    }
+
+    /// Whether the bytes live in an object store.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     pub fn layout(&self) -> &Layout {
@@ -58,30 +106,33 @@ impl Blobs {
     }
 
     /// Takes the content lock. Hold it from placing content until the version that uses it is
-    /// recorded (or released again), and nothing else: deletions wait on it.
-    pub async fn lock(&self) -> Held<'_> {
-        Held {
-            _guard: self.lock.lock().await,
-        }
+    /// recorded (or released again), and nothing else: deletions wait on it. With an object
+    /// store every node shares it (the database's content lock), taken after this process's
+    /// own so a node holds at most one connection for it.
+    pub async fn lock(&self) -> Result<Held<'_>> {
+        let guard = self.lock.lock().await;
+        let cluster = match self.shared {
+            Some(_) => Some(self.store.content_lock().await?),
+            None => None,
+        };
+        Ok(Held {
+            _guard: guard,
+            _cluster: cluster,
+        })
     }
 
-    /// The stored tree of an artifact digest (it may not exist).
-    pub fn tree(&self, digest: &str) -> Result<PathBuf> {
+    /// The data directory's own tree of a digest (it may not exist).
+    fn local_tree(&self, digest: &str) -> Result<PathBuf> {
         Ok(self
             .layout
             .artifacts()
             .join(layout::part("artifact", digest)?))
     }
 
-    /// The stored file of a weights key, `<sha256>/<name>` (it may not exist).
-    pub fn weights_file(&self, key: &str) -> Result<PathBuf> {
+    /// The data directory's own file of a weights key, `<sha256>/<name>` (it may not exist).
+    fn local_weights(&self, key: &str) -> Result<PathBuf> {
         let (sha, name) = weights::split_key(key)?;
         Ok(self.layout.weights().join(sha).join(name))
-    }
-
-    /// Whether an artifact's tree is stored.
-    pub fn has_tree(&self, digest: &str) -> Result<bool> {
-        Ok(self.tree(digest)?.exists())
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::error::{io, Result};
-use crate::{tree, Blobs, Held};
+use crate::{tree, weights, Blobs, Held};
 
 /// Content versions refer to, by the name they store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +27,8 @@ impl Stored<'_> {
     /// Where it is stored; a name that cannot be stored content touches nothing.
     fn path(self, b: &Blobs) -> Result<PathBuf> {
         match self {
-            Stored::Artifact(d) => b.tree(d),
-            Stored::Weights(k) => b.weights_file(k),
+            Stored::Artifact(d) => b.local_tree(d),
+            Stored::Weights(k) => b.local_weights(k),
         }
     }
 
@@ -43,7 +43,7 @@ impl Stored<'_> {
 impl Blobs {
     /// Removes `what` if no version refers to it, under the content lock.
     pub async fn release(&self, what: Stored<'_>) -> Result<Released> {
-        let held = self.lock().await;
+        let held = self.lock().await?;
         self.release_held(&held, what).await
     }
 
@@ -53,6 +53,9 @@ impl Blobs {
         let path = what.path(self)?;
         if what.in_use(self).await? {
             return Ok(Released::InUse);
+        }
+        if self.shared.is_some() {
+            return self.release_remote(what).await;
         }
         // The blobs the tree links, as recorded at push: only those can lose their last link.
         let linked = match what {
@@ -81,6 +84,40 @@ impl Blobs {
                 if let Some(dir) = path.parent() {
                     let _ = tokio::fs::remove_dir(dir).await;
                 }
+                self.store.forget_weights(k).await?;
+            }
+        }
+        Ok(Released::Removed)
+    }
+}
+
+impl Blobs {
+    /// [`Blobs::release_held`] in an object store: the database forgets first, so the blobs
+    /// another recorded tree still links are known, then the manifest and the blobs no recorded
+    /// tree links go. A push racing this one uploads again, under the lock, what it lost.
+    async fn release_remote(&self, what: Stored<'_>) -> Result<Released> {
+        let Some(sh) = &self.shared else {
+            return Ok(Released::InUse);
+        };
+        match what {
+            Stored::Artifact(d) => {
+                let mut linked = self.store.artifact_blobs(d).await?;
+                if linked.is_empty() {
+                    linked = self
+                        .manifest_blobs(d)
+                        .await?
+                        .into_iter()
+                        .map(|b| b.0)
+                        .collect();
+                }
+                self.store.forget_artifact(d).await?;
+                self.remove_remote_tree(d, &linked).await?;
+            }
+            Stored::Weights(k) => {
+                sh.remote
+                    .delete(&weights::weights_key(&sh.remote, k)?)
+                    .await?;
+                sh.cache.drop_unpinned(&format!("weights/{k}"));
                 self.store.forget_weights(k).await?;
             }
         }

@@ -1,8 +1,16 @@
-//! Project trees stored by content digest, each file a hard link to the blob of its content.
+//! Project trees stored by content digest, each file a hard link to the blob of its content;
+//! with an object store, a manifest naming each file's blob, laid out again in a node's cache.
 use std::path::{Path, PathBuf};
 
-use crate::error::{io, Result};
-use crate::{private_dir, Blobs, Held};
+use futures_util::{StreamExt, TryStreamExt};
+
+use crate::error::{io, BlobError, Result};
+use crate::manifest::{safe_rel, Kind, Manifest};
+use crate::remote::Remote;
+use crate::{layout, private_dir, Blobs, Held, Opened};
+
+/// Blobs moved to or from the object store at once.
+const PARALLEL: usize = 4;
 
 /// A file of a staged tree and the sha256 of its content.
 #[derive(Clone, Debug)]
@@ -14,11 +22,68 @@ pub struct TreeFile {
     pub executable: bool,
 }
 
+fn manifest_key(r: &Remote, digest: &str) -> Result<object_store::path::Path> {
+    let d = layout::part("artifact", digest)?;
+    Ok(r.key(&["trees", &format!("{d}.json")]))
+}
+
+fn blob_key(r: &Remote, sha: &str) -> Result<object_store::path::Path> {
+    Ok(r.key(&["blobs", layout::sha256("blob", sha)?]))
+}
+
 impl Blobs {
+    /// The stored tree of an artifact digest as a local folder: the data directory's own, or
+    /// this node's copy of it, laid out from its manifest the first time. Hold the answer's
+    /// [`Opened::pin`] while the folder is used.
+    pub async fn tree(&self, digest: &str) -> Result<Opened> {
+        let Some(sh) = &self.shared else {
+            return Ok(Opened::local(self.local_tree(digest)?));
+        };
+        let key = manifest_key(&sh.remote, digest)?;
+        let name = format!("trees/{digest}");
+        sh.cache
+            .open(&name, |tmp| async move {
+                let bytes = sh
+                    .remote
+                    .get_bytes(&key)
+                    .await?
+                    .ok_or_else(|| BlobError::Missing {
+                        what: "tree",
+                        name: digest.to_string(),
+                    })?;
+                let m = Manifest::parse(digest, &bytes)?;
+                lay_out(&sh.remote, &m, &tmp).await?;
+                Ok(m.size())
+            })
+            .await
+    }
+
+    /// Whether an artifact's tree is stored.
+    pub async fn has_tree(&self, digest: &str) -> Result<bool> {
+        match &self.shared {
+            None => Ok(self.local_tree(digest)?.exists()),
+            Some(sh) => sh.remote.exists(&manifest_key(&sh.remote, digest)?).await,
+        }
+    }
+
+    /// Uploads the blobs of a staged tree the object store lacks, before the lock is taken (a
+    /// large project does not hold up other pushes); [`Blobs::put_tree`] checks again under it.
+    /// Nothing to do for the data directory.
+    pub async fn prepare_tree(&self, staged: &Path, files: &[TreeFile]) -> Result<()> {
+        match &self.shared {
+            None => Ok(()),
+            Some(sh) => upload_missing(&sh.remote, staged, files).await,
+        }
+    }
+
     /// Stores the tree staged at `staged` as the artifact `digest`, each file shared with every
     /// other tree that holds the same content. `staged` must lie in a private folder of the
     /// caller's ([`Blobs::stage`]); it is moved, not copied. When the digest is stored already,
     /// nothing changes and the answer is `false`.
+    ///
+    /// With an object store: each blob is checked under the lock and uploaded again when a
+    /// release removed it since [`Blobs::prepare_tree`], then the manifest is written; the
+    /// staged tree becomes this node's copy.
     pub async fn put_tree(
         &self,
         _held: &Held<'_>,
@@ -26,7 +91,24 @@ impl Blobs {
         staged: &Path,
         files: Vec<TreeFile>,
     ) -> Result<bool> {
-        let dest = self.tree(digest)?;
+        if let Some(sh) = &self.shared {
+            let key = manifest_key(&sh.remote, digest)?;
+            if sh.remote.exists(&key).await? {
+                return Ok(false);
+            }
+            upload_missing(&sh.remote, staged, &files).await?;
+            let root = staged.to_path_buf();
+            let m = tokio::task::spawn_blocking(move || Manifest::of_tree(&root, &files)).await??;
+            let json = serde_json::to_vec(&m).map_err(|source| BlobError::Manifest {
+                digest: digest.to_string(),
+                source,
+            })?;
+            sh.remote.put_bytes(&key, json).await?;
+            // A copy this node would otherwise download again; failing to keep it costs nothing.
+            let _ = sh.cache.adopt(&format!("trees/{digest}"), staged, m.size());
+            return Ok(true);
+        }
+        let dest = self.local_tree(digest)?;
         if dest.exists() {
             return Ok(false);
         }
@@ -47,7 +129,10 @@ impl Blobs {
     /// The blobs a stored tree links (their names under `blobs/`) and their sizes, for
     /// `SizeStore::record_artifact`: `files` as given to [`Blobs::put_tree`], each counted once.
     pub async fn tree_blobs(&self, digest: &str, files: &[TreeFile]) -> Result<Vec<(String, i64)>> {
-        let tree = self.tree(digest)?;
+        if self.shared.is_some() {
+            return self.manifest_blobs(digest).await;
+        }
+        let tree = self.local_tree(digest)?;
         let mut seen = std::collections::BTreeMap::new();
         for f in files {
             let name = blob_name(f);
@@ -66,9 +151,122 @@ impl Blobs {
     /// [`Blobs::tree_blobs`] for a tree stored before sizes were recorded: each of its files is
     /// matched to its blob by inode (they are hard links).
     pub async fn scan_tree_blobs(&self, digest: &str) -> Result<Vec<(String, i64)>> {
-        let (tree, blobs) = (self.tree(digest)?, self.layout.blobs());
+        if self.shared.is_some() {
+            return self.manifest_blobs(digest).await;
+        }
+        let (tree, blobs) = (self.local_tree(digest)?, self.layout.blobs());
         tokio::task::spawn_blocking(move || scan(&tree, &blobs)).await?
     }
+
+    /// The blobs a tree's manifest names (in an object store, a blob is named by its sha256
+    /// alone: the mode is the manifest's). Empty when there is no manifest.
+    pub(crate) async fn manifest_blobs(&self, digest: &str) -> Result<Vec<(String, i64)>> {
+        let Some(sh) = &self.shared else {
+            return Ok(vec![]);
+        };
+        match sh
+            .remote
+            .get_bytes(&manifest_key(&sh.remote, digest)?)
+            .await?
+        {
+            Some(b) => Ok(Manifest::parse(digest, &b)?.blobs()),
+            None => Ok(vec![]),
+        }
+    }
+
+    /// Removes a tree's manifest, and the blobs among `candidates` no recorded tree links any
+    /// more. Under the lock, after the database forgot the tree.
+    pub(crate) async fn remove_remote_tree(
+        &self,
+        digest: &str,
+        candidates: &[String],
+    ) -> Result<()> {
+        let Some(sh) = &self.shared else {
+            return Ok(());
+        };
+        sh.remote.delete(&manifest_key(&sh.remote, digest)?).await?;
+        for b in candidates {
+            if !self.store.blob_in_use(b).await? {
+                sh.remote.delete(&blob_key(&sh.remote, b)?).await?;
+            }
+        }
+        sh.cache.drop_unpinned(&format!("trees/{digest}"));
+        Ok(())
+    }
+}
+
+/// Uploads each distinct blob of `files` the store lacks, from the staged tree.
+async fn upload_missing(r: &Remote, staged: &Path, files: &[TreeFile]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let todo: Vec<_> = files
+        .iter()
+        .filter(|f| seen.insert(&f.sha256))
+        .map(|f| upload_one(r, staged, f))
+        .collect();
+    futures_util::stream::iter(todo)
+        .buffer_unordered(PARALLEL)
+        .try_collect::<()>()
+        .await
+}
+
+async fn upload_one(r: &Remote, staged: &Path, f: &TreeFile) -> Result<()> {
+    let key = blob_key(r, &f.sha256)?;
+    if !r.exists(&key).await? {
+        r.put_file(&key, &staged.join(&f.path)).await?;
+    }
+    Ok(())
+}
+
+fn bad_path(p: &str) -> BlobError {
+    BlobError::BadName {
+        what: "manifest path",
+        name: p.to_string(),
+    }
+}
+
+/// Lays the tree of `m` out at `dest` (new): folders, then files from their blobs, then links.
+async fn lay_out(r: &Remote, m: &Manifest, dest: &Path) -> Result<()> {
+    tokio::fs::create_dir(dest)
+        .await
+        .map_err(io("create", dest))?;
+    for e in &m.entries {
+        if let Kind::Dir = e.kind {
+            let p = dest.join(safe_rel(&e.path).ok_or_else(|| bad_path(&e.path))?);
+            tokio::fs::create_dir(&p).await.map_err(io("create", &p))?;
+        }
+    }
+    let downloads: Vec<_> = m.entries.iter().map(|e| download_one(r, dest, e)).collect();
+    futures_util::stream::iter(downloads)
+        .buffer_unordered(PARALLEL)
+        .try_collect::<()>()
+        .await?;
+    for e in &m.entries {
+        if let Kind::Link { target } = &e.kind {
+            let p = dest.join(safe_rel(&e.path).ok_or_else(|| bad_path(&e.path))?);
+            tokio::fs::symlink(target, &p)
+                .await
+                .map_err(io("link", &p))?;
+        }
+    }
+    Ok(())
+}
+
+async fn download_one(r: &Remote, dest: &Path, e: &crate::manifest::Entry) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Kind::File { sha, mode, .. } = &e.kind else {
+        return Ok(());
+    };
+    let p = dest.join(safe_rel(&e.path).ok_or_else(|| bad_path(&e.path))?);
+    if !r.get_to_file(&blob_key(r, sha)?, &p).await? {
+        return Err(BlobError::Missing {
+            what: "blob",
+            name: sha.clone(),
+        });
+    }
+    let perm = std::fs::Permissions::from_mode(mode & 0o755);
+    tokio::fs::set_permissions(&p, perm)
+        .await
+        .map_err(io("set the mode of", &p))
 }
 
 fn blob_name(f: &TreeFile) -> String {

@@ -4,9 +4,10 @@ use std::path::Path;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::error::{io, Result};
+use crate::error::{io, BlobError, Result};
 use crate::layout::{part, sha256};
-use crate::{Blobs, Held};
+use crate::remote::Remote;
+use crate::{Blobs, Held, Opened};
 
 /// Weights placed by [`Blobs::put_weights`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +44,41 @@ pub async fn digest_file(path: &Path) -> Result<String> {
     }
 }
 
+pub(crate) fn weights_key(r: &Remote, key: &str) -> Result<object_store::path::Path> {
+    let (sha, name) = split_key(key)?;
+    Ok(r.key(&["weights", sha, name]))
+}
+
 impl Blobs {
+    /// The stored weights of a key (`<sha256>/<name>`) as a local file: the data directory's
+    /// own, or this node's copy, downloaded the first time. Hold the answer's [`Opened::pin`]
+    /// while the file is used.
+    pub async fn weights(&self, key: &str) -> Result<Opened> {
+        let Some(sh) = &self.shared else {
+            return Ok(Opened::local(self.local_weights(key)?));
+        };
+        let remote_key = weights_key(&sh.remote, key)?;
+        sh.cache
+            .open(&format!("weights/{key}"), |tmp| async move {
+                if !sh.remote.get_to_file(&remote_key, &tmp).await? {
+                    return Err(BlobError::Missing {
+                        what: "weights",
+                        name: key.to_string(),
+                    });
+                }
+                let m = tokio::fs::metadata(&tmp).await.map_err(io("read", &tmp))?;
+                Ok(m.len())
+            })
+            .await
+    }
+
+    /// The size of stored weights.
+    pub async fn weights_size(&self, key: &str) -> Result<u64> {
+        let opened = self.weights(key).await?;
+        let p = opened.path();
+        Ok(tokio::fs::metadata(p).await.map_err(io("read", p))?.len())
+    }
+
     /// Stores the file at `file`, whose content is `sha` ([`digest_file`]), as weights named
     /// `name`: a hard link when the data directory is one file system (no bytes move), else a
     /// copy done by the kernel. They appear under their name only whole (a temporary name, then
@@ -60,7 +95,17 @@ impl Blobs {
             sha256("weights digest", sha)?,
             part("weights name", name)?
         );
-        let dest = self.weights_file(&key)?;
+        if let Some(sh) = &self.shared {
+            // Uploaded under the lock: a release cannot remove them between the upload and the
+            // version that records them.
+            let k = weights_key(&sh.remote, &key)?;
+            if sh.remote.exists(&k).await? {
+                return Ok(PlacedWeights { key, new: false });
+            }
+            sh.remote.put_file(&k, file).await?;
+            return Ok(PlacedWeights { key, new: true });
+        }
+        let dest = self.local_weights(&key)?;
         let new = place(file, &dest)
             .await
             .map_err(io("store weights at", &dest))?;

@@ -45,7 +45,7 @@ async fn data() -> Data {
 impl Data {
     /// Stages `files` (name, content) as a tree and stores it under its digest.
     async fn put_tree(&self, digest: &str, files: &[(&str, &[u8])]) -> bool {
-        let held = self.blobs.lock().await;
+        let held = self.blobs.lock().await.unwrap();
         self.put_tree_held(&held, digest, files).await
     }
 
@@ -151,7 +151,14 @@ async fn trees_share_blobs_and_go_only_when_unreferenced() {
         d.blobs.release(Stored::Artifact(&a)).await.unwrap(),
         Released::InUse
     );
-    assert!(d.blobs.tree(&a).unwrap().join("w.bin").is_file());
+    assert!(d
+        .blobs
+        .tree(&a)
+        .await
+        .unwrap()
+        .path()
+        .join("w.bin")
+        .is_file());
 
     // Once unreferenced, the tree goes with the blobs only it linked to; the shared one stays.
     d.delete(&va).await;
@@ -159,12 +166,12 @@ async fn trees_share_blobs_and_go_only_when_unreferenced() {
         d.blobs.release(Stored::Artifact(&a)).await.unwrap(),
         Released::Removed
     );
-    assert!(!d.blobs.has_tree(&a).unwrap());
+    assert!(!d.blobs.has_tree(&a).await.unwrap());
     let mut want = vec![(sha(shared), 2), (sha(b"v2"), 2)];
     want.sort();
     assert_eq!(d.blobs(), want);
     assert_eq!(
-        std::fs::read(d.blobs.tree(&b).unwrap().join("w.bin")).unwrap(),
+        std::fs::read(d.blobs.tree(&b).await.unwrap().path().join("w.bin")).unwrap(),
         shared
     );
 
@@ -195,7 +202,7 @@ async fn a_release_waits_for_content_being_stored_and_then_keeps_it() {
     // A deletion freed the tree: it is on disk, and no version uses it.
     d.put_tree(&a, &[("predict.py", b"x")]).await;
     // A push of the same content holds the lock while it records its version...
-    let held = d.blobs.lock().await;
+    let held = d.blobs.lock().await.unwrap();
     assert!(!d.put_tree_held(&held, &a, &[("predict.py", b"x")]).await);
     let release = d.blobs.release(Stored::Artifact(&a));
     tokio::pin!(release);
@@ -209,7 +216,14 @@ async fn a_release_waits_for_content_being_stored_and_then_keeps_it() {
     drop(held);
     // ...and then finds the content used again, and keeps it.
     assert_eq!(release.await.unwrap(), Released::InUse);
-    assert!(d.blobs.tree(&a).unwrap().join("predict.py").is_file());
+    assert!(d
+        .blobs
+        .tree(&a)
+        .await
+        .unwrap()
+        .path()
+        .join("predict.py")
+        .is_file());
 }
 
 #[tokio::test]
@@ -224,7 +238,7 @@ async fn weights_go_only_when_no_version_names_them() {
     let digest = digest_file(&src).await.unwrap();
     assert_eq!(digest, sha(&bytes));
 
-    let held = d.blobs.lock().await;
+    let held = d.blobs.lock().await.unwrap();
     let one = d
         .blobs
         .put_weights(&held, &src, &digest, "w.bin")
@@ -248,7 +262,13 @@ async fn weights_go_only_when_no_version_names_them() {
     drop(held);
     let v1 = d.version(&art, Some(&one.key)).await;
     let v2 = d.version(&art, Some(&two.key)).await;
-    let file = d.blobs.weights_file(&one.key).unwrap();
+    let file = d
+        .blobs
+        .weights(&one.key)
+        .await
+        .unwrap()
+        .path()
+        .to_path_buf();
     assert_eq!(std::fs::read(&file).unwrap(), bytes);
     let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
         .unwrap()
@@ -267,7 +287,14 @@ async fn weights_go_only_when_no_version_names_them() {
     );
     assert!(!file.exists());
     // The other name of the same digest is still used, and still there.
-    assert!(d.blobs.weights_file(&two.key).unwrap().is_file());
+    assert!(d
+        .blobs
+        .weights(&two.key)
+        .await
+        .unwrap()
+        .path()
+        .to_path_buf()
+        .is_file());
     d.delete(&v2).await;
     d.blobs.release(Stored::Weights(&two.key)).await.unwrap();
     assert_eq!(

@@ -43,6 +43,7 @@ pub async fn run(args: ServeArgs) -> Outcome {
             .collect(),
         blob_store: non_empty(args.blob_store),
         worker_cache_bytes: args.worker_cache_gb.saturating_mul(1024 * 1024 * 1024),
+        cache_check: Duration::from_secs(30),
         lease: Duration::from_secs(args.lease_secs.max(1)),
     };
     config.check_cluster().map_err(Failure::Message)?;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use modelyard_blobs::Stored;
+use modelyard_blobs::{Opened, Stored};
 use modelyard_domain::*;
 use modelyard_storage::JobEnd;
 use rand::RngCore;
@@ -40,31 +40,75 @@ pub async fn spec_for(
         version_id: version_id.to_string(),
         train: kind == JobKind::Training,
     };
-    if let Some(s) = inner.specs.lock().ok().and_then(|m| m.get(&key).cloned()) {
-        return Ok(s);
+    let cached = inner.specs.lock().ok().and_then(|m| m.get(&key).cloned());
+    if let Some((spec, artifact, weights)) = cached {
+        // Opened again each time: the cache may have dropped an unpinned copy meanwhile, and
+        // the server about to start must pin it.
+        let (project, weights) = open_content(inner, &artifact, weights.as_deref()).await?;
+        return Ok(Spec {
+            pins: pins(&project, weights.as_ref()),
+            ..spec
+        });
     }
-    let spec = make_spec(inner, version_id, kind, say).await?;
+    let (spec, artifact, weights) = make_spec(inner, version_id, kind, say).await?;
     if let Ok(mut m) = inner.specs.lock() {
-        m.insert(key, spec.clone());
+        let unpinned = Spec {
+            pins: vec![],
+            ..spec.clone()
+        };
+        m.insert(key, (unpinned, artifact, weights));
     }
     Ok(spec)
 }
 
+/// A version's project and weights as local paths.
+async fn open_content(
+    inner: &Inner,
+    artifact: &str,
+    weights: Option<&str>,
+) -> Result<(Opened, Option<Opened>), String> {
+    let blobs = &inner.cfg.blobs;
+    let project = blobs
+        .tree(artifact)
+        .await
+        .map_err(|e| format!("the version's project cannot be opened: {e}"))?;
+    let weights = match weights {
+        Some(w) => Some(
+            blobs
+                .weights(w)
+                .await
+                .map_err(|e| format!("the version's weights cannot be opened: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok((project, weights))
+}
+
+fn pins(project: &Opened, weights: Option<&Opened>) -> Vec<modelyard_blobs::Pin> {
+    project
+        .pin()
+        .into_iter()
+        .chain(weights.and_then(Opened::pin))
+        .collect()
+}
+
+/// A spec, with the artifact and weights it opened.
 async fn make_spec(
     inner: &Inner,
     version_id: &str,
     kind: JobKind,
     say: &crate::env::Say<'_>,
-) -> Result<Spec, String> {
+) -> Result<(Spec, String, Option<String>), String> {
     let ModelVersion { version, .. } = inner
         .store
         .version_by_id(version_id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the version was deleted")?;
-    let blobs = &inner.cfg.blobs;
-    let project = blobs.tree(&version.artifact).map_err(|e| e.to_string())?;
-    let yaml = std::fs::read_to_string(project.join("cog.yaml"))
+    let (project, weights) =
+        open_content(inner, &version.artifact, version.weights.as_deref()).await?;
+    let yaml = tokio::fs::read_to_string(project.path().join("cog.yaml"))
+        .await
         .map_err(|e| format!("the version's project cannot be read: {e}"))?;
     let cog = cog_yaml::parse(&yaml).map_err(|e| format!("cog.yaml {e}"))?;
     let train = kind == JobKind::Training;
@@ -76,24 +120,21 @@ async fn make_spec(
         cog.predict.clone()
     };
     let env = inner.envs.ensure(&cog.python_packages, say).await?;
-    Ok(Spec {
+    let spec = Spec {
         key: Key {
             version_id: version.id.clone(),
             train,
         },
         env,
-        project,
+        project: project.path().to_path_buf(),
         stub,
-        weights: version
-            .weights
-            .as_deref()
-            .map(|w| blobs.weights_file(w))
-            .transpose()
-            .map_err(|e| e.to_string())?,
+        weights: weights.as_ref().map(|w| w.path().to_path_buf()),
+        pins: pins(&project, weights.as_ref()),
         streams: !train
             && version.openapi_schema["components"]["schemas"]["Output"]["x-cog-array-type"]
                 == "iterator",
-    })
+    };
+    Ok((spec, version.artifact, version.weights))
 }
 
 const SHUT_DOWN: &str = "The server shut down while this ran; run it again.";
@@ -491,7 +532,10 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
         url = store_output(inner, &job.id, "weights", &bytes).await?;
     }
     let url = url.as_str();
-    let file = local_file(inner, url).ok_or("the training's weights were not uploaded")?;
+    let copy = local_file(inner, url)
+        .await
+        .ok_or("the training's weights were not uploaded")?;
+    let file = copy.path().to_path_buf();
     // Weights can be gigabytes: hashed over chunks before the lock is taken, then linked (or
     // copied by the kernel) under it, never read into memory.
     let sha = modelyard_blobs::digest_file(&file)
@@ -522,7 +566,10 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
     // Stored and recorded under the data directory's lock, as a push does: a deletion freeing
     // the same weights at this moment cannot remove them from under the new version.
     let blobs = &inner.cfg.blobs;
-    let held = blobs.lock().await;
+    let held = blobs
+        .lock()
+        .await
+        .map_err(|e| format!("could not store the weights: {e}"))?;
     let placed = blobs
         .put_weights(&held, &file, &sha, &name)
         .await
@@ -559,10 +606,10 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
         }
     };
     // Its size, for what deleting the version frees; recorded under the lock like the version.
-    let size = match blobs.weights_file(&placed.key) {
-        Ok(p) => tokio::fs::metadata(&p).await.map(|m| m.len() as i64).ok(),
-        Err(_) => None,
-    };
+    let size = tokio::fs::metadata(&file)
+        .await
+        .map(|m| m.len() as i64)
+        .ok();
     if let Some(bytes) = size {
         if let Err(e) = inner.store.record_weights(&placed.key, bytes).await {
             tracing::warn!(job = %job.id, error = %e, "could not record the weights' size");
@@ -712,27 +759,12 @@ pub async fn store_output(
         .map_err(|e| e.to_string())
 }
 
-pub fn output_path(inner: &Inner, job_id: &str, token: &str, name: &str) -> Option<PathBuf> {
-    if ![job_id, token, name].iter().all(|p| safe_part(p)) {
-        return None;
-    }
-    let p = inner
-        .cfg
-        .blobs
-        .layout()
-        .job_outputs(job_id)
-        .ok()?
-        .join(token)
-        .join(name);
-    p.is_file().then_some(p)
-}
-
-/// The stored file behind one of our output URLs.
-fn local_file(inner: &Inner, url: &str) -> Option<PathBuf> {
+/// The stored file behind one of our output URLs, as a local path.
+async fn local_file(inner: &Inner, url: &str) -> Option<modelyard_blobs::LocalCopy> {
     let rest = url.strip_prefix(&format!("{}/files/", inner.cfg.public_url))?;
     let mut parts = rest.splitn(3, '/');
     let (j, t, n) = (parts.next()?, parts.next()?, parts.next()?);
-    output_path(inner, j, t, n)
+    inner.cfg.blobs.output_copy(j, t, n).await.ok().flatten()
 }
 
 /// A queued job whose deadline passed before it started.
@@ -754,8 +786,8 @@ pub async fn remove_expired(inner: &Inner) {
     match inner.store.remove_job_data("api", before).await {
         Ok(ids) => {
             for id in ids {
-                if let Ok(dir) = inner.cfg.blobs.layout().job_outputs(&id) {
-                    let _ = tokio::fs::remove_dir_all(dir).await;
+                if let Err(e) = inner.cfg.blobs.remove_outputs(&id).await {
+                    tracing::warn!(job = %id, error = %e, "could not remove expired output files");
                 }
             }
         }
@@ -815,6 +847,13 @@ pub async fn store_output_from(
     let mut partial = RemoveOnDrop(Some(dir.clone()));
     write_capped(body, &dir.join(name), cap).await?;
     partial.0 = None;
+    // With an object store it moves there, so whichever node a client asks serves it.
+    inner
+        .cfg
+        .blobs
+        .publish_output(job_id, &token, name)
+        .await
+        .map_err(|e| StoreError::Failed(e.to_string()))?;
     Ok(format!(
         "{}/files/{job_id}/{token}/{name}",
         inner.cfg.public_url

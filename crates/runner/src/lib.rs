@@ -18,7 +18,6 @@ mod pool;
 pub mod sandbox;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,6 +96,9 @@ pub enum Event {
     Done(Status),
 }
 
+/// A spec with the artifact and weights key it opened, to open them again (and pin them).
+type KnownSpec = (pool::Spec, String, Option<String>);
+
 struct Inner {
     /// Makes each job's callback token.
     callback_key: [u8; 32],
@@ -107,7 +109,7 @@ struct Inner {
     pool: pool::Pool,
     envs: Envs,
     /// How to start servers, by version and mode: versions never change once pushed.
-    specs: Mutex<HashMap<pool::Key, pool::Spec>>,
+    specs: Mutex<HashMap<pool::Key, KnownSpec>>,
     wake: Notify,
     /// Jobs just created on this server, handed over directly: when nothing older waits, the
     /// dispatcher takes them without reading the queue back from the database.
@@ -201,10 +203,6 @@ impl Runner {
     }
 
     /// Where an output file is stored, if the capability path names one.
-    pub fn output_path(&self, job_id: &str, token: &str, name: &str) -> Option<PathBuf> {
-        job::output_path(&self.inner, job_id, token, name)
-    }
-
     /// The events of every job run here that asked for webhooks (see [`Live::follow_all`]).
     pub fn follow_all(&self) -> broadcast::Receiver<(String, Event)> {
         self.inner.cfg.live.follow_all()

@@ -38,6 +38,9 @@ pub struct Spec {
     /// e.g. "predict.py:Predictor"
     pub stub: String,
     pub weights: Option<PathBuf>,
+    /// Keep the project and weights in this node's cache while a server uses them (with an
+    /// object store); a running server holds them.
+    pub pins: Vec<modelyard_blobs::Pin>,
     /// Whether output comes item by item (an iterator): then progress is followed through Cog's
     /// webhooks; otherwise one synchronous request is quicker.
     pub streams: bool,
@@ -59,6 +62,7 @@ struct Instance {
     current: Current,
     /// Where the Cog server sends webhooks, as it sees it.
     callback_base: String,
+    _pins: Vec<modelyard_blobs::Pin>,
     cgroup: Option<Cgroup>,
     /// Its callback endpoint and bridges, stopped with it.
     _tasks: Tasks,
@@ -536,6 +540,7 @@ impl Pool {
             last_used: Instant::now(),
             current,
             callback_base,
+            _pins: spec.pins.clone(),
             cgroup: started.cgroup,
             _tasks: tasks,
         };

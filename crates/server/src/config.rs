@@ -51,6 +51,8 @@ pub struct Config {
     pub blob_store: Option<String>,
     /// How many bytes a worker keeps of artifacts and weights fetched from the object store.
     pub worker_cache_bytes: u64,
+    /// How often a node drops cached trees and weights no version refers to any more.
+    pub cache_check: Duration,
     /// How long a worker's hold on a job lasts without being renewed.
     pub lease: Duration,
 }
@@ -177,6 +179,7 @@ impl Default for Config {
             hardware: Vec::new(),
             blob_store: None,
             worker_cache_bytes: defaults::WORKER_CACHE_GB * 1024 * 1024 * 1024,
+            cache_check: Duration::from_secs(30),
             lease: Duration::from_secs(defaults::LEASE_SECS),
         }
     }

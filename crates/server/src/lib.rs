@@ -89,8 +89,18 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
     config.check_cluster().map_err(StartError::Config)?;
     modelyard_domain::hardware::check_all(&config.hardware).map_err(StartError::Config)?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
-    let blobs = Arc::new(Blobs::new(&config.data_dir, store.clone()));
+    let blobs = Arc::new(match &config.blob_store {
+        None => Blobs::new(&config.data_dir, store.clone()),
+        Some(url) => Blobs::with_object_store(
+            &config.data_dir,
+            store.clone(),
+            url,
+            config.worker_cache_bytes,
+        )
+        .map_err(|e| StartError::Config(e.to_string()))?,
+    });
     blobs.clean_staging();
+    blobs.start_cache_sweep(config.cache_check);
     let listen = |source| StartError::Listen {
         addr: config.addr,
         source,

@@ -45,17 +45,17 @@ pub fn start(s: AppState) {
 }
 
 pub async fn sweep(s: &AppState) {
-    let outputs = s.blobs.layout().outputs();
-    let Ok(mut dir) = tokio::fs::read_dir(&outputs).await else {
-        return;
+    let jobs = match s.blobs.output_jobs().await {
+        Ok(jobs) => jobs,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not list output files");
+            return;
+        }
     };
-    while let Ok(Some(e)) = dir.next_entry().await {
-        let Some(id) = e.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
+    for id in jobs {
         match expired(s, &id).await {
             Ok(true) => {
-                if let Err(err) = tokio::fs::remove_dir_all(e.path()).await {
+                if let Err(err) = s.blobs.remove_outputs(&id).await {
                     tracing::warn!(error = %err, job = %id, "could not remove expired output files");
                 }
             }

@@ -114,6 +114,26 @@ pub fn file_response(body: Body, declared_type: &str, name: &str) -> Response {
     resp
 }
 
+/// Stored bytes (a local file, or a stream from the object store), served as
+/// [`file_response`] does, as the client takes them.
+pub async fn content_response(
+    content: modelyard_blobs::Content,
+    declared_type: &str,
+    name: &str,
+) -> std::io::Result<Response> {
+    match content {
+        modelyard_blobs::Content::Local(path) => {
+            stored_file_response(&path, declared_type, name).await
+        }
+        modelyard_blobs::Content::Stream { size, body } => {
+            let mut resp = file_response(Body::from_stream(body), declared_type, name);
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            Ok(resp)
+        }
+    }
+}
+
 /// A stored file, served as [`file_response`] does, read from disk chunk by chunk as the client
 /// takes it: a download costs a read buffer, whatever the file's size.
 pub async fn stored_file_response(

@@ -62,4 +62,17 @@ impl Dialect {
     pub fn notifies_other_processes(self) -> bool {
         self == Dialect::Postgres
     }
+
+    /// Taking and giving back the lock on stored content that every node of one database
+    /// shares (session-level, so it outlives transactions and is held by one connection).
+    /// SQLite serves one node, whose own mutex already covers it: none.
+    pub fn content_lock(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some((
+                "SELECT pg_advisory_lock(7710213)",
+                "SELECT pg_advisory_unlock(7710213)",
+            )),
+        }
+    }
 }

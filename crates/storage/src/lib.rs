@@ -16,18 +16,20 @@ mod store;
 pub use error::StoreError;
 pub use sql::{FileRecord, NewFile, SqlStore};
 pub use store::{
-    AccountStorage, AccountStore, AuditStore, Deletion, DeploymentStore, FileStore, JobEnd,
-    JobLease, JobStore, KeptReason, Listener, MemberRemoval, ModelStore, NameInTrash, Notice,
-    NotifyStore, PasswordRecord, Prune, Purge, PurgeBy, RecoveredJobs, Restore, SessionStore,
-    SettingStore, SizeStore, Storage, Store, StoredVersion, TokenRecord, TrashItem, TrashKind,
-    TrashStore, Unreferenced, VersionStore, WarmSlot, WorkerStore, NOTICE_MAX,
+    AccountStorage, AccountStore, AuditStore, ContentLock, ContentLockStore, Deletion,
+    DeploymentStore, FileStore, JobEnd, JobLease, JobStore, KeptReason, Listener, MemberRemoval,
+    ModelStore, NameInTrash, Notice, NotifyStore, PasswordRecord, Prune, Purge, PurgeBy,
+    RecoveredJobs, Restore, SessionStore, SettingStore, SizeStore, Storage, Store, StoredVersion,
+    TokenRecord, TrashItem, TrashKind, TrashStore, Unreferenced, VersionStore, WarmSlot,
+    WorkerStore, NOTICE_MAX,
 };
 
 /// Every storage trait, for code that calls methods on a concrete [`SqlStore`].
 pub mod prelude {
     pub use crate::store::{
-        AccountStore, AuditStore, DeploymentStore, FileStore, JobStore, ModelStore, NotifyStore,
-        SessionStore, SettingStore, SizeStore, Store, TrashStore, VersionStore, WorkerStore,
+        AccountStore, AuditStore, ContentLockStore, DeploymentStore, FileStore, JobStore,
+        ModelStore, NotifyStore, SessionStore, SettingStore, SizeStore, Store, TrashStore,
+        VersionStore, WorkerStore,
     };
 }
 

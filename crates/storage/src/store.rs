@@ -265,6 +265,7 @@ pub trait Store:
     + SettingStore
     + WorkerStore
     + NotifyStore
+    + ContentLockStore
     + 'static
 {
 }
@@ -283,6 +284,7 @@ impl<T> Store for T where
         + SettingStore
         + WorkerStore
         + NotifyStore
+        + ContentLockStore
         + 'static
 {
 }
@@ -505,6 +507,8 @@ pub trait SizeStore: Send + Sync {
     /// The blobs recorded for an artifact (what its tree links), for a release to check only
     /// those once the tree is gone; empty when none were recorded.
     async fn artifact_blobs(&self, artifact: &str) -> Result<Vec<String>>;
+    /// Whether any recorded artifact still links the blob `blob`.
+    async fn blob_in_use(&self, blob: &str) -> Result<bool>;
     /// Artifacts some version references whose contents were never recorded (stored before
     /// sizes were), at most `limit`, for the server to record from disk.
     async fn artifacts_without_sizes(&self, limit: i64) -> Result<Vec<String>>;
@@ -733,4 +737,20 @@ impl Listener {
             }
         }
     }
+}
+
+/// The lock under which stored content is placed and released, shared by every node of one
+/// database: a push records its version and a deletion removes content no version uses under
+/// it, so neither loses the other's files in a shared object store.
+#[async_trait]
+pub trait ContentLockStore: Send + Sync {
+    /// Waits for the lock; it is held until the guard is dropped. On SQLite (one node) the
+    /// guard holds nothing: the node's own mutex is the lock.
+    async fn content_lock(&self) -> Result<ContentLock>;
+}
+
+/// Holds [`ContentLockStore::content_lock`] until dropped.
+pub struct ContentLock {
+    /// Dropping it tells the task holding the lock's connection to give the lock back.
+    pub(crate) _release: Option<tokio::sync::oneshot::Sender<()>>,
 }

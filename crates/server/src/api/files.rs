@@ -220,8 +220,8 @@ pub async fn download(
     Path(id): Path<String>,
     Query(q): Query<Signed>,
 ) -> ApiResult<Response> {
-    let op::Download { file: f, path } = op::signed_download(&s, &id, &q).await?;
-    let mut resp = crate::user_content::stored_file_response(&path, &f.content_type, &f.name)
+    let op::Download { file: f, content } = op::signed_download(&s, &id, &q).await?;
+    let mut resp = crate::user_content::content_response(content, &f.content_type, &f.name)
         .await
         .map_err(|_| op::missing(&id))?;
     if let Ok(etag) =

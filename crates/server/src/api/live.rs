@@ -164,18 +164,14 @@ pub async fn file(
     Path((job, token, name)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let not_found = || ApiError::NotFound("There is no such file (it may have expired).".into());
-    let runner = s.runner.as_ref().ok_or_else(not_found)?;
-    let path = runner
-        .output_path(&job, &token, &name)
-        .ok_or_else(not_found)?;
+    // Any node serves it: the bytes are the data directory's or the object store's.
+    let Ok(Some(content)) = s.blobs.output(&job, &token, &name).await else {
+        return Err(not_found());
+    };
     if crate::retention::expired(&s, &job).await? {
         return Err(not_found());
     }
-    crate::user_content::stored_file_response(
-        &path,
-        crate::user_content::type_of_name(&name),
-        &name,
-    )
-    .await
-    .map_err(|_| not_found())
+    crate::user_content::content_response(content, crate::user_content::type_of_name(&name), &name)
+        .await
+        .map_err(|_| not_found())
 }

@@ -1,7 +1,9 @@
-//! Uploaded files: stored as `data_dir/files/<id>`, each with a signed download URL that works
+//! Uploaded files: stored as `files/<id>` (in the data directory or the object store), each with a signed download URL that works
 //! without a token until the file expires (so a Cog server can fetch it as an input), and
 //! file inputs turned into those URLs before a job is recorded.
 use std::path::{Path, PathBuf};
+
+use modelyard_blobs::Content;
 use std::time::Duration;
 
 use modelyard_domain::Caller;
@@ -24,11 +26,7 @@ fn safe_id(id: &str) -> bool {
 
 /// Where uploads are kept, and written to while they arrive.
 pub fn dir(s: &AppState) -> PathBuf {
-    s.blobs.layout().files()
-}
-
-fn path_of(s: &AppState, id: &str) -> PathBuf {
-    dir(s).join(id)
+    s.blobs.uploads_dir()
 }
 
 fn signature(s: &AppState, id: &str, owner: &str, expiry: i64) -> String {
@@ -84,7 +82,8 @@ pub struct Upload {
 /// Keeps an upload under a new id for [`LIFETIME`].
 pub async fn store_upload(s: &AppState, caller: &Caller, u: Upload) -> OpResult<FileRecord> {
     let id = modelyard_domain::ids::object_id();
-    tokio::fs::rename(&u.part, path_of(s, &id))
+    s.blobs
+        .put_file(&id, &u.part)
         .await
         .map_err(OpError::internal)?;
     let expires_at = chrono::Utc::now() + chrono::Duration::from_std(LIFETIME).unwrap_or_default();
@@ -104,7 +103,7 @@ pub async fn store_upload(s: &AppState, caller: &Caller, u: Upload) -> OpResult<
     match f {
         Ok(f) => Ok(f),
         Err(e) => {
-            let _ = tokio::fs::remove_file(path_of(s, &id)).await;
+            let _ = s.blobs.remove_file(&id).await;
             Err(e.into())
         }
     }
@@ -114,14 +113,16 @@ pub async fn delete_file(s: &AppState, caller: &Caller, id: &str) -> OpResult<()
     if !safe_id(id) || !s.store.delete_file(caller.account.id, id).await? {
         return Err(not_found(id));
     }
-    let _ = tokio::fs::remove_file(path_of(s, id)).await;
+    if let Err(e) = s.blobs.remove_file(id).await {
+        tracing::warn!(error = %e, file = %id, "could not remove a deleted file's bytes");
+    }
     Ok(())
 }
 
-/// A file to send, and where its bytes are.
+/// A file to send, and its bytes.
 pub struct Download {
     pub file: FileRecord,
-    pub path: PathBuf,
+    pub content: Content,
 }
 
 /// `urls.get`: the file, to whoever holds the signed URL (no token needed).
@@ -130,10 +131,13 @@ pub async fn signed_download(s: &AppState, id: &str, q: &Signed) -> OpResult<Dow
         return Err(not_found(id));
     }
     let file = s.store.file(id).await?.ok_or_else(|| not_found(id))?;
-    Ok(Download {
-        file,
-        path: path_of(s, id),
-    })
+    let content = s
+        .blobs
+        .file(id)
+        .await
+        .map_err(OpError::internal)?
+        .ok_or_else(|| not_found(id))?;
+    Ok(Download { file, content })
 }
 
 /// The same 404 as a file that does not exist (for bytes that went missing on disk).
@@ -233,7 +237,9 @@ pub fn sweep_expired(s: AppState) {
             match s.store.remove_expired_files(chrono::Utc::now()).await {
                 Ok(ids) => {
                     for id in ids.iter().filter(|id| safe_id(id)) {
-                        let _ = tokio::fs::remove_file(path_of(&s, id)).await;
+                        if let Err(e) = s.blobs.remove_file(id).await {
+                            tracing::warn!(error = %e, file = %id, "could not remove an expired file's bytes");
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "could not remove expired files"),

@@ -273,7 +273,9 @@ pub fn backfill_sizes(s: AppState) {
             let mut recorded = 0;
             for a in &missing {
                 // Under the lock, like a push: a release cannot forget them in between.
-                let held = s.blobs.lock().await;
+                let Ok(held) = s.blobs.lock().await else {
+                    continue;
+                };
                 let sizes = match s.blobs.scan_tree_blobs(a).await {
                     Ok(sizes) if !sizes.is_empty() => sizes,
                     Ok(_) => continue,

@@ -107,7 +107,9 @@ pub async fn build_log(
             "The version {id} of {owner}/{name} does not exist."
         ))
     })?;
-    let yaml = std::fs::read_to_string(s.blobs.tree(&v.artifact)?.join("cog.yaml"))
+    let tree = s.blobs.tree(&v.artifact).await?;
+    let yaml = tokio::fs::read_to_string(tree.path().join("cog.yaml"))
+        .await
         .map_err(|e| OpError::Internal(format!("cog.yaml of {id}: {e}")))?;
     let cog = cog_yaml::parse(&yaml).map_err(OpError::Internal)?;
     let none = || {

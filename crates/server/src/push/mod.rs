@@ -104,7 +104,6 @@ pub async fn push(
     // freeing the same content at this moment cannot remove the files from under the new
     // version. Files are stored once by content: a new version that changes only its code adds
     // only its code, however large its weights.
-    let held = s.blobs.lock().await;
     let files = files
         .into_iter()
         .map(|(path, sha256, executable)| TreeFile {
@@ -113,6 +112,10 @@ pub async fn push(
             executable,
         })
         .collect::<Vec<_>>();
+    // With an object store, the bytes go up before the lock: a large project does not hold up
+    // every other push and deletion of the cluster meanwhile.
+    s.blobs.prepare_tree(&tree, &files).await?;
+    let held = s.blobs.lock().await?;
     let placed = s
         .blobs
         .put_tree(&held, &digest, &tree, files.clone())

@@ -4,6 +4,7 @@
 mod accounts;
 mod audit;
 mod conns;
+mod content_lock;
 mod deployments;
 mod files;
 mod jobs;
@@ -57,6 +58,8 @@ pub struct SqlStore {
     dialect: Dialect,
     /// Where notices go (`notify.rs`).
     bus: notify::Bus,
+    /// For connections of their own (the content lock's).
+    opts: AnyConnectOptions,
 }
 
 /// How many SQLite connections are held for reads.
@@ -186,6 +189,7 @@ impl SqlStore {
             readers,
             dialect,
             bus: notify::Bus::new(dialect.notifies_other_processes(), &url),
+            opts,
         };
         store.migrate().await?;
         Ok(store)

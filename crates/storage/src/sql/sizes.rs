@@ -202,6 +202,14 @@ impl SizeStore for SqlStore {
         )
     }
 
+    async fn blob_in_use(&self, blob: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM artifact_blobs WHERE blob = $1")
+            .bind(blob)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
     async fn artifacts_without_sizes(&self, limit: i64) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT DISTINCT v.artifact FROM versions v WHERE NOT EXISTS \
