@@ -93,6 +93,7 @@ async fn make_spec(
         streams: !train
             && version.openapi_schema["components"]["schemas"]["Output"]["x-cog-array-type"]
                 == "iterator",
+        gpu: cog.gpu,
     })
 }
 
