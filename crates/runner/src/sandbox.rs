@@ -49,6 +49,26 @@ impl Gpus {
                 .map(Gpus::Some),
         }
     }
+
+    /// The GPU indices these name: the listed ones, or with `all` every `nvidiaN` under the
+    /// device root (none where there is no driver).
+    pub fn ids(&self, device_root: &Path) -> Vec<u32> {
+        let mut ids = match self {
+            Gpus::None => Vec::new(),
+            Gpus::Some(list) => list.clone(),
+            Gpus::All => std::fs::read_dir(device_root)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter_map(|e| gpu_index(&e.file_name().to_string_lossy()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -322,24 +342,9 @@ impl Sandbox {
         p
     }
 
-    /// This node's GPUs, which the pool hands out one server at a time: the listed ones, or
-    /// with `all` every `nvidiaN` under the device root (none when there is no driver).
+    /// This node's GPUs, which the pool hands out one server at a time.
     pub fn gpu_ids(&self) -> Vec<u32> {
-        let mut ids = match &self.cfg.gpus {
-            Gpus::None => Vec::new(),
-            Gpus::Some(list) => list.clone(),
-            Gpus::All => std::fs::read_dir(&self.cfg.device_root)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .filter_map(|e| gpu_index(&e.file_name().to_string_lossy()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        self.cfg.gpus.ids(&self.cfg.device_root)
     }
 
     /// Device files to pass for the given GPUs, from the device root: their `nvidiaN`, and
@@ -554,17 +559,17 @@ impl Jail<'_> {
     /// NVIDIA's tools read, so it neither sees nor picks another server's GPU. With none, CUDA
     /// sees no device at all (an empty list), rather than whatever the driver would offer.
     pub fn gpus(&mut self, ids: &[u32]) -> &mut Self {
-        let list = ids
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let list = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         // CUDA numbers devices fastest first unless told otherwise; `nvidiaN` and `--gpus`
         // follow the bus order, so this makes index N the same device for all of them.
         self.env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
         self.env("CUDA_VISIBLE_DEVICES", &list);
         // `none` is NVIDIA's word for "no GPU"; an empty value would mean "not managed".
-        let nvidia = if ids.is_empty() { "none" } else { list.as_str() };
+        let nvidia = if ids.is_empty() {
+            "none"
+        } else {
+            list.as_str()
+        };
         self.env("NVIDIA_VISIBLE_DEVICES", nvidia);
         self.gpus = ids.to_vec();
         self
@@ -780,5 +785,30 @@ impl Jail<'_> {
         cmd.args(a).env_clear();
         cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
         Ok(Started { cmd, cgroup })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gpus;
+
+    #[test]
+    fn all_gpus_are_the_device_files_present() {
+        let dev = tempfile::tempdir().unwrap();
+        for f in [
+            "nvidia2",
+            "nvidia0",
+            "nvidiactl",
+            "nvidia-uvm",
+            "nvidia-caps",
+            "null",
+        ] {
+            std::fs::write(dev.path().join(f), "").unwrap();
+        }
+        assert_eq!(Gpus::All.ids(dev.path()), [0, 2]);
+        let none = tempfile::tempdir().unwrap();
+        assert_eq!(Gpus::All.ids(none.path()), Vec::<u32>::new());
+        assert_eq!(Gpus::None.ids(dev.path()), Vec::<u32>::new());
+        assert_eq!(Gpus::parse("1, 0,1").unwrap().ids(none.path()), [0, 1]);
     }
 }

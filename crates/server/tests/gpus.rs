@@ -93,7 +93,10 @@ async fn each_gpu_server_gets_its_own_gpu_and_waits_for_a_free_one() {
 
     // Two GPU versions at once: one GPU each, never the same.
     let (pa, pb) = (submit(&s, &a, 120).await, submit(&s, &b, 120).await);
-    let (ga, gb) = (gpus_of_running(&s, &pa).await, gpus_of_running(&s, &pb).await);
+    let (ga, gb) = (
+        gpus_of_running(&s, &pa).await,
+        gpus_of_running(&s, &pb).await,
+    );
     let mut given = [ga.clone(), gb.clone()];
     given.sort();
     assert_eq!(given, ["[0]", "[1]"]);
