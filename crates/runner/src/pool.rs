@@ -214,17 +214,10 @@ impl Pool {
                 let of_key = st.instances.iter().filter(|i| i.key == spec.key).count()
                     + st.starting_keys.iter().filter(|k| **k == spec.key).count();
                 let room = st.instances.len() + st.starting < self.max;
-                let gpus = if room {
-                    st.take_gpus(spec, self.has_gpus)
-                } else {
-                    None
-                };
                 if cap.is_some_and(|c| of_key >= c.max(1)) {
-                    if let Some(g) = gpus {
-                        st.give_back_gpus(&g);
-                    }
                     Next::Wait
-                } else if let Some(gpus) = gpus {
+                } else if let Some(gpus) = room.then(|| st.take_gpus(spec, self.has_gpus)).flatten()
+                {
                     st.starting += 1;
                     st.starting_keys.push(spec.key.clone());
                     Next::Start(gpus)
