@@ -180,8 +180,9 @@ pub struct ServeArgs {
     /// Size of each model server's private /tmp and scratch directory, in MiB.
     #[arg(long, env = "MODELYARD_MODEL_SCRATCH_MB", default_value_t = defaults::MODEL_SCRATCH_MB)]
     pub model_scratch_mb: u64,
-    /// GPUs model servers get: none, all, a list such as 0,1, or auto (all when this host has
-    /// an NVIDIA driver).
+    /// This node's GPUs for model servers: none, all, a list such as 0,1, or auto (all when
+    /// this host has an NVIDIA driver). Each server of a version whose cog.yaml sets build.gpu
+    /// gets one to itself; other servers get none.
     #[arg(long, env = "MODELYARD_GPUS", default_value = "auto")]
     pub gpus: String,
     /// What this node runs: all (API, web UI and models: one machine), api (the API and web

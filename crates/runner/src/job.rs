@@ -133,6 +133,7 @@ async fn make_spec(
         streams: !train
             && version.openapi_schema["components"]["schemas"]["Output"]["x-cog-array-type"]
                 == "iterator",
+        gpu: version.gpu,
     };
     Ok((spec, version.artifact, version.weights))
 }

@@ -44,6 +44,9 @@ pub struct Spec {
     /// Whether output comes item by item (an iterator): then progress is followed through Cog's
     /// webhooks; otherwise one synchronous request is quicker.
     pub streams: bool,
+    /// Whether the version asks for a GPU (cog.yaml's `build.gpu`): then its server gets one
+    /// of this node's to itself, and waits for one when all are taken.
+    pub gpu: bool,
 }
 
 struct Instance {
@@ -64,6 +67,8 @@ struct Instance {
     callback_base: String,
     _pins: Vec<modelyard_blobs::Pin>,
     cgroup: Option<Cgroup>,
+    /// The GPUs it was given, free again once it has stopped.
+    gpus: Vec<u32>,
     /// Its callback endpoint and bridges, stopped with it.
     _tasks: Tasks,
 }
@@ -87,7 +92,27 @@ struct State {
     starting_keys: Vec<Key>,
     /// Servers a deployment wants warm: never stopped for idleness.
     warm: Vec<(Key, usize)>,
+    /// This node's GPUs no server holds (one being stopped still holds its own).
+    free_gpus: Vec<u32>,
     closed: bool,
+}
+
+impl State {
+    /// A GPU for a server of `spec`, taken from the free ones: `Some(vec![])` when it needs
+    /// none, `None` when it needs one and none is free.
+    fn take_gpus(&mut self, spec: &Spec, node_has_gpus: bool) -> Option<Vec<u32>> {
+        // Where the node has no GPU at all the version runs on its CPU, as it would on a
+        // machine without one; in a cluster the queue keeps it for nodes that have one.
+        if !spec.gpu || !node_has_gpus {
+            return Some(Vec::new());
+        }
+        (!self.free_gpus.is_empty()).then(|| vec![self.free_gpus.remove(0)])
+    }
+
+    fn give_back_gpus(&mut self, gpus: &[u32]) {
+        self.free_gpus.extend_from_slice(gpus);
+        self.free_gpus.sort_unstable();
+    }
 }
 
 pub struct Pool {
@@ -102,6 +127,8 @@ pub struct Pool {
     sandbox: Arc<Sandbox>,
     /// Names this runner's servers (their directories, cgroups and upload paths).
     label: String,
+    /// Whether this node has GPUs to give.
+    has_gpus: bool,
     inner: Weak<Inner>,
 }
 
@@ -130,8 +157,13 @@ pub struct PoolConfig {
 
 impl Pool {
     pub fn new(c: PoolConfig, inner: Weak<Inner>) -> Self {
+        let gpus = c.sandbox.gpu_ids();
         Pool {
-            state: Mutex::new(State::default()),
+            has_gpus: !gpus.is_empty(),
+            state: Mutex::new(State {
+                free_gpus: gpus,
+                ..State::default()
+            }),
             changed: Notify::new(),
             work_dir: c.work_dir,
             max: c.max.max(1),
@@ -149,8 +181,10 @@ impl Pool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A server for `spec.key`: an idle one, a new one while under the cap, or one freed by
-    /// stopping the longest-idle server of another key. Waits while every server is busy.
+    /// A server for `spec.key`: an idle one, a new one while under the cap (and, for a GPU
+    /// version, while a GPU is free), or one made room for by stopping the longest-idle server
+    /// of another key (one holding a GPU, when a GPU is what is missing). Waits while every
+    /// server that could make room is busy.
     /// `cap` limits how many servers this key may have (a deployment's `max_instances`).
     /// The server's callbacks are accepted for `job` only, until the lease is given back.
     pub async fn acquire(
@@ -164,7 +198,7 @@ impl Pool {
             tokio::pin!(notified);
             notified.as_mut().enable();
             enum Next {
-                Start,
+                Start(Vec<u32>),
                 Evict(Box<Instance>),
                 Wait,
             }
@@ -183,19 +217,24 @@ impl Pool {
                 }
                 let of_key = st.instances.iter().filter(|i| i.key == spec.key).count()
                     + st.starting_keys.iter().filter(|k| **k == spec.key).count();
+                let room = st.instances.len() + st.starting < self.max;
                 if cap.is_some_and(|c| of_key >= c.max(1)) {
                     Next::Wait
-                } else if st.instances.len() + st.starting < self.max {
+                } else if let Some(gpus) = room.then(|| st.take_gpus(spec, self.has_gpus)).flatten()
+                {
                     st.starting += 1;
                     st.starting_keys.push(spec.key.clone());
-                    Next::Start
+                    Next::Start(gpus)
                 } else {
+                    // Under the cap, only a GPU is missing: only stopping a GPU server helps.
+                    let need_gpu = room;
                     let warm = st.warm.clone();
                     let victim = st
                         .instances
                         .iter()
                         .enumerate()
                         .filter(|(_, i)| !i.busy && !warm.iter().any(|(k, _)| *k == i.key))
+                        .filter(|(_, i)| !need_gpu || !i.gpus.is_empty())
                         .min_by_key(|(_, i)| i.last_used)
                         .map(|(pos, _)| pos);
                     match victim {
@@ -204,18 +243,18 @@ impl Pool {
                     }
                 }
             };
-            match next {
-                Next::Start => {}
+            let gpus = match next {
+                Next::Start(gpus) => gpus,
                 Next::Evict(victim) => {
-                    stop(*victim).await;
+                    self.retire(*victim).await;
                     continue;
                 }
                 Next::Wait => {
                     notified.await;
                     continue;
                 }
-            }
-            let started = self.start(spec).await;
+            };
+            let started = self.start(spec, &gpus).await;
             let placed = {
                 let mut st = self.lock();
                 st.starting -= 1;
@@ -230,14 +269,17 @@ impl Pool {
                         Ok(lease)
                     }
                     Ok(inst) => Err((Some(inst), StartError("the server is shutting down".into()))),
-                    Err(e) => Err((None, e)),
+                    Err(e) => {
+                        st.give_back_gpus(&gpus);
+                        Err((None, e))
+                    }
                 }
             };
             return match placed {
                 Ok(lease) => Ok(lease),
                 Err((inst, e)) => {
                     if let Some(inst) = inst {
-                        stop(inst).await;
+                        self.retire(inst).await;
                     }
                     self.changed.notify_waiters();
                     Err(e)
@@ -265,7 +307,7 @@ impl Pool {
             }
         };
         if let Some(i) = stopped {
-            stop(i).await;
+            self.retire(i).await;
         }
         self.changed.notify_waiters();
     }
@@ -322,22 +364,30 @@ impl Pool {
             .collect()
     }
 
-    /// Starts a server for a warm key and leaves it idle.
+    /// Starts a server for a warm key and leaves it idle (when there is room, and a GPU for
+    /// a GPU version: keeping warm never stops another server).
     pub async fn warm_up(&self, spec: &Spec) -> Result<(), StartError> {
-        {
+        let gpus = {
             let mut st = self.lock();
             if st.closed || st.instances.len() + st.starting >= self.max {
                 return Ok(());
             }
+            let Some(gpus) = st.take_gpus(spec, self.has_gpus) else {
+                return Ok(());
+            };
             st.starting += 1;
-        }
-        let started = self.start(spec).await;
+            gpus
+        };
+        let started = self.start(spec, &gpus).await;
         {
             let mut st = self.lock();
             st.starting -= 1;
             match started {
                 Ok(inst) => st.instances.push(inst),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    st.give_back_gpus(&gpus);
+                    return Err(e);
+                }
             }
         }
         self.changed.notify_waiters();
@@ -376,7 +426,7 @@ impl Pool {
         };
         let any = !gone.is_empty();
         for g in gone {
-            stop(g).await;
+            self.retire(g).await;
         }
         if any {
             self.changed.notify_waiters();
@@ -395,12 +445,23 @@ impl Pool {
             st.instances.drain(..).collect()
         };
         for i in all {
-            stop(i).await;
+            self.retire(i).await;
         }
         self.changed.notify_waiters();
     }
 
-    async fn start(&self, spec: &Spec) -> Result<Instance, StartError> {
+    /// Stops a server taken out of the pool, then frees its GPUs: a GPU is given to the next
+    /// server only once the last one's processes (and their GPU memory) are gone.
+    async fn retire(&self, inst: Instance) {
+        let gpus = inst.gpus.clone();
+        stop(inst).await;
+        if !gpus.is_empty() {
+            self.lock().give_back_gpus(&gpus);
+            self.changed.notify_waiters();
+        }
+    }
+
+    async fn start(&self, spec: &Spec, gpus: &[u32]) -> Result<Instance, StartError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{id}", self.label);
         let workdir = self.work_dir.join(&name);
@@ -491,7 +552,7 @@ impl Pool {
             .env("PORT", cog_port.to_string())
             .cwd(src)
             .limits(&name)
-            .gpus();
+            .gpus(gpus);
         if spec.key.train {
             jail.env("COG_TRAIN_TYPE_STUB", &spec.stub);
         } else {
@@ -542,6 +603,7 @@ impl Pool {
             callback_base,
             _pins: spec.pins.clone(),
             cgroup: started.cgroup,
+            gpus: gpus.to_vec(),
             _tasks: tasks,
         };
         match self.wait_ready(&mut inst).await {

@@ -24,7 +24,7 @@ use crate::cgroup::{Cgroup, Cgroups};
 
 pub const WRAPPER: &str = include_str!("wrapper.py");
 
-/// Which GPUs model servers get.
+/// The GPUs this node offers model servers; the pool gives each GPU server its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Gpus {
     None,
@@ -48,6 +48,26 @@ impl Gpus {
                 .collect::<Result<Vec<_>, _>>()
                 .map(Gpus::Some),
         }
+    }
+
+    /// The GPU indices these name: the listed ones, or with `all` every `nvidiaN` under the
+    /// device root (none where there is no driver).
+    pub fn ids(&self, device_root: &Path) -> Vec<u32> {
+        let mut ids = match self {
+            Gpus::None => Vec::new(),
+            Gpus::Some(list) => list.clone(),
+            Gpus::All => std::fs::read_dir(device_root)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter_map(|e| gpu_index(&e.file_name().to_string_lossy()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 }
 
@@ -307,7 +327,7 @@ impl Sandbox {
             limits: None,
             farm: None,
             watch: false,
-            gpus: false,
+            gpus: Vec::new(),
         }
     }
 
@@ -322,30 +342,27 @@ impl Sandbox {
         p
     }
 
-    /// GPU device files to pass, from the device root: the ones every CUDA program opens and
-    /// the assigned `nvidiaN`.
-    fn gpu_devices(&self) -> Vec<(PathBuf, String)> {
-        let root = &self.cfg.device_root;
-        let wanted = |n: u32| match &self.cfg.gpus {
-            Gpus::None => false,
-            Gpus::All => true,
-            Gpus::Some(list) => list.contains(&n),
-        };
-        if self.cfg.gpus == Gpus::None {
-            return Vec::new();
-        }
+    /// This node's GPUs, which the pool hands out one server at a time.
+    pub fn gpu_ids(&self) -> Vec<u32> {
+        self.cfg.gpus.ids(&self.cfg.device_root)
+    }
+
+    /// Device files to pass for the given GPUs, from the device root: their `nvidiaN`, and
+    /// the ones every CUDA program opens. Nothing when no GPU is given.
+    fn gpu_devices(&self, ids: &[u32]) -> Vec<(PathBuf, String)> {
         let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(root) else {
+        if ids.is_empty() {
+            return out;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.cfg.device_root) else {
             return out;
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            let pass = match name.strip_prefix("nvidia") {
-                Some(rest) if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) => {
-                    rest.parse().is_ok_and(wanted)
-                }
-                Some(_) => true, // nvidiactl, nvidia-uvm, nvidia-uvm-tools, nvidia-modeset, nvidia-caps
-                None => name == "dri",
+            let pass = match gpu_index(&name) {
+                Some(n) => ids.contains(&n),
+                // nvidiactl, nvidia-uvm, nvidia-uvm-tools, nvidia-modeset, nvidia-caps
+                None => name.starts_with("nvidia") || name == "dri",
             };
             if pass {
                 out.push((e.path(), format!("/dev/{name}")));
@@ -354,6 +371,15 @@ impl Sandbox {
         out.sort();
         out
     }
+}
+
+/// N for a GPU's own device file `nvidiaN`.
+fn gpu_index(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("nvidia")?;
+    if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    rest.parse().ok()
 }
 
 /// bubblewrap makes the missing parents of a mount point private (0700) to root: a sandbox
@@ -441,7 +467,8 @@ pub struct Jail<'a> {
     farm: Option<(PathBuf, PathBuf)>,
     /// Run under `wrapper.py`, which stops everything when its standard input closes.
     watch: bool,
-    gpus: bool,
+    /// The GPUs this program is given (their device files are passed).
+    gpus: Vec<u32>,
 }
 
 /// A command ready to spawn, and the cgroup it joins (removed when this is dropped).
@@ -528,9 +555,23 @@ impl Jail<'_> {
         self
     }
 
-    /// Passes the assigned GPUs' device files.
-    pub fn gpus(&mut self) -> &mut Self {
-        self.gpus = true;
+    /// Gives the program exactly these GPUs: their device files, and the variables CUDA and
+    /// NVIDIA's tools read, so it neither sees nor picks another server's GPU. With none, CUDA
+    /// sees no device at all (an empty list), rather than whatever the driver would offer.
+    pub fn gpus(&mut self, ids: &[u32]) -> &mut Self {
+        let list = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        // CUDA numbers devices fastest first unless told otherwise; `nvidiaN` and `--gpus`
+        // follow the bus order, so this makes index N the same device for all of them.
+        self.env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+        self.env("CUDA_VISIBLE_DEVICES", &list);
+        // `none` is NVIDIA's word for "no GPU"; an empty value would mean "not managed".
+        let nvidia = if ids.is_empty() {
+            "none"
+        } else {
+            list.as_str()
+        };
+        self.env("NVIDIA_VISIBLE_DEVICES", nvidia);
+        self.gpus = ids.to_vec();
         self
     }
 
@@ -660,12 +701,10 @@ impl Jail<'_> {
                 arg(&x);
             }
         }
-        if self.gpus {
-            for (host, inside) in sb.gpu_devices() {
-                arg(&"--dev-bind");
-                arg(&host);
-                arg(&inside);
-            }
+        for (host, inside) in sb.gpu_devices(&self.gpus) {
+            arg(&"--dev-bind");
+            arg(&host);
+            arg(&inside);
         }
         for m in &self.mounts {
             match m {
@@ -746,5 +785,30 @@ impl Jail<'_> {
         cmd.args(a).env_clear();
         cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
         Ok(Started { cmd, cgroup })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gpus;
+
+    #[test]
+    fn all_gpus_are_the_device_files_present() {
+        let dev = tempfile::tempdir().unwrap();
+        for f in [
+            "nvidia2",
+            "nvidia0",
+            "nvidiactl",
+            "nvidia-uvm",
+            "nvidia-caps",
+            "null",
+        ] {
+            std::fs::write(dev.path().join(f), "").unwrap();
+        }
+        assert_eq!(Gpus::All.ids(dev.path()), [0, 2]);
+        let none = tempfile::tempdir().unwrap();
+        assert_eq!(Gpus::All.ids(none.path()), Vec::<u32>::new());
+        assert_eq!(Gpus::None.ids(dev.path()), Vec::<u32>::new());
+        assert_eq!(Gpus::parse("1, 0,1").unwrap().ids(none.path()), [0, 1]);
     }
 }

@@ -55,6 +55,7 @@ async fn hostile(confine: bool, tweak: impl FnOnce(&mut SandboxConfig)) -> Hosti
         ..SandboxConfig::default()
     };
     tweak(&mut sandbox);
+    let gpu = sandbox.gpus != Gpus::None;
     let server = start_with(Backend::Sqlite, |c| {
         c.run_jobs = true;
         c.max_servers = 2;
@@ -79,6 +80,12 @@ async fn hostile(confine: bool, tweak: impl FnOnce(&mut SandboxConfig)) -> Hosti
     let marker = format!("modelyard-escape-{}", random());
     let project = tempfile::tempdir().unwrap();
     copy_dir(&common::fixture("hostile"), project.path());
+    if gpu {
+        // Only a version that asks for a GPU is given one.
+        let yaml = project.path().join("cog.yaml");
+        let text = std::fs::read_to_string(&yaml).unwrap();
+        std::fs::write(&yaml, text.replacen("build:\n", "build:\n  gpu: true\n", 1)).unwrap();
+    }
     let api_port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
     let targets = json!({
         "database": data.join("modelyard.db"),
