@@ -16,6 +16,16 @@ impl Offer {
         Offer { hardware, gpu }
     }
 
+    /// One machine that runs everything (`modelyard serve` with neither `--role` nor
+    /// `--hardware`) takes every job: a version that asks for a GPU runs on its GPUs, or on its
+    /// CPU when it has none, as it did before there were workers to choose from.
+    pub fn everything() -> Self {
+        Offer {
+            hardware: Vec::new(),
+            gpu: true,
+        }
+    }
+
     /// Whether a job needing `hardware` (its deployment's, or its model's) and perhaps a GPU
     /// may run here. Storage applies the same rule in SQL when it reads the queue.
     pub fn takes(&self, hardware: &str, gpu: bool) -> bool {
@@ -24,10 +34,7 @@ impl Offer {
     }
 }
 
-/// Hardware names of GPU kinds start `gpu-` (`gpu-t4`, `gpu-a100-large`).
-pub fn is_gpu(hardware: &str) -> bool {
-    hardware.starts_with("gpu-")
-}
+pub use crate::hardware::is_gpu;
 
 /// A worker as the cluster knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ const REAP_EVERY: Duration = Duration::from_secs(2);
 
 impl Inner {
     pub(crate) fn offer(&self) -> Offer {
-        Offer::new(self.cfg.hardware.clone(), self.cfg.gpus)
+        offer(&self.cfg)
     }
 
     /// A lease from now on, for a job this worker takes.
@@ -30,6 +30,14 @@ impl Inner {
             worker_id: self.cfg.worker_id.clone(),
             until: Utc::now() + lease(self),
         }
+    }
+}
+
+fn offer(cfg: &crate::RunnerConfig) -> Offer {
+    if cfg.takes_everything {
+        Offer::everything()
+    } else {
+        Offer::new(cfg.hardware.clone(), cfg.gpus)
     }
 }
 
@@ -43,7 +51,7 @@ pub async fn register(store: &dyn Store, cfg: &crate::RunnerConfig) -> Result<()
     store
         .register_worker(&Worker {
             id: cfg.worker_id.clone(),
-            offer: Offer::new(cfg.hardware.clone(), cfg.gpus),
+            offer: offer(cfg),
             gpus: cfg.gpus as i64,
             max_servers: cfg.max_servers as i64,
             servers: 0,

@@ -63,6 +63,10 @@ pub struct RunnerConfig {
     /// machine that restarted must (its jobs died with it, and nobody should wait a lease for
     /// that). Never in a cluster: those jobs may be other workers', whose leases decide.
     pub recover_at_start: bool,
+    /// One machine that runs everything: it takes every job, GPU versions included even
+    /// without a GPU (they run on its CPU). A cluster's workers, or a node that names its
+    /// hardware, take only what `hardware` and `gpus` offer.
+    pub takes_everything: bool,
     /// The live side of jobs, which the server has whether it runs jobs or not.
     pub live: Arc<Live>,
 }

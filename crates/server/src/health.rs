@@ -40,21 +40,5 @@ pub fn worker_id() -> String {
 
 /// How many GPUs this node's model servers may be given.
 pub fn gpu_count(sandbox: &crate::SandboxConfig) -> usize {
-    match &sandbox.gpus {
-        crate::Gpus::None => 0,
-        crate::Gpus::Some(list) => list.len(),
-        crate::Gpus::All => std::fs::read_dir(&sandbox.device_root)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| {
-                        e.file_name()
-                            .to_str()
-                            .and_then(|n| n.strip_prefix("nvidia"))
-                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                    })
-                    .count()
-            })
-            .unwrap_or(0),
-    }
+    sandbox.gpus.ids(&sandbox.device_root).len()
 }

@@ -143,6 +143,7 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
                 lease: c.lease,
                 // One machine recovers at once; a cluster's workers leave it to the leases.
                 recover_at_start: c.role == Role::All,
+                takes_everything: c.role == Role::All && c.hardware.is_empty(),
                 live: state.live.clone(),
             },
         )
