@@ -121,6 +121,7 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         .map_err(StartError::Database)?;
     let sandbox = start_sandbox(&config).await?;
     let mut state = AppState::new(store.clone(), blobs, config, public, key, sandbox.clone());
+    state.follow_caller_changes();
     push::audit_artifacts(state.blobs.layout().artifacts());
     ops::trash::backfill_sizes(state.clone());
     ops::trash::start_sweep(state.clone(), state.config.trash_sweep_every);

@@ -43,9 +43,13 @@ pub struct AppState {
     pub(crate) sign_in: Arc<crate::throttle::Throttle>,
 }
 
-/// How long a token lookup is reused. A token revoked, or a membership changed, through this
-/// server takes effect at once (the cache is cleared); through `modelyard admin`, within this.
+/// How long a token lookup is reused. A token revoked, or a membership changed, through any
+/// node takes effect at once (every node's cache is cleared); through `modelyard admin`, within
+/// this.
 const CALLER_TTL: Duration = Duration::from_secs(1);
+
+/// The notice topic on which a node tells the others to forget remembered token lookups.
+const CALLERS_TOPIC: &str = "callers";
 
 impl AppState {
     pub fn new(
@@ -99,11 +103,43 @@ impl AppState {
         self.runner.is_some() || self.store.notifies_other_processes()
     }
 
-    /// Forgets every remembered token lookup (a token was revoked, a membership changed).
-    pub fn forget_callers(&self) {
+    /// Forgets every remembered token lookup (a token was revoked, a membership changed), here
+    /// and, through the database's notices, on every other node of a cluster.
+    pub async fn forget_callers(&self) {
+        self.forget_callers_here();
+        if self.store.notifies_other_processes() {
+            if let Err(e) = self.store.notify(CALLERS_TOPIC, "").await {
+                // The other nodes' lookups still lapse within CALLER_TTL.
+                tracing::warn!(error = %e, "could not tell the other nodes to forget callers");
+            }
+        }
+    }
+
+    fn forget_callers_here(&self) {
         if let Ok(mut m) = self.callers.lock() {
             m.clear();
         }
+    }
+
+    /// Forgets remembered token lookups whenever another node changes tokens or memberships
+    /// (or its notices may have been missed). Only where notices cross processes.
+    pub fn follow_caller_changes(&self) {
+        if !self.store.notifies_other_processes() {
+            return;
+        }
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut listener = match state.store.listen(&[CALLERS_TOPIC]).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hear other nodes' token changes");
+                    return;
+                }
+            };
+            while listener.recv().await.is_some() {
+                state.forget_callers_here();
+            }
+        });
     }
 
     /// Where stored project trees live (tests look there).

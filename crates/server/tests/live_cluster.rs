@@ -255,3 +255,37 @@ async fn a_cancel_on_the_api_node_stops_the_job_where_it_runs() {
 async fn stream_text_owned(url: String) -> String {
     stream_text(&url).await
 }
+
+/// A token revoked through one node stops working on the other at once, not only when the
+/// other's remembered lookup lapses (a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_revoked_on_one_node_fails_on_the_other_at_once() {
+    let (a, b) = two_nodes().await;
+    let token = b.tokens["alice"].clone();
+    let hash = modelyard_domain::ids::token_hash(&token);
+    let account = |s: &Server| {
+        s.http
+            .get(format!("{}/v1/account", s.url))
+            .bearer_auth(token.clone())
+            .send()
+    };
+    let alice_id = b.state.store.account("alice").await.unwrap().unwrap().id;
+    // A remembers the token now; the revocation itself tells nobody (it is the store's).
+    assert_eq!(account(&a).await.unwrap().status(), StatusCode::OK);
+    assert!(b.state.store.revoke_token(alice_id, &hash).await.unwrap());
+    let told = Instant::now();
+    b.state.forget_callers().await;
+    loop {
+        let status = account(&a).await.unwrap().status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            told.elapsed() < Duration::from_millis(700),
+            "A still took the revoked token {:?} after B said so",
+            told.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

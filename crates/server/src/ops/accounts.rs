@@ -40,7 +40,7 @@ pub async fn create_token(s: &AppState, caller: &Caller, name: &str) -> OpResult
 pub async fn revoke_token(s: &AppState, caller: &Caller, hash: &str) -> OpResult<()> {
     let revoked = s.store.revoke_token(caller.account.id, hash).await?;
     // After the revocation, so no request can remember the token again.
-    s.forget_callers();
+    s.forget_callers().await;
     if !revoked {
         return Err(OpError::NotFound("There is no such token.".into()));
     }
@@ -69,7 +69,7 @@ pub async fn add_member(s: &AppState, org: &Account, username: &str) -> OpResult
         }
     };
     s.store.add_member(org.id, user.id).await?;
-    s.forget_callers();
+    s.forget_callers().await;
     Ok(user)
 }
 
@@ -95,7 +95,7 @@ pub async fn remove_member(s: &AppState, org: &Account, username: &str) -> OpRes
             });
         }
     }
-    s.forget_callers();
+    s.forget_callers().await;
     Ok(user)
 }
 
