@@ -54,7 +54,7 @@ def worker_of(cluster, job_id: str):
     """The worker node holding a job, from the queue's own record."""
     held = psql(cluster.database_url, f"SELECT worker_id FROM jobs WHERE id = '{job_id}'")
     for w in cluster.workers:
-        if w.proc is not None and w.proc.poll() is None and w.health().get("id") == held:
+        if w.proc is not None and w.proc.poll() is None and w.health().get("worker_id") == held:
             return w
     return None
 
