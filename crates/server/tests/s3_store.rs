@@ -31,7 +31,8 @@ async fn projects_outputs_and_files_live_in_the_bucket() {
     let v = s.push("alice", "alice/fileout", "fileout").await;
     let stored = keys(&s).await;
     assert!(
-        stored.iter().any(|k| k.starts_with("trees/")) && stored.iter().any(|k| k.starts_with("blobs/")),
+        stored.iter().any(|k| k.starts_with("trees/"))
+            && stored.iter().any(|k| k.starts_with("blobs/")),
         "{stored:?}"
     );
     assert!(
@@ -51,7 +52,11 @@ async fn projects_outputs_and_files_live_in_the_bucket() {
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let id = r.body["id"].as_str().unwrap().to_string();
     let p = s
-        .until_done("alice", &format!("/v1/predictions/{id}"), Duration::from_secs(300))
+        .until_done(
+            "alice",
+            &format!("/v1/predictions/{id}"),
+            Duration::from_secs(300),
+        )
         .await;
     assert_eq!(p["status"], "succeeded", "{p}");
     let out = p["output"].as_str().unwrap();
@@ -82,7 +87,9 @@ async fn projects_outputs_and_files_live_in_the_bucket() {
     let f: Value = r.json().await.unwrap();
     let fid = f["id"].as_str().unwrap().to_string();
     assert!(keys(&s).await.contains(&format!("files/{fid}")));
-    let got = reqwest::get(f["urls"]["get"].as_str().unwrap()).await.unwrap();
+    let got = reqwest::get(f["urls"]["get"].as_str().unwrap())
+        .await
+        .unwrap();
     assert_eq!(got.status(), StatusCode::OK);
     assert_eq!(got.text().await.unwrap(), "uploaded bytes");
     let r = s
