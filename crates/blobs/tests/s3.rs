@@ -298,6 +298,8 @@ async fn weights_are_streamed_up_in_parts_and_down_to_another_node() {
             .new
     );
     drop(held);
+    // Uploaded before the lock only when the store lacks them.
+    assert!(!a.prepare_weights(&file, &s, "weights.tar").await.unwrap());
     assert_eq!(w.keys(&a).await, vec![format!("weights/{s}/weights.tar")]);
     let opened = b.weights(&placed.key).await.unwrap();
     assert_eq!(
