@@ -101,6 +101,15 @@ impl Blobs {
         self.shared.is_some()
     }
 
+    /// Every key in the object store under this platform's prefix (none without one): what a
+    /// deletion left can be checked.
+    pub async fn stored_keys(&self) -> Result<Vec<String>> {
+        match &self.shared {
+            None => Ok(vec![]),
+            Some(sh) => sh.remote.list(&sh.remote.key(&[])).await,
+        }
+    }
+
     pub fn layout(&self) -> &Layout {
         &self.layout
     }

@@ -63,12 +63,14 @@ impl Manifest {
                         target: t.to_string_lossy().into_owned(),
                     }
                 } else {
-                    let sha = shas.get(rel.as_path()).ok_or_else(|| BlobError::Missing {
-                        what: "the hash of staged file",
-                        name: text.clone(),
-                    })?;
+                    // A file the push did not hash (one the predictor wrote while it was
+                    // imported, unconfined) is hashed here: the manifest holds the whole tree.
+                    let sha = match shas.get(rel.as_path()) {
+                        Some(sha) => sha.to_string(),
+                        None => hash_file(&path)?,
+                    };
                     Kind::File {
-                        sha: sha.to_string(),
+                        sha,
                         mode: m.permissions().mode() & 0o777,
                         size: m.len(),
                     }
@@ -77,6 +79,20 @@ impl Manifest {
             }
         }
         Ok(Manifest { entries })
+    }
+
+    /// Each file's blob and where its bytes are under `root`, each blob once.
+    pub fn sources(&self, root: &Path) -> Vec<(String, PathBuf)> {
+        let mut seen = std::collections::HashSet::new();
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                Kind::File { sha, .. } if seen.insert(sha.clone()) => {
+                    Some((sha.clone(), root.join(&e.path)))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn parse(digest: &str, bytes: &[u8]) -> Result<Manifest> {
@@ -106,6 +122,14 @@ impl Manifest {
             })
             .sum()
     }
+}
+
+fn hash_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).map_err(io("read", path))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(io("read", path))?;
+    Ok(hex::encode(h.finalize()))
 }
 
 /// `rel` as a path under a tree: relative, and never through `..`.

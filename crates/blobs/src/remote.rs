@@ -122,7 +122,7 @@ impl Remote {
             .open(dest)
             .await
             .map_err(io("create", dest))?;
-        let mut r = tokio_util_reader(d.body);
+        let mut r = tokio_util::io::StreamReader::new(d.body);
         tokio::io::copy(&mut r, &mut out)
             .await
             .map_err(io("download to", dest))?;
@@ -177,11 +177,4 @@ impl Remote {
             .try_collect()
             .await?)
     }
-}
-
-/// A byte stream as an `AsyncRead`.
-fn tokio_util_reader(
-    body: BoxStream<'static, std::io::Result<Bytes>>,
-) -> impl tokio::io::AsyncRead + Unpin {
-    tokio_util::io::StreamReader::new(body)
 }

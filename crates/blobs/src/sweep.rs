@@ -52,13 +52,4 @@ impl Blobs {
     pub fn cached_bytes(&self) -> u64 {
         self.shared.as_ref().map_or(0, |sh| sh.cache.bytes())
     }
-
-    /// Every key in the object store under this platform's prefix (none without one): what a
-    /// deletion left can be checked.
-    pub async fn stored_keys(&self) -> Result<Vec<String>> {
-        match &self.shared {
-            None => Ok(vec![]),
-            Some(sh) => sh.remote.list(&sh.remote.key(&[])).await,
-        }
-    }
 }

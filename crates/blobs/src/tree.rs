@@ -72,7 +72,15 @@ impl Blobs {
     pub async fn prepare_tree(&self, staged: &Path, files: &[TreeFile]) -> Result<()> {
         match &self.shared {
             None => Ok(()),
-            Some(sh) => upload_missing(&sh.remote, staged, files).await,
+            Some(sh) => {
+                let mut seen = std::collections::HashSet::new();
+                let sources = files
+                    .iter()
+                    .filter(|f| seen.insert(&f.sha256))
+                    .map(|f| (f.sha256.clone(), staged.join(&f.path)))
+                    .collect();
+                upload_missing(&sh.remote, sources).await
+            }
         }
     }
 
@@ -96,9 +104,9 @@ impl Blobs {
             if sh.remote.exists(&key).await? {
                 return Ok(false);
             }
-            upload_missing(&sh.remote, staged, &files).await?;
             let root = staged.to_path_buf();
             let m = tokio::task::spawn_blocking(move || Manifest::of_tree(&root, &files)).await??;
+            upload_missing(&sh.remote, m.sources(staged)).await?;
             let json = serde_json::to_vec(&m).map_err(|source| BlobError::Manifest {
                 digest: digest.to_string(),
                 source,
@@ -195,13 +203,11 @@ impl Blobs {
     }
 }
 
-/// Uploads each distinct blob of `files` the store lacks, from the staged tree.
-async fn upload_missing(r: &Remote, staged: &Path, files: &[TreeFile]) -> Result<()> {
-    let mut seen = std::collections::HashSet::new();
-    let todo: Vec<_> = files
+/// Uploads each blob (its sha256, where its bytes are) the store lacks.
+async fn upload_missing(r: &Remote, sources: Vec<(String, PathBuf)>) -> Result<()> {
+    let todo: Vec<_> = sources
         .iter()
-        .filter(|f| seen.insert(&f.sha256))
-        .map(|f| upload_one(r, staged, f))
+        .map(|(sha, path)| upload_one(r, sha, path))
         .collect();
     futures_util::stream::iter(todo)
         .buffer_unordered(PARALLEL)
@@ -209,10 +215,10 @@ async fn upload_missing(r: &Remote, staged: &Path, files: &[TreeFile]) -> Result
         .await
 }
 
-async fn upload_one(r: &Remote, staged: &Path, f: &TreeFile) -> Result<()> {
-    let key = blob_key(r, &f.sha256)?;
+async fn upload_one(r: &Remote, sha: &str, path: &Path) -> Result<()> {
+    let key = blob_key(r, sha)?;
     if !r.exists(&key).await? {
-        r.put_file(&key, &staged.join(&f.path)).await?;
+        r.put_file(&key, path).await?;
     }
     Ok(())
 }

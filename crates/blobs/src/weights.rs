@@ -79,6 +79,27 @@ impl Blobs {
         Ok(tokio::fs::metadata(p).await.map_err(io("read", p))?.len())
     }
 
+    /// Uploads weights the object store lacks before the lock is taken, so gigabytes going up
+    /// do not hold up every push and deletion of the cluster; [`Blobs::put_weights`] checks
+    /// again under the lock. Answers whether it uploaded them (then a training whose version
+    /// cannot be recorded releases them). Nothing to do for the data directory.
+    pub async fn prepare_weights(&self, file: &Path, sha: &str, name: &str) -> Result<bool> {
+        let Some(sh) = &self.shared else {
+            return Ok(false);
+        };
+        let key = format!(
+            "{}/{}",
+            sha256("weights digest", sha)?,
+            part("weights name", name)?
+        );
+        let k = weights_key(&sh.remote, &key)?;
+        if sh.remote.exists(&k).await? {
+            return Ok(false);
+        }
+        sh.remote.put_file(&k, file).await?;
+        Ok(true)
+    }
+
     /// Stores the file at `file`, whose content is `sha` ([`digest_file`]), as weights named
     /// `name`: a hard link when the data directory is one file system (no bytes move), else a
     /// copy done by the kernel. They appear under their name only whole (a temporary name, then
@@ -96,8 +117,8 @@ impl Blobs {
             part("weights name", name)?
         );
         if let Some(sh) = &self.shared {
-            // Uploaded under the lock: a release cannot remove them between the upload and the
-            // version that records them.
+            // Under the lock a release cannot remove them before the version that records them;
+            // one that did since [`Blobs::prepare_weights`] is undone here.
             let k = weights_key(&sh.remote, &key)?;
             if sh.remote.exists(&k).await? {
                 return Ok(PlacedWeights { key, new: false });

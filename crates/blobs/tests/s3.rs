@@ -220,10 +220,17 @@ async fn a_tree_goes_up_once_and_comes_down_whole_on_another_node() {
         ("predict.py", &code, false),
         ("run.sh", b"#!/bin/sh\n", true),
         ("copy.bin", &big, false),
+        ("pkg/__init__.py", b"", false),
     ];
     let (staged, listed) = stage(&a, files);
     std::os::unix::fs::symlink("weights/w.bin", staged.path().join("tree/link")).unwrap();
     std::fs::create_dir(staged.path().join("tree/empty")).unwrap();
+    // A file the push did not hash (the predictor wrote it while it was imported).
+    std::fs::write(
+        staged.path().join("tree/pkg/cache.pyc"),
+        b"written at import",
+    )
+    .unwrap();
     let tree = staged.path().join("tree");
     a.prepare_tree(&tree, &listed).await.unwrap();
     let held = a.lock().await.unwrap();
@@ -244,6 +251,8 @@ async fn a_tree_goes_up_once_and_comes_down_whole_on_another_node() {
             format!("blobs/{}", sha(b"#!/bin/sh\n")),
             format!("blobs/{}", sha(&code)),
             format!("blobs/{}", sha(&big)),
+            format!("blobs/{}", sha(b"")),
+            format!("blobs/{}", sha(b"written at import")),
             "trees/d1.json".to_string(),
         ]
         .into_iter()
@@ -268,9 +277,14 @@ async fn a_tree_goes_up_once_and_comes_down_whole_on_another_node() {
         Path::new("weights/w.bin")
     );
     assert!(t.join("empty").is_dir());
+    assert_eq!(std::fs::read(t.join("pkg/__init__.py")).unwrap(), b"");
+    assert_eq!(
+        std::fs::read(t.join("pkg/cache.pyc")).unwrap(),
+        b"written at import"
+    );
     // Opened again: the same copy, no second download.
     assert_eq!(b.tree("d1").await.unwrap().path(), t);
-    assert_eq!(b.cached_bytes(), 200_000 + code.len() as u64 + 10);
+    assert_eq!(b.cached_bytes(), 200_000 + code.len() as u64 + 10 + 17);
     assert!(matches!(
         b.tree("nope").await,
         Err(modelyard_blobs::BlobError::Missing { .. })
@@ -299,6 +313,8 @@ async fn weights_are_streamed_up_in_parts_and_down_to_another_node() {
             .new
     );
     drop(held);
+    // Uploaded before the lock only when the store lacks them.
+    assert!(!a.prepare_weights(&file, &s, "weights.tar").await.unwrap());
     assert_eq!(w.keys(&a).await, vec![format!("weights/{s}/weights.tar")]);
     let opened = b.weights(&placed.key).await.unwrap();
     assert_eq!(

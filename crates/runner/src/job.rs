@@ -537,8 +537,9 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
         .await
         .ok_or("the training's weights were not uploaded")?;
     let file = copy.path().to_path_buf();
-    // Weights can be gigabytes: hashed over chunks before the lock is taken, then linked (or
-    // copied by the kernel) under it, never read into memory.
+    // Weights can be gigabytes: hashed over chunks (and, with an object store, uploaded)
+    // before the lock is taken, then linked (or copied by the kernel) under it, never read
+    // into memory.
     let sha = modelyard_blobs::digest_file(&file)
         .await
         .map_err(|e| format!("could not read the weights: {e}"))?;
@@ -567,6 +568,10 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
     // Stored and recorded under the data directory's lock, as a push does: a deletion freeing
     // the same weights at this moment cannot remove them from under the new version.
     let blobs = &inner.cfg.blobs;
+    let uploaded = blobs
+        .prepare_weights(&file, &sha, &name)
+        .await
+        .map_err(|e| format!("could not store the weights: {e}"))?;
     let held = blobs
         .lock()
         .await
@@ -595,7 +600,7 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
     let v = match created {
         Ok(stored) => stored.version,
         Err(e) => {
-            if placed.new {
+            if placed.new || uploaded {
                 let released = blobs
                     .release_held(&held, Stored::Weights(&placed.key))
                     .await;

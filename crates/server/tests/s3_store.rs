@@ -98,21 +98,65 @@ async fn projects_outputs_and_files_live_in_the_bucket() {
     assert!(r.status.is_success(), "{:?}", r.body);
     assert!(!keys(&s).await.contains(&format!("files/{fid}")));
 
-    // Deleting the version (final: these tests keep no trash) removes its tree and blobs.
+    // A training: its weights go to the bucket, and the fine-tune runs from this node's copy.
+    s.create_model("alice", "alice", "base", "private").await;
+    s.create_model("alice", "alice", "tuned", "private").await;
+    let base = s.push("alice", "alice/base", "trainable").await;
     let r = s
         .call(
             "alice",
-            Method::DELETE,
-            &format!("/v1/models/alice/fileout/versions/{v}"),
-            None,
+            Method::POST,
+            &format!("/v1/models/alice/base/versions/{base}/trainings"),
+            Some(json!({"destination": "alice/tuned", "input": {"word": "bonjour"}})),
         )
         .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let t = s
+        .until_done(
+            "alice",
+            &format!("/v1/trainings/{}", r.body["id"].as_str().unwrap()),
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert!(keys(&s).await.iter().any(|k| k.starts_with("weights/")));
+    let tuned = t["output"]["version"].as_str().unwrap().to_string();
+    let r = s
+        .call(
+            "alice",
+            Method::POST,
+            "/v1/predictions",
+            Some(
+                json!({"version": tuned.split_once(':').unwrap().1, "input": {"prompt": "salut"}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let p = s
+        .until_done(
+            "alice",
+            &format!("/v1/predictions/{}", r.body["id"].as_str().unwrap()),
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(p["output"], "bonjour: salut", "{p}");
+
+    // Deleting the versions (final: these tests keep no trash) removes their trees, blobs and
+    // weights from the bucket.
+    let (_, tuned_id) = tuned.split_once(':').unwrap();
+    for path in [
+        format!("/v1/models/alice/tuned/versions/{tuned_id}"),
+        format!("/v1/models/alice/base/versions/{base}"),
+        format!("/v1/models/alice/fileout/versions/{v}"),
+    ] {
+        let r = s.call("alice", Method::DELETE, &path, None).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{path}: {:?}", r.body);
+    }
     let left = keys(&s).await;
     assert!(
-        !left
-            .iter()
-            .any(|k| k.starts_with("trees/") || k.starts_with("blobs/")),
+        !left.iter().any(|k| k.starts_with("trees/")
+            || k.starts_with("blobs/")
+            || k.starts_with("weights/")),
         "{left:?}"
     );
     s.state.runner.as_ref().unwrap().shutdown().await;
