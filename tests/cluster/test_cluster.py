@@ -83,9 +83,10 @@ def test_prefer_wait_and_stream_on_the_node_that_did_not_take_the_request(cluste
         # Created on node 1, streamed from node 0 while a worker runs it.
         r = h1.post("/v1/predictions", json={"version": vid,
                                              "input": {"text": "alpha beta gamma", "delay": 0.3}})
-        pid = r.json()["id"]
+        pid, stream = r.json()["id"], r.json()["urls"]["stream"]
+        assert stream.startswith(cluster.api[1].base), stream
         events = []
-        with h0.stream("GET", f"/v1/predictions/{pid}/stream",
+        with h0.stream("GET", stream[len(cluster.api[1].base):],
                        headers={"Accept": "text/event-stream"}) as s:
             assert s.status_code == 200
             kind = None
