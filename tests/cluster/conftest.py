@@ -19,7 +19,7 @@ import replicate
 from cluster import Node, ObjectStore, model_servers, psql, stop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-from support import FIXTURES, clean_env, modelyard_bin  # noqa: E402
+from support import FIXTURES, clean_env, free_port, modelyard_bin  # noqa: E402
 
 PG_ADMIN = os.environ.get("MODELYARD_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
@@ -100,6 +100,11 @@ def cluster(tmp_path_factory) -> Cluster:
             node("worker2", "worker", "127.0.0.5", "--hardware", "cpu,gpu-a100-large",
                  "--gpus", "0,1", "--max-servers", "2", "--server-idle-secs", "30"),
         ]
+        # Clients reach the cluster at one address (a load balancer in production): here the
+        # first API node's, which every node writes into the URLs it makes.
+        api[0].port = free_port()
+        for n in nodes:
+            n.extra += ["--public-url", api[0].base]
         # The first node migrates the database; the others then start side by side.
         api[0].start()
         for n in [api[1], *workers]:

@@ -84,9 +84,9 @@ def test_prefer_wait_and_stream_on_the_node_that_did_not_take_the_request(cluste
         r = h1.post("/v1/predictions", json={"version": vid,
                                              "input": {"text": "alpha beta gamma", "delay": 0.3}})
         pid, stream = r.json()["id"], r.json()["urls"]["stream"]
-        assert stream.startswith(cluster.api[1].base), stream
+        assert stream.startswith(cluster.api[0].base), stream
         events = []
-        with h0.stream("GET", stream[len(cluster.api[1].base):],
+        with h0.stream("GET", stream[len(cluster.api[0].base):],
                        headers={"Accept": "text/event-stream"}) as s:
             assert s.status_code == 200
             kind = None
@@ -165,7 +165,7 @@ def test_a_deployment_is_kept_warm_on_the_worker_that_offers_its_hardware(cluste
     until(lambda: w2.health().get("servers", 0) >= 1, 120, "worker 2 keeps a server warm")
     # The server is worker 2's: a Cog server below its process.
     assert model_servers() & descendants(w2.proc.pid)
-    d = cluster.client("alice", 1).deployments.get("alice", name)
+    d = cluster.client("alice", 1).deployments.get(f"alice/{name}")
     p = d.predictions.create(input={"prompt": "warm"})
     p.wait()
     assert p.output == "hello warm", (p.error, p.logs)
@@ -226,7 +226,7 @@ def test_deletions_racing_deployments_through_different_nodes(cluster):
                 "min_instances": 0, "max_instances": 1})
             f_del = pool.submit(h1.delete, f"/v1/models/{model}/versions/{vid}")
             r_dep, r_del = f_dep.result(), f_del.result()
-            made = r_dep.status_code == 201
+            made = r_dep.status_code in (200, 201)
             gone = r_del.status_code == 204
             if made and gone:
                 violations.append((i, r_dep.text, r_del.text))

@@ -66,6 +66,7 @@ fn refused(args: &[&str]) -> String {
         .arg(dir.path().join("data"))
         .env_remove("MODELYARD_DATABASE_URL")
         .env_remove("MODELYARD_BLOB_STORE")
+        .env_remove("MODELYARD_PUBLIC_URL")
         .output()
         .unwrap();
     assert!(!out.status.success(), "{args:?} started");

@@ -92,7 +92,8 @@ impl Config {
     }
 
     /// A node of a cluster (`--role api` or `worker`) shares its state and bytes with others:
-    /// it needs PostgreSQL and an object store. `Err` names what is missing.
+    /// it needs PostgreSQL, an object store and the address clients use. `Err` names what is
+    /// missing.
     pub fn check_cluster(&self) -> Result<(), String> {
         if self.role == Role::All {
             return Ok(());
@@ -103,6 +104,11 @@ impl Config {
         }
         if self.blob_store.is_none() {
             missing.push("an object store (--blob-store s3://bucket/prefix)");
+        }
+        if self.public_url.is_none() {
+            // A worker writes output URLs and every node writes stream and file URLs: they must
+            // name the address clients use (the load balancer), not this node's own.
+            missing.push("the address clients reach the API at (--public-url)");
         }
         if missing.is_empty() {
             return Ok(());
