@@ -174,6 +174,31 @@ def test_a_deployment_is_kept_warm_on_the_worker_that_offers_its_hardware(cluste
         assert r.status_code == 200, r.text
 
 
+def test_a_gpu_version_runs_only_where_a_gpu_is_offered(cluster):
+    # Worker 2 has (stand-in) GPUs 0 and 1; worker 1 has none.
+    model, vid = private_model(cluster, "gpu")
+    with cluster.http("alice", 1) as h1:
+        r = h1.post("/v1/predictions", json={"version": vid, "input": {}})
+        pid = r.json()["id"]
+        body = settle(h1, f"/v1/predictions/{pid}")
+        assert body["status"] == "succeeded", body
+        assert body["output"][0] in ("[0]", "[1]"), body
+        held = psql(cluster.database_url, f"SELECT worker_id FROM jobs WHERE id = '{pid}'")
+        assert held == cluster.workers[1].health()["worker_id"]
+    # On gpu-t4, which only worker 1 offers (without GPUs), it waits and says why.
+    model, vid = private_model(cluster, "gpu", hardware="gpu-t4")
+    with cluster.http("alice", 0) as h0:
+        pid = h0.post("/v1/predictions", json={"version": vid, "input": {}}).json()["id"]
+        waiting = until(lambda: "Waiting for a worker" in (h0.get(f"/v1/predictions/{pid}").json()
+                                                            .get("logs") or ""), 30,
+                        "the prediction says why it waits")
+        body = h0.get(f"/v1/predictions/{pid}").json()
+        assert waiting and body["status"] == "starting", body
+        assert "gpu-t4" in body["logs"], body
+        assert h0.post(f"/v1/predictions/{pid}/cancel").status_code == 200
+        assert settle(h0, f"/v1/predictions/{pid}")["status"] == "canceled"
+
+
 def test_webhooks_are_delivered_once_whichever_node_took_the_request(cluster):
     received: list[dict] = []
     lock = threading.Lock()

@@ -94,6 +94,19 @@ fn a_cluster_node_needs_postgres_and_an_object_store() {
         err.contains("object store") && !err.contains("PostgreSQL ("),
         "{err}"
     );
+    assert!(err.contains("--public-url"), "{err}");
+    let err = refused(&[
+        "--role",
+        "worker",
+        "--database-url",
+        "postgres://127.0.0.1/x",
+        "--blob-store",
+        "s3://b/p",
+    ]);
+    assert!(
+        err.contains("--public-url") && !err.contains("object store"),
+        "{err}"
+    );
     let err = refused(&["--role", "everything"]);
     assert!(err.contains("all, api or worker"), "{err}");
 }
