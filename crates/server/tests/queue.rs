@@ -208,7 +208,13 @@ async fn a_worker_node_answers_health_only() {
         c.blob_store = Some("s3://modelyard-test/queue".into());
     })
     .await;
-    let id = worker.state.runner.as_ref().unwrap().worker_id().to_string();
+    let id = worker
+        .state
+        .runner
+        .as_ref()
+        .unwrap()
+        .worker_id()
+        .to_string();
     let health = worker.get("", "/health").await;
     assert_eq!(health.status, reqwest::StatusCode::OK);
     assert_eq!(health.body["worker_id"], id.as_str());
@@ -227,5 +233,138 @@ async fn a_worker_node_answers_health_only() {
     assert!(live.iter().any(|w| w.id == id), "{live:?}");
     stop([&worker, &api]).await;
     let live = api.state.store.live_workers(since).await.unwrap();
-    assert!(live.iter().all(|w| w.id != id), "a stopped worker unregisters");
+    assert!(
+        live.iter().all(|w| w.id != id),
+        "a stopped worker unregisters"
+    );
+}
+
+/// Cog servers whose upload URL names this runner.
+fn cog_servers_of(label: &str) -> usize {
+    let needle = format!("/uploads/{label}-");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("cog.server.http") && c.contains(&needle))
+        .count()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+const LEASE: Duration = Duration::from_secs(2);
+
+/// A worker that runs a long prediction keeps it past many leases (its heartbeat renews
+/// them), a worker that joins meanwhile leaves it alone, and once the worker dies without a
+/// word (its runtime dropped mid-flight) another node's reaper fails the prediction.
+#[test]
+fn a_dead_workers_prediction_fails_once_its_lease_passes() {
+    let main = runtime();
+    let api = main.block_on(async {
+        let api = start_with(Backend::Postgres, |c| {
+            c.run_jobs = true;
+            c.hardware = vec!["cpu".into()];
+            c.lease = LEASE;
+        })
+        .await;
+        api.create_model("alice", "alice", "slow", "private").await;
+        api
+    });
+    let (db, data) = (
+        api.state.config.database_url.clone(),
+        api.state.config.data_dir.clone(),
+    );
+    let doomed_rt = runtime();
+    let (doomed, label) = doomed_rt.block_on(async {
+        let (db, data) = (db.clone(), data.clone());
+        let s = start_with(Backend::Sqlite, move |c| {
+            c.role = modelyard_server::Role::Worker;
+            c.blob_store = Some("s3://modelyard-test/queue".into());
+            c.run_jobs = true;
+            c.hardware = vec!["gpu-t4".into()];
+            c.lease = LEASE;
+            c.setup_timeout = Duration::from_secs(120);
+            c.database_url = db;
+            c.data_dir = data;
+        })
+        .await;
+        let label = s.state.runner.as_ref().unwrap().label().to_string();
+        (s, label)
+    });
+    let (id, joined) = main.block_on(async {
+        let v = api.push("alice", "alice/slow", "slow").await;
+        let m = api
+            .state
+            .store
+            .model("alice", "slow")
+            .await
+            .unwrap()
+            .unwrap();
+        let gpu = ModelPatch {
+            hardware: Some("gpu-t4".into()),
+            ..Default::default()
+        };
+        api.state.store.update_model(m.id, gpu).await.unwrap();
+        let r = api
+            .call(
+                "alice",
+                Method::POST,
+                "/v1/predictions",
+                Some(json!({"version": v, "input": {"seconds": 120}})),
+            )
+            .await;
+        let id = r.body["id"].as_str().unwrap().to_string();
+        let path = format!("/v1/predictions/{id}");
+        let until = Instant::now() + Duration::from_secs(120);
+        while api.get("alice", &path).await.body["status"] != "processing" {
+            assert!(Instant::now() < until, "the gpu-t4 worker never started it");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // A worker joins the cluster: it does not touch the jobs of the others.
+        let joined = start_with(Backend::Sqlite, move |c| {
+            c.role = modelyard_server::Role::Worker;
+            c.blob_store = Some("s3://modelyard-test/queue".into());
+            c.run_jobs = true;
+            c.hardware = vec!["gpu-t4".into()];
+            c.lease = LEASE;
+            c.database_url = db;
+            c.data_dir = data;
+        })
+        .await;
+        // Three leases later it still runs: its worker renewed the lease.
+        tokio::time::sleep(LEASE * 3).await;
+        let p = api.get("alice", &path).await.body;
+        assert_eq!(p["status"], "processing", "{p}");
+        (id, joined)
+    });
+    assert!(cog_servers_of(&label) > 0, "the gpu-t4 worker runs no Cog server");
+
+    // The worker dies: no shutdown, no last word.
+    drop(doomed_rt);
+    drop(doomed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cog_servers_of(&label) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a Cog server outlived its worker"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    main.block_on(async {
+        let p = api
+            .until_done("alice", &format!("/v1/predictions/{id}"), LEASE * 10)
+            .await;
+        assert_eq!(p["status"], "failed", "{p}");
+        assert!(
+            p["error"].as_str().unwrap().contains("stopped answering"),
+            "{p}"
+        );
+        stop([&joined, &api]).await;
+    });
 }
