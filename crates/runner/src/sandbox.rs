@@ -76,6 +76,34 @@ pub const DEFAULT_MEMORY_MB: u64 = 16384;
 pub const DEFAULT_MAX_PROCESSES: u64 = 1024;
 pub const DEFAULT_SCRATCH_MB: u64 = 10240;
 
+impl SandboxConfig {
+    /// How many GPUs model servers are given: the assigned `nvidiaN` device files that exist
+    /// under the device root. A worker with none takes no version that needs a GPU.
+    pub fn gpu_count(&self) -> usize {
+        if self.gpus == Gpus::None {
+            return 0;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.device_root) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let rest = name.to_str()?.strip_prefix("nvidia")?.to_string();
+                (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| rest.parse::<u32>().ok())
+                    .flatten()
+            })
+            .filter(|n| match &self.gpus {
+                Gpus::None => false,
+                Gpus::All => true,
+                Gpus::Some(list) => list.contains(n),
+            })
+            .count()
+    }
+}
+
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
