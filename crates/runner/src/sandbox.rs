@@ -96,6 +96,14 @@ pub const DEFAULT_MEMORY_MB: u64 = 16384;
 pub const DEFAULT_MAX_PROCESSES: u64 = 1024;
 pub const DEFAULT_SCRATCH_MB: u64 = 10240;
 
+impl SandboxConfig {
+    /// How many GPUs this node's model servers may be given (see [`Gpus::ids`]). A worker with
+    /// none takes no version that needs a GPU.
+    pub fn gpu_count(&self) -> usize {
+        self.gpus.ids(&self.device_root).len()
+    }
+}
+
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {

@@ -138,9 +138,9 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
                 public_url: state.public_url.to_string(),
                 sandbox,
                 api_retention: c.api_retention,
-                worker_id: health::worker_id(),
+                worker_id: worker_id(),
                 hardware: c.hardware.clone(),
-                gpus: health::gpu_count(&c.sandbox),
+                gpus: c.sandbox.gpu_count(),
                 lease: c.lease,
                 // One machine recovers at once; a cluster's workers leave it to the leases.
                 recover_at_start: c.role == Role::All,
@@ -161,6 +161,21 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         state,
         listener,
     })
+}
+
+/// This node's worker id: the host's name, so an operator can tell workers apart, and a random
+/// part, since each start is a new worker (it must not renew its predecessor's leases).
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let random = modelyard_domain::ids::object_id();
+    let random = &random[..10];
+    if host.is_empty() {
+        random.to_string()
+    } else {
+        format!("{host}-{random}")
+    }
 }
 
 /// The sandbox pushed code runs in, checked now: a host that cannot confine model code refuses

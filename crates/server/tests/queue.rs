@@ -1,6 +1,7 @@
-//! Two nodes on one PostgreSQL database and one data directory, each offering other hardware:
-//! a prediction runs on the node that offers its model's hardware, and a version that needs a
-//! GPU waits, saying why, while no node offers one. Real Cog servers.
+//! Nodes of a cluster on one PostgreSQL database and one data directory, with real Cog servers:
+//! a prediction runs on the node that offers its model's hardware; a version that needs a GPU
+//! waits, saying why, until a node with one joins; a worker node answers `/health` only; a
+//! worker's lease outlives a long prediction while it lives and fails it once it died.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -87,7 +88,7 @@ async fn push_gpu_echo(s: &Server, model: &str) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
-async fn stop(nodes: [&Server; 2]) {
+async fn stop(nodes: &[&Server]) {
     for n in nodes {
         if let Some(r) = &n.state.runner {
             r.shutdown().await;
@@ -146,11 +147,11 @@ async fn predictions_go_to_the_node_that_offers_their_hardware() {
     }
     assert_eq!(t4.state.runner.as_ref().unwrap().servers(), 1);
     assert_eq!(cpu.state.runner.as_ref().unwrap().servers(), 1);
-    stop([&t4, &cpu]).await;
+    stop(&[&t4, &cpu]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gpu_version_waits_and_says_why_while_no_node_offers_a_gpu() {
+async fn a_gpu_version_waits_and_says_why_until_a_node_offers_a_gpu() {
     let (cpu, t4) = cluster().await;
     cpu.create_model("alice", "alice", "gpu", "private").await;
     let v = push_gpu_echo(&cpu, "alice/gpu").await;
@@ -186,11 +187,41 @@ async fn a_gpu_version_waits_and_says_why_while_no_node_offers_a_gpu() {
     assert_eq!(p["status"], "starting");
     assert_eq!(p["logs"].as_str().unwrap().matches("Waiting").count(), 1);
     assert_eq!(worker_of(&cpu, &id).await, None);
-    let canceled = cpu
-        .call("alice", Method::POST, &format!("{path}/cancel"), None)
+
+    // A node with a GPU (stand-in device nodes: this machine has none) joins and runs it.
+    let devs = tempfile::tempdir().unwrap();
+    for name in ["nvidia0", "nvidiactl", "nvidia-uvm"] {
+        let ok = std::process::Command::new("mknod")
+            .arg(devs.path().join(name))
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mknod needs root");
+    }
+    let (db, data, root) = (
+        cpu.state.config.database_url.clone(),
+        cpu.state.config.data_dir.clone(),
+        devs.path().to_path_buf(),
+    );
+    let gpu = start_with(Backend::Sqlite, move |c| {
+        c.run_jobs = true;
+        c.hardware = vec!["cpu".into(), "gpu-t4".into()];
+        c.sandbox.gpus = modelyard_server::Gpus::All;
+        c.sandbox.device_root = root;
+        c.setup_timeout = Duration::from_secs(120);
+        c.database_url = db;
+        c.data_dir = data;
+    })
+    .await;
+    assert_eq!(gpu.state.config.sandbox.gpu_count(), 1);
+    let p = cpu
+        .until_done("alice", &path, Duration::from_secs(120))
         .await;
-    assert_eq!(canceled.body["status"], "canceled", "{:?}", canceled.body);
-    stop([&t4, &cpu]).await;
+    assert_eq!(p["status"], "succeeded", "{p}");
+    assert_eq!(p["output"], "hello anyone?");
+    let gpu_worker = gpu.state.runner.as_ref().unwrap().worker_id().to_string();
+    assert_eq!(worker_of(&cpu, &id).await, Some(gpu_worker));
+    stop(&[&gpu, &t4, &cpu]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,10 +262,143 @@ async fn a_worker_node_answers_health_only() {
     let since = chrono::Utc::now() - chrono::Duration::seconds(30);
     let live = api.state.store.live_workers(since).await.unwrap();
     assert!(live.iter().any(|w| w.id == id), "{live:?}");
-    stop([&worker, &api]).await;
+    stop(&[&worker, &api]).await;
     let live = api.state.store.live_workers(since).await.unwrap();
     assert!(
         live.iter().all(|w| w.id != id),
         "a stopped worker unregisters"
     );
+}
+
+/// Cog servers whose upload URL names this runner.
+fn cog_servers_of(label: &str) -> usize {
+    let needle = format!("/uploads/{label}-");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("cog.server.http") && c.contains(&needle))
+        .count()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+const LEASE: Duration = Duration::from_secs(2);
+
+/// A worker that runs a long prediction keeps it past many leases (its heartbeat renews
+/// them), a worker that joins meanwhile leaves it alone, and once the worker dies without a
+/// word (its runtime dropped mid-flight) another node's reaper fails the prediction.
+#[test]
+fn a_dead_workers_prediction_fails_once_its_lease_passes() {
+    let main = runtime();
+    let api = main.block_on(async {
+        let api = start_with(Backend::Postgres, |c| {
+            c.run_jobs = true;
+            c.hardware = vec!["cpu".into()];
+            c.lease = LEASE;
+        })
+        .await;
+        api.create_model("alice", "alice", "slow", "private").await;
+        api
+    });
+    let (db, data) = (
+        api.state.config.database_url.clone(),
+        api.state.config.data_dir.clone(),
+    );
+    let doomed_rt = runtime();
+    let (doomed, label) = doomed_rt.block_on(async {
+        let (db, data) = (db.clone(), data.clone());
+        let s = start_with(Backend::Sqlite, move |c| {
+            c.role = modelyard_server::Role::Worker;
+            c.blob_store = Some("s3://modelyard-test/queue".into());
+            c.run_jobs = true;
+            c.hardware = vec!["gpu-t4".into()];
+            c.lease = LEASE;
+            c.setup_timeout = Duration::from_secs(120);
+            c.database_url = db;
+            c.data_dir = data;
+        })
+        .await;
+        let label = s.state.runner.as_ref().unwrap().label().to_string();
+        (s, label)
+    });
+    let (id, joined) = main.block_on(async {
+        let v = api.push("alice", "alice/slow", "slow").await;
+        let m = api
+            .state
+            .store
+            .model("alice", "slow")
+            .await
+            .unwrap()
+            .unwrap();
+        let gpu = ModelPatch {
+            hardware: Some("gpu-t4".into()),
+            ..Default::default()
+        };
+        api.state.store.update_model(m.id, gpu).await.unwrap();
+        let r = api
+            .call(
+                "alice",
+                Method::POST,
+                "/v1/predictions",
+                Some(json!({"version": v, "input": {"seconds": 120}})),
+            )
+            .await;
+        let id = r.body["id"].as_str().unwrap().to_string();
+        let path = format!("/v1/predictions/{id}");
+        let until = Instant::now() + Duration::from_secs(120);
+        while api.get("alice", &path).await.body["status"] != "processing" {
+            assert!(Instant::now() < until, "the gpu-t4 worker never started it");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // A worker joins the cluster: it does not touch the jobs of the others.
+        let joined = start_with(Backend::Sqlite, move |c| {
+            c.role = modelyard_server::Role::Worker;
+            c.blob_store = Some("s3://modelyard-test/queue".into());
+            c.run_jobs = true;
+            c.hardware = vec!["gpu-t4".into()];
+            c.lease = LEASE;
+            c.database_url = db;
+            c.data_dir = data;
+        })
+        .await;
+        // Three leases later it still runs: its worker renewed the lease.
+        tokio::time::sleep(LEASE * 3).await;
+        let p = api.get("alice", &path).await.body;
+        assert_eq!(p["status"], "processing", "{p}");
+        (id, joined)
+    });
+    assert!(
+        cog_servers_of(&label) > 0,
+        "the gpu-t4 worker runs no Cog server"
+    );
+
+    // The worker dies: no shutdown, no last word.
+    drop(doomed_rt);
+    drop(doomed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cog_servers_of(&label) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a Cog server outlived its worker"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    main.block_on(async {
+        let p = api
+            .until_done("alice", &format!("/v1/predictions/{id}"), LEASE * 10)
+            .await;
+        assert_eq!(p["status"], "failed", "{p}");
+        assert!(
+            p["error"].as_str().unwrap().contains("stopped answering"),
+            "{p}"
+        );
+        stop(&[&joined, &api]).await;
+    });
 }

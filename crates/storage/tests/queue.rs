@@ -25,6 +25,7 @@ conformance! {
     max_instances_caps_a_deployment_across_workers => sqlite_max_instances_caps_a_deployment_across_workers, postgres_max_instances_caps_a_deployment_across_workers;
     workers_register_beat_and_are_forgotten => sqlite_workers_register_beat_and_are_forgotten, postgres_workers_register_beat_and_are_forgotten;
     warm_slots_keep_min_instances_across_workers => sqlite_warm_slots_keep_min_instances_across_workers, postgres_warm_slots_keep_min_instances_across_workers;
+    contending_workers_share_warm_slots => sqlite_contending_workers_share_warm_slots, postgres_contending_workers_share_warm_slots;
 }
 
 fn every_kind() -> Offer {
@@ -630,4 +631,53 @@ async fn warm_slots_keep_min_instances_across_workers(store: SqlStore) {
         ),
         [0]
     );
+}
+
+async fn contending_workers_share_warm_slots(store: SqlStore) {
+    let a = user(&store, "alice").await.account.id;
+    let m = model(&store, a, "m", Visibility::Public).await;
+    let v = version(&store, m.id, "d1", "a1").await;
+    let mut deployments = Vec::new();
+    for name in ["one", "two", "three"] {
+        let d = store
+            .create_deployment(a, name, release(&v.id, 2, 4), "alice")
+            .await
+            .unwrap();
+        deployments.push(d.id);
+    }
+    // Four workers hold slots at once, round after round.
+    let store = Arc::new(store);
+    let barrier = Arc::new(tokio::sync::Barrier::new(4));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let offer = every_kind();
+                let mut held = Vec::new();
+                for _ in 0..5 {
+                    barrier.wait().await;
+                    let now = Utc::now();
+                    held = store
+                        .hold_warm_slots(&format!("w{i}"), &offer, 4, now, soon())
+                        .await
+                        .unwrap();
+                }
+                held
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    // Every deployment has exactly its min_instances, each slot held once.
+    for d in deployments {
+        let mut slots: Vec<i64> = all
+            .iter()
+            .filter(|s| s.deployment_id == d)
+            .map(|s| s.slot)
+            .collect();
+        slots.sort();
+        assert_eq!(slots, [0, 1], "deployment {d}: {all:?}");
+    }
 }

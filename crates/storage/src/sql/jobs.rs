@@ -1,9 +1,8 @@
 //! Predictions and trainings, and the queue in the jobs table that the runner takes them from.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use modelyard_domain::*;
-
 use modelyard_domain::worker::{Need, Offer};
+use modelyard_domain::*;
 use sqlx::Row;
 
 use super::{now, SqlStore};
