@@ -3,6 +3,8 @@
 //! waits, saying why, until a node with one joins; a worker node answers `/health` only; a
 //! worker's lease outlives a long prediction while it lives and fails it once it died.
 mod common;
+#[path = "../../blobs/tests/moto/mod.rs"]
+mod moto;
 
 use std::time::{Duration, Instant};
 
@@ -226,17 +228,15 @@ async fn a_gpu_version_waits_and_says_why_until_a_node_offers_a_gpu() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_node_answers_health_only() {
-    let api = start_with(Backend::Postgres, |_| {}).await;
-    let (db, data) = (
-        api.state.config.database_url.clone(),
-        api.state.config.data_dir.clone(),
-    );
+    let api = start_with(Backend::Postgres, |c| c.blob_store = Some(bucket())).await;
+    // Each node its own data directory: the bytes are in the bucket.
+    let (db, public) = (api.state.config.database_url.clone(), api.url.clone());
     let worker = start_with(Backend::Sqlite, move |c| {
         c.role = modelyard_server::Role::Worker;
         c.run_jobs = true;
         c.database_url = db;
-        c.data_dir = data;
-        c.blob_store = Some("s3://modelyard-test/queue".into());
+        c.blob_store = Some(bucket());
+        c.public_url = Some(public);
     })
     .await;
     let id = worker
@@ -289,6 +289,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The bucket the cluster nodes of these tests share: moto's server, one per test binary.
+fn bucket() -> String {
+    static BUCKET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUCKET
+        .get_or_init(|| moto::Moto::shared().bucket("queue", "nodes"))
+        .clone()
+}
+
 const LEASE: Duration = Duration::from_secs(2);
 
 /// A worker that runs a long prediction keeps it past many leases (its heartbeat renews
@@ -302,27 +310,26 @@ fn a_dead_workers_prediction_fails_once_its_lease_passes() {
             c.run_jobs = true;
             c.hardware = vec!["cpu".into()];
             c.lease = LEASE;
+            c.blob_store = Some(bucket());
         })
         .await;
         api.create_model("alice", "alice", "slow", "private").await;
         api
     });
-    let (db, data) = (
-        api.state.config.database_url.clone(),
-        api.state.config.data_dir.clone(),
-    );
+    // Each node its own data directory: the bytes are in the bucket.
+    let (db, public) = (api.state.config.database_url.clone(), api.url.clone());
     let doomed_rt = runtime();
     let (doomed, label) = doomed_rt.block_on(async {
-        let (db, data) = (db.clone(), data.clone());
+        let (db, public) = (db.clone(), public.clone());
         let s = start_with(Backend::Sqlite, move |c| {
             c.role = modelyard_server::Role::Worker;
-            c.blob_store = Some("s3://modelyard-test/queue".into());
+            c.blob_store = Some(bucket());
+            c.public_url = Some(public);
             c.run_jobs = true;
             c.hardware = vec!["gpu-t4".into()];
             c.lease = LEASE;
             c.setup_timeout = Duration::from_secs(120);
             c.database_url = db;
-            c.data_dir = data;
         })
         .await;
         let label = s.state.runner.as_ref().unwrap().label().to_string();
@@ -360,12 +367,12 @@ fn a_dead_workers_prediction_fails_once_its_lease_passes() {
         // A worker joins the cluster: it does not touch the jobs of the others.
         let joined = start_with(Backend::Sqlite, move |c| {
             c.role = modelyard_server::Role::Worker;
-            c.blob_store = Some("s3://modelyard-test/queue".into());
+            c.blob_store = Some(bucket());
+            c.public_url = Some(public);
             c.run_jobs = true;
             c.hardware = vec!["gpu-t4".into()];
             c.lease = LEASE;
             c.database_url = db;
-            c.data_dir = data;
         })
         .await;
         // Three leases later it still runs: its worker renewed the lease.

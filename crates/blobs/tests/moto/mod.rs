@@ -14,6 +14,20 @@ pub struct Moto {
 
 static ENV: Mutex<()> = Mutex::new(());
 
+/// moto's server in a process that also ends when the test process does (its parent changes),
+/// so a store kept for a whole test binary, or one whose test panicked, is never left behind.
+const WATCHED: &str = "
+import os, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+from moto.server import main
+main(['-H', '127.0.0.1', '-p', sys.argv[1]])
+";
+
 impl Moto {
     pub fn start() -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -22,14 +36,7 @@ impl Moto {
             .unwrap()
             .port();
         let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+            .args(["-c", WATCHED, &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -42,6 +49,18 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(100));
         }
         m
+    }
+
+    /// One store for every test of this test binary, with the AWS variables naming it set for
+    /// good: for binaries whose tests build stores at the same time.
+    #[allow(dead_code)]
+    pub fn shared() -> &'static Moto {
+        static SHARED: std::sync::OnceLock<Moto> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let m = Moto::start();
+            m.with_env(|| ());
+            m
+        })
     }
 
     /// A plain HTTP request (moto takes unsigned ones); the status.
