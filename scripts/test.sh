@@ -3,7 +3,8 @@
 # clients against a real `modelyard serve` (the Python suite on SQLite and again on PostgreSQL).
 #
 # scripts/setup.sh first brings up what it needs: PostgreSQL at 127.0.0.1:5432 (user postgres,
-# trust auth); python3 with cog==0.23.*, replicate==1.0.7, pytest and httpx; the npm packages.
+# trust auth); python3 with cog==0.23.*, replicate==1.0.7, pytest, httpx and moto[server]; the npm
+# packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -73,7 +73,8 @@ impl Remote {
         let mut f = tokio::fs::File::open(file)
             .await
             .map_err(io("read", file))?;
-        let mut w = BufWriter::new(self.store.clone(), key.clone());
+        // A part is 10 MiB: an upload holds at most a few of them, whatever the file's size.
+        let mut w = BufWriter::new(self.store.clone(), key.clone()).with_max_concurrency(2);
         let copied = tokio::io::copy(&mut f, &mut w).await;
         let n = match copied {
             Ok(n) => n,

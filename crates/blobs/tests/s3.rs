@@ -460,3 +460,55 @@ async fn a_push_racing_a_release_on_another_node_never_loses_files() {
     assert!(lost.is_empty(), "blobs lost: {lost:?}");
     assert!(w.keys(&a).await.is_empty());
 }
+
+async fn read_all(c: modelyard_blobs::Content) -> Vec<u8> {
+    use futures_util::TryStreamExt;
+    match c {
+        modelyard_blobs::Content::Local(p) => std::fs::read(p).unwrap(),
+        modelyard_blobs::Content::Stream { size, body } => {
+            let chunks: Vec<_> = body.try_collect().await.unwrap();
+            let all = chunks.concat();
+            assert_eq!(all.len() as u64, size);
+            all
+        }
+    }
+}
+
+#[tokio::test]
+async fn outputs_and_uploads_are_served_by_any_node_and_removed_everywhere() {
+    let w = world(false).await;
+    let (a, b) = (w.node("a", 1 << 20), w.node("b", 1 << 20));
+    // The runner writes an output file into the data directory, then publishes it.
+    let dir = a.layout().job_outputs("job1").unwrap().join("tok");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("out.txt"), b"an output").unwrap();
+    a.publish_output("job1", "tok", "out.txt").await.unwrap();
+    assert!(!a.layout().job_outputs("job1").unwrap().exists());
+    let got = b.output("job1", "tok", "out.txt").await.unwrap().unwrap();
+    assert_eq!(read_all(got).await, b"an output");
+    assert!(b.output("job1", "tok", "other").await.unwrap().is_none());
+    assert!(b.output("job1", "..", "out.txt").await.is_err());
+    let copy = b
+        .output_copy("job1", "tok", "out.txt")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(std::fs::read(copy.path()).unwrap(), b"an output");
+    drop(copy);
+    assert_eq!(b.output_jobs().await.unwrap(), vec!["job1".to_string()]);
+    b.remove_outputs("job1").await.unwrap();
+    assert!(a.output("job1", "tok", "out.txt").await.unwrap().is_none());
+    assert!(b.output_jobs().await.unwrap().is_empty());
+
+    // An upload is written where uploads arrive, then kept in the bucket.
+    std::fs::create_dir_all(a.uploads_dir()).unwrap();
+    let part = a.uploads_dir().join(".x.part");
+    std::fs::write(&part, b"uploaded").unwrap();
+    a.put_file("file1", &part).await.unwrap();
+    assert!(!part.exists());
+    let got = b.file("file1").await.unwrap().unwrap();
+    assert_eq!(read_all(got).await, b"uploaded");
+    b.remove_file("file1").await.unwrap();
+    assert!(a.file("file1").await.unwrap().is_none());
+    assert!(w.keys(&a).await.is_empty());
+}

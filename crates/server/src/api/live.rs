@@ -165,8 +165,11 @@ pub async fn file(
 ) -> ApiResult<Response> {
     let not_found = || ApiError::NotFound("There is no such file (it may have expired).".into());
     // Any node serves it: the bytes are the data directory's or the object store's.
-    let Ok(Some(content)) = s.blobs.output(&job, &token, &name).await else {
-        return Err(not_found());
+    let content = match s.blobs.output(&job, &token, &name).await {
+        Ok(Some(c)) => c,
+        Ok(None) | Err(modelyard_blobs::BlobError::BadName { .. }) => return Err(not_found()),
+        // The store could not be read: that is not the file missing.
+        Err(e) => return Err(e.into()),
     };
     if crate::retention::expired(&s, &job).await? {
         return Err(not_found());

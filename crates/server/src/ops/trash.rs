@@ -273,8 +273,12 @@ pub fn backfill_sizes(s: AppState) {
             let mut recorded = 0;
             for a in &missing {
                 // Under the lock, like a push: a release cannot forget them in between.
-                let Ok(held) = s.blobs.lock().await else {
-                    continue;
+                let held = match s.blobs.lock().await {
+                    Ok(held) => held,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not take the content lock to record sizes");
+                        continue;
+                    }
                 };
                 let sizes = match s.blobs.scan_tree_blobs(a).await {
                     Ok(sizes) if !sizes.is_empty() => sizes,
