@@ -39,10 +39,21 @@ left_behind() {
   fi
 }
 
+# Test databases are dropped by the tests that make them; any still there after a suite leaked.
+test_databases() {
+  psql "$PG_ADMIN_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'modelyard\_test\_%'"
+}
+
 step "cargo test"
 left_behind "start" || { echo "(already running before the tests: not ours)" >&2; }
+before_dbs=$(test_databases)
 cargo test --workspace
 left_behind "Rust tests"
+leaked=$(comm -13 <(echo "$before_dbs" | sort) <(test_databases | sort))
+if [ -n "$leaked" ]; then
+  echo "test databases outlived the Rust tests: $leaked" >&2
+  exit 1
+fi
 
 step "cargo build -p modelyard"
 cargo build -p modelyard
@@ -72,6 +83,12 @@ start=$SECONDS
 MODELYARD_TEST_DATABASE_URL="${PG_ADMIN_URL%/*}/$db" run_pytest
 echo "Python suite on PostgreSQL took $((SECONDS - start)) s"
 left_behind "Python suites"
+
+step "Cluster suite (PostgreSQL, S3, two API nodes and two workers)"
+start=$SECONDS
+python3 -m pytest tests/cluster -p no:cacheprovider -q -rfE --durations=5
+echo "Cluster suite took $((SECONDS - start)) s"
+left_behind "cluster suite"
 
 step "JavaScript client suite"
 if [ ! -d tests/js/node_modules ]; then

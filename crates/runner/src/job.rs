@@ -179,7 +179,7 @@ pub async fn run(
     }
     let mut status = None;
     if let Some(mut end) = end {
-        end.completed_at = completed_at;
+        end.completed_at = end.completed_at.min(completed_at);
         let s = end.status;
         let done = ended(&job, &end);
         match inner.store.finish_job(&job.id, end).await {
@@ -369,13 +369,17 @@ async fn execute(
         r => r,
     };
     let healthy = inner.pool.alive(&lease) && result.is_ok() && !oom;
+    // The job ended when its server was done with it: before the server and the place go back,
+    // so a job that starts on them never starts before this one completed.
+    let done_at = Utc::now();
     inner.pool.release(lease, healthy).await;
     slot.give_back();
-    let total = (Utc::now() - job.created_at).num_milliseconds() as f64 / 1000.0;
+    let total = (done_at - job.created_at).num_milliseconds() as f64 / 1000.0;
     let mut end = match result {
         Ok(payload) => end_from(&payload, started.elapsed().as_secs_f64()),
         Err(e) => failed(e),
     };
+    end.completed_at = done_at;
     end.metrics["total_time"] = json!(total);
     if canceled {
         end.status = Status::Canceled;

@@ -29,24 +29,49 @@ pub struct Server {
 impl Drop for Server {
     /// Drops the test's PostgreSQL database, so runs leave nothing behind.
     fn drop(&mut self) {
-        let Some(name) = self.pg_database.take() else {
-            return;
-        };
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::AnyConnection::connect(&pg_base()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        })
-        .join();
+        if let Some(name) = self.pg_database.take() {
+            drop_pg_database(name);
+        }
     }
+}
+
+/// A PostgreSQL database a test made for itself (to share between servers it starts and stops),
+/// dropped with this value.
+pub struct OwnPgDatabase {
+    pub url: String,
+}
+
+impl OwnPgDatabase {
+    pub async fn new() -> OwnPgDatabase {
+        OwnPgDatabase {
+            url: fresh_pg_database().await,
+        }
+    }
+}
+
+impl Drop for OwnPgDatabase {
+    fn drop(&mut self) {
+        if let Some((_, name)) = self.url.rsplit_once('/') {
+            drop_pg_database(name.to_string());
+        }
+    }
+}
+
+fn drop_pg_database(name: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            if let Ok(mut conn) = sqlx::AnyConnection::connect(&pg_base()).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    })
+    .join();
 }
 
 fn pg_base() -> String {
