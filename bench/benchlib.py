@@ -75,7 +75,8 @@ class PgDatabase:
     """A throwaway PostgreSQL database (trust auth, as the tests use); `.url`; `drop()`."""
 
     def __init__(self):
-        self.name = f"modelyard_bench_{os.getpid()}_{int(time.time())}"
+        # Unique even for two made in the same second by one run.
+        self.name = f"modelyard_bench_{os.getpid()}_{int(time.time())}_{os.urandom(3).hex()}"
         self.url = f"{PG_URL}/{self.name}"
         self._psql(f'CREATE DATABASE "{self.name}"')
 

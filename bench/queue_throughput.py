@@ -2,7 +2,9 @@
 """How fast a cluster drains its queue: one API node and 1, 2 and 4 worker nodes on one
 PostgreSQL database.
 
-Per worker count, it starts that many workers, warms them up (a few predictions, so every worker
+First the reference, in the same run: one `modelyard serve` (API and runner in one process) on a
+PostgreSQL database of its own, draining the same predictions. Then, per worker count, it starts
+that many workers, warms them up (a few predictions, so every worker
 has a model server up), submits N predictions of a trivial predictor (fixtures/cog/echo) at
 once, waits for all of them, and reads their records: jobs per second (N over the time from the
 first `created_at` to the last `completed_at`) and the queue wait, `started_at - created_at`, at
@@ -127,11 +129,12 @@ def start_moto(nodes):
     return endpoint
 
 
-def node_argv(addr, data, db, mode, role, a, blob_store):
+def node_argv(addr, data, db, mode, role, a, blob_store, public):
     argv = [BIN, "serve", "--addr", addr, "--data-dir", data, "--database-url", db,
             "--python", sys.executable, "--max-servers", str(a.servers_per_worker)]
     if mode == "cluster":
-        argv += ["--role", role, "--blob-store", blob_store]
+        # Every node names the API's address in the URLs it makes (a load balancer's, usually).
+        argv += ["--role", role, "--blob-store", blob_store, "--public-url", public]
     elif role == "api":
         argv += ["--role", "all", "--no-runner"]
     else:
@@ -178,6 +181,41 @@ def measure(records):
             "error": next((p.get("error") for p in records if p["status"] != "succeeded"), None)}
 
 
+def one_machine(nodes, tmp, env, a):
+    """The reference, measured in the same run: one `modelyard serve` (API and runner in one
+    process, `--max-servers` as each worker's) on a PostgreSQL database of its own, its bytes on
+    local disk, draining the same number of the same predictions."""
+    ref_db = PgDatabase()
+    data = os.path.join(tmp, "one-machine")
+    port = free_port()
+    proc = None
+    try:
+        token = subprocess.run([BIN, "admin", "user", "create", "bench", "--data-dir", data,
+                                "--database-url", ref_db.url], check=True, capture_output=True,
+                               text=True, env=env).stdout.strip().splitlines()[-1]
+        proc = nodes.start("one-machine", [BIN, "serve", "--addr", f"127.0.0.1:{port}",
+                                           "--data-dir", data, "--database-url", ref_db.url,
+                                           "--python", sys.executable,
+                                           "--max-servers", str(a.servers_per_worker)], env)
+        if not wait_port("127.0.0.1", port, proc):
+            nodes.fail(proc, "the one-machine server did not start")
+        url = f"http://127.0.0.1:{port}"
+        cli_env = dict(env, MODELYARD_URL=url, MODELYARD_TOKEN=token)
+        subprocess.run([BIN, "models", "create", "bench/echo"], env=cli_env, check=True,
+                       capture_output=True)
+        version = subprocess.run([BIN, "push", "bench/echo", FIXTURE], env=cli_env, check=True,
+                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        api = Api(url, token)
+        warm = measure(submit_and_wait(api, version, 4 * a.servers_per_worker, a.timeout))
+        if warm["failed"]:
+            raise SystemExit(f"warm-up predictions failed: {warm['error']}")
+        return measure(submit_and_wait(api, version, a.predictions, a.timeout))
+    finally:
+        if proc is not None:
+            nodes.stop([proc])
+        ref_db.drop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1],
@@ -212,8 +250,9 @@ def main():
                                 "--database-url", db.url], check=True, capture_output=True,
                                text=True, env=env).stdout.strip().splitlines()[-1]
         port = free_port()
+        public = f"http://127.0.0.1:{port}"
         api_node = nodes.start("api", node_argv(f"127.0.0.1:{port}", data_of("api"), db.url,
-                                                a.mode, "api", a, blob_store), env)
+                                                a.mode, "api", a, blob_store, public), env)
         if not wait_port("127.0.0.1", port, api_node):
             nodes.fail(api_node, "the API node did not start")
         url = f"http://127.0.0.1:{port}"
@@ -224,6 +263,9 @@ def main():
         version = subprocess.run([BIN, "push", "bench/echo", FIXTURE], env=cli_env, check=True,
                                  capture_output=True, text=True).stdout.strip().splitlines()[-1]
 
+        reference = one_machine(nodes, tmp, env, a)
+        print(f"one machine: {reference['rate']:.1f} jobs/s, queue wait p50 "
+              f"{reference['p50']:.0f} ms", file=sys.stderr)
         rows = []
         for w in counts:
             workers = []
@@ -233,7 +275,7 @@ def main():
                 wport = free_port()
                 p = nodes.start(f"worker{k + 1}-of-{w}",
                                 node_argv(f"{host}:{wport}", data_of(f"worker{k + 1}"), db.url,
-                                          a.mode, "worker", a, blob_store), env)
+                                          a.mode, "worker", a, blob_store, public), env)
                 # A worker serves no clients and may not listen at all: it is up when it has
                 # not exited by the time its port would have opened.
                 if not wait_port(host, wport, p, 20) and p.poll() is not None:
@@ -255,12 +297,15 @@ def main():
         print(f"\n## Queue throughput ({a.mode} mode, {a.predictions} predictions per row, "
               f"fixtures/cog/echo, {a.servers_per_worker} model server(s) per worker)\n")
         print(f"Machine: {os.cpu_count()} CPUs; load average (1 min) at the end {load:.2f}.\n")
-        print("| workers | jobs/s | first created to last completed (s) | queue wait p50 (ms) "
-              "| queue wait p99 (ms) | failed |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| nodes | jobs/s | vs one machine | first created to last completed (s) "
+              "| queue wait p50 (ms) | queue wait p99 (ms) | failed |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        r = reference
+        print(f"| one machine (`serve`, PostgreSQL, local disk) | {r['rate']:.1f} | 1.00 "
+              f"| {r['span']:.2f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['failed']} |")
         for w, r in rows:
-            print(f"| {w} | {r['rate']:.1f} | {r['span']:.2f} | {r['p50']:.0f} | {r['p99']:.0f} "
-                  f"| {r['failed']} |")
+            print(f"| API + {w} worker(s) | {r['rate']:.1f} | {r['rate'] / reference['rate']:.2f} "
+                  f"| {r['span']:.2f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['failed']} |")
         failed = [r for _, r in rows if r["failed"]]
         if failed:
             print(f"\nFirst failure: {failed[0]['error']}")
