@@ -390,6 +390,11 @@ impl SqlStore {
         lease: &JobLease,
         start: Option<DateTime<Utc>>,
     ) -> Result<bool> {
+        if self.dialect.claims_in_one_statement()
+            && self.claim_plain(id, offer, lease, start).await?
+        {
+            return Ok(true);
+        }
         let mut tx = self.begin_write().await?;
         // The offer is checked here too, not only when the queue was read: a job handed to
         // this node's dispatcher directly may be for another worker's hardware.
@@ -449,5 +454,40 @@ impl SqlStore {
         let r = q.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// The claim of a job outside any deployment as one conditional `UPDATE` (see
+    /// `Dialect::claims_in_one_statement`); false when it took nothing (a deployment's job, one
+    /// taken meanwhile, one the offer does not take), which the transaction then decides.
+    async fn claim_plain(
+        &self,
+        id: &str,
+        offer: &Offer,
+        lease: &JobLease,
+        start: Option<DateTime<Utc>>,
+    ) -> Result<bool> {
+        let (started, first) = match start {
+            Some(_) => (", status = 'processing', started_at = $4", 5),
+            None => ("", 4),
+        };
+        let sql = format!(
+            "UPDATE jobs SET claimed = 1, worker_id = $1, lease_until = $2{started} \
+             WHERE id = $3 AND status = 'starting' AND claimed = 0 AND deployment_id IS NULL \
+             AND EXISTS (SELECT 1 FROM versions v JOIN models mo ON mo.id = v.model_id \
+             LEFT JOIN deployments d ON d.id = jobs.deployment_id {RELEASE_JOIN} \
+             WHERE v.id = jobs.version_id{})",
+            offer_filter(offer, first)
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(&lease.worker_id)
+            .bind(micros(lease.until))
+            .bind(id);
+        if let Some(at) = start {
+            q = q.bind(micros(at));
+        }
+        for h in &offer.hardware {
+            q = q.bind(h);
+        }
+        Ok(q.execute(&self.writer).await?.rows_affected() == 1)
     }
 }
