@@ -198,7 +198,8 @@ pub struct ServeArgs {
     /// AWS_SECRET_ACCESS_KEY and AWS_REGION say where and as whom).
     #[arg(long, env = "MODELYARD_BLOB_STORE")]
     pub blob_store: Option<String>,
-    /// How much a worker keeps of artifacts and weights fetched from the object store, in GiB.
+    /// How much a node keeps of each of its caches, in GiB: artifacts and weights fetched from
+    /// the object store, and built Python environments (least recently used go first).
     #[arg(long, env = "MODELYARD_WORKER_CACHE_GB", default_value_t = defaults::WORKER_CACHE_GB)]
     pub worker_cache_gb: u64,
     /// How long a worker's hold on a running job lasts unless renewed, in seconds: a worker

@@ -170,6 +170,9 @@ pub async fn housekeeping(inner: Arc<Inner>) {
         if tick.is_multiple_of(10) {
             job::remove_expired(&inner).await;
         }
+        if tick.is_multiple_of(120) {
+            trim_envs(&inner).await;
+        }
         tick += 1;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -180,6 +183,38 @@ pub async fn housekeeping(inner: Arc<Inner>) {
 
 /// Keeps warm the servers of the deployments' warm slots this worker holds: the cluster
 /// keeps each deployment's `min_instances` between its workers, one slot a server.
+/// Keeps the built Python environments within `env_cache_bytes` (every minute): the least
+/// recently used go first, never one a server runs or starts on, nor one a job was handed in
+/// the last ten minutes. Specs that named a removed one are forgotten, so the next job of their
+/// version builds it again.
+async fn trim_envs(inner: &Arc<Inner>) {
+    const KEEP: Duration = Duration::from_secs(600);
+    let in_use: std::collections::HashSet<std::path::PathBuf> = {
+        let keys = inner.pool.keys_in_use();
+        let specs = inner.specs.lock().map(|m| m.clone()).unwrap_or_default();
+        keys.iter()
+            .filter_map(|k| specs.get(k))
+            .filter_map(|(spec, ..)| crate::env::Envs::dir_of(&spec.env))
+            .collect()
+    };
+    let task = {
+        let inner = inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.envs.evict(inner.cfg.env_cache_bytes, &in_use, KEEP)
+        })
+    };
+    let Ok(gone) = task.await else {
+        return;
+    };
+    if !gone.is_empty() {
+        if let Ok(mut specs) = inner.specs.lock() {
+            specs.retain(|_, (spec, ..)| {
+                crate::env::Envs::dir_of(&spec.env).is_none_or(|d| !gone.contains(&d))
+            });
+        }
+    }
+}
+
 async fn keep_warm(inner: &Arc<Inner>) {
     let now = Utc::now();
     let lease = inner.job_lease();

@@ -1,8 +1,9 @@
 //! Python environments for versions: one per set of `python_packages`, built once and cached
 //! by content, with its build log kept beside it.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -20,6 +21,36 @@ pub struct Envs {
     dir: PathBuf,
     sandbox: Arc<Sandbox>,
     building: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When each environment (its directory) was last handed to a job, since this start.
+    used: Mutex<HashMap<PathBuf, Instant>>,
+    /// The size of each built environment: it does not change once ready.
+    sizes: Mutex<HashMap<PathBuf, u64>>,
+}
+
+/// Bytes of the files under `dir` (links not followed).
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// When an environment was built (its `ready` marker), for ones no job used since this start.
+fn built_at(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(dir.join("ready"))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// The last `lines` lines of `text`, for error messages.
@@ -34,7 +65,86 @@ impl Envs {
             dir,
             sandbox,
             building: Default::default(),
+            used: Default::default(),
+            sizes: Default::default(),
         }
+    }
+
+    /// The directory of an environment (its venv's parent), as `evict` and `in_use` name it.
+    pub fn dir_of(env: &PyEnv) -> Option<PathBuf> {
+        env.dir
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+    }
+
+    /// A job is about to use this environment: it is the last to go when the cache is full.
+    pub fn touch(&self, env: &PyEnv) {
+        if let (Some(d), Ok(mut used)) = (Self::dir_of(env), self.used.lock()) {
+            used.insert(d, Instant::now());
+        }
+    }
+
+    /// Removes built environments, least recently used first, until they take at most
+    /// `budget` bytes together: never one in `in_use` (a server runs on it, or is starting on
+    /// it) nor one handed to a job within `keep`. Failed builds and their logs are kept (they are
+    /// small, and say why). Returns the directories removed. Blocking: file-system work.
+    pub fn evict(&self, budget: u64, in_use: &HashSet<PathBuf>, keep: Duration) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();
+        let mut ready: Vec<(PathBuf, u64, Option<Instant>)> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|d| d.join("ready").exists())
+            .map(|d| {
+                let size = self.size_of(&d);
+                let at = used.get(&d).copied();
+                (d, size, at)
+            })
+            .collect();
+        let mut total: u64 = ready.iter().map(|(_, size, _)| size).sum();
+        // Never used since this start first (by when they were built), then by last use.
+        ready.sort_by_key(|(d, _, at)| (at.is_some(), *at, built_at(d)));
+        let mut gone = Vec::new();
+        for (d, size, at) in ready {
+            if total <= budget {
+                break;
+            }
+            if in_use.contains(&d) || at.is_some_and(|t| t.elapsed() < keep) {
+                continue;
+            }
+            // Out of sight first, so a build or a server never finds it half removed.
+            let doomed = self.dir.join(format!(
+                ".evicted-{}",
+                rand::Rng::gen::<u64>(&mut rand::thread_rng())
+            ));
+            if std::fs::rename(&d, &doomed).is_ok() {
+                let _ = std::fs::remove_dir_all(&doomed);
+                total = total.saturating_sub(size);
+                if let Ok(mut sizes) = self.sizes.lock() {
+                    sizes.remove(&d);
+                }
+                if let Ok(mut used) = self.used.lock() {
+                    used.remove(&d);
+                }
+                tracing::info!(env = %d.display(), bytes = size, "removed a Python environment to stay within the cache's size");
+                gone.push(d);
+            }
+        }
+        gone
+    }
+
+    fn size_of(&self, dir: &Path) -> u64 {
+        if let Some(s) = self.sizes.lock().ok().and_then(|m| m.get(dir).copied()) {
+            return s;
+        }
+        let size = dir_size(dir);
+        if let Ok(mut m) = self.sizes.lock() {
+            m.insert(dir.to_path_buf(), size);
+        }
+        size
     }
 
     pub fn key(&self, packages: &[String]) -> String {
@@ -273,4 +383,67 @@ fn failure(log: &Path, text: &str) -> String {
         log.display(),
         tail(text, 15)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Envs, PyEnv};
+    use crate::sandbox::{Sandbox, SandboxConfig};
+
+    /// A built environment of `bytes` bytes, as `ensure` leaves one.
+    fn built(root: &std::path::Path, name: &str, bytes: usize) -> PyEnv {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("venv/lib")).unwrap();
+        std::fs::write(dir.join("venv/lib/site.bin"), vec![0u8; bytes]).unwrap();
+        std::fs::write(dir.join("ready"), b"").unwrap();
+        PyEnv {
+            dir: Some(dir.join("venv")),
+        }
+    }
+
+    #[test]
+    fn the_least_recently_used_unused_environments_go_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = SandboxConfig {
+            confine: false,
+            ..Default::default()
+        };
+        let sandbox = Arc::new(Sandbox::new(cfg, "python3", &tmp.path().join("sandbox")).unwrap());
+        let root = tmp.path().join("envs");
+        let envs = Envs::new(root.clone(), sandbox);
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| built(&root, n, 1000));
+        // A failed build is not counted, nor removed.
+        std::fs::create_dir_all(root.join("broken")).unwrap();
+        std::fs::write(root.join("broken/failed"), b"pip said no").unwrap();
+        for e in [&c, &a, &b, &d] {
+            envs.touch(e);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let dir = |e: &PyEnv| Envs::dir_of(e).unwrap();
+        // c is the oldest but a server runs on it; a is next: it goes, then b.
+        let in_use = HashSet::from([dir(&c)]);
+        let gone = envs.evict(2000, &in_use, Duration::ZERO);
+        assert_eq!(gone, [dir(&a), dir(&b)]);
+        assert!(!dir(&a).exists() && !dir(&b).exists());
+        assert!(dir(&c).exists() && dir(&d).exists() && root.join("broken/failed").exists());
+        // Within budget: nothing more goes.
+        assert!(envs.evict(2000, &HashSet::new(), Duration::ZERO).is_empty());
+        // Ones used within `keep` stay even over budget.
+        assert!(envs
+            .evict(0, &HashSet::new(), Duration::from_secs(600))
+            .is_empty());
+        assert_eq!(envs.evict(0, &in_use, Duration::ZERO), [dir(&d)]);
+        assert!(dir(&c).exists());
+        // Nothing half-removed is left beside them.
+        let left: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
 }

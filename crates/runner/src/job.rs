@@ -42,6 +42,7 @@ pub async fn spec_for(
     };
     let cached = inner.specs.lock().ok().and_then(|m| m.get(&key).cloned());
     if let Some((spec, artifact, weights)) = cached {
+        inner.envs.touch(&spec.env);
         // Opened again each time: the cache may have dropped an unpinned copy meanwhile, and
         // the server about to start must pin it.
         let (project, weights) = open_content(inner, &artifact, weights.as_deref()).await?;
@@ -51,6 +52,7 @@ pub async fn spec_for(
         });
     }
     let (spec, artifact, weights) = make_spec(inner, version_id, kind, say).await?;
+    inner.envs.touch(&spec.env);
     if let Ok(mut m) = inner.specs.lock() {
         let unpinned = Spec {
             pins: vec![],

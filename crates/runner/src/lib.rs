@@ -69,6 +69,9 @@ pub struct RunnerConfig {
     pub takes_everything: bool,
     /// The live side of jobs, which the server has whether it runs jobs or not.
     pub live: Arc<Live>,
+    /// How many bytes of built Python environments this node keeps: beyond it, the least
+    /// recently used that no server runs on are removed (and built again when needed).
+    pub env_cache_bytes: u64,
 }
 
 /// Why the runner did not start.

@@ -437,6 +437,16 @@ impl Pool {
         self.lock().instances.len()
     }
 
+    /// The keys of the servers running or being started: what they run on must stay.
+    pub fn keys_in_use(&self) -> Vec<Key> {
+        let st = self.lock();
+        st.instances
+            .iter()
+            .map(|i| i.key.clone())
+            .chain(st.starting_keys.iter().cloned())
+            .collect()
+    }
+
     /// Stops every server; no new one starts afterwards.
     pub async fn shutdown(&self) {
         let all: Vec<Instance> = {

@@ -49,7 +49,8 @@ pub struct Config {
     /// Where bytes live (`--blob-store`): `None` is the data directory; `s3://bucket/prefix` an
     /// S3-compatible object store (endpoint and credentials from the standard AWS variables).
     pub blob_store: Option<String>,
-    /// How many bytes a worker keeps of artifacts and weights fetched from the object store.
+    /// How many bytes a node keeps of each of its caches: artifacts and weights fetched from the
+    /// object store, and built Python environments.
     pub worker_cache_bytes: u64,
     /// How often a node drops cached trees and weights no version refers to any more.
     pub cache_check: Duration,

@@ -146,6 +146,7 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
                 recover_at_start: c.role == Role::All,
                 takes_everything: c.role == Role::All && c.hardware.is_empty(),
                 live: state.live.clone(),
+                env_cache_bytes: c.worker_cache_bytes,
             },
         )
         .await
