@@ -470,13 +470,21 @@ impl SqlStore {
             Some(_) => (", status = 'processing', started_at = $4", 5),
             None => ("", 4),
         };
+        let filter = offer_filter(offer, first);
+        // A node that takes everything needs no look at the version or the model.
+        let offered = if filter.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " AND EXISTS (SELECT 1 FROM versions v JOIN models mo ON mo.id = v.model_id \
+                 LEFT JOIN deployments d ON d.id = jobs.deployment_id {RELEASE_JOIN} \
+                 WHERE v.id = jobs.version_id{filter})"
+            )
+        };
         let sql = format!(
             "UPDATE jobs SET claimed = 1, worker_id = $1, lease_until = $2{started} \
-             WHERE id = $3 AND status = 'starting' AND claimed = 0 AND deployment_id IS NULL \
-             AND EXISTS (SELECT 1 FROM versions v JOIN models mo ON mo.id = v.model_id \
-             LEFT JOIN deployments d ON d.id = jobs.deployment_id {RELEASE_JOIN} \
-             WHERE v.id = jobs.version_id{})",
-            offer_filter(offer, first)
+             WHERE id = $3 AND status = 'starting' AND claimed = 0 \
+             AND deployment_id IS NULL{offered}"
         );
         let mut q = sqlx::query(&sql)
             .bind(&lease.worker_id)
