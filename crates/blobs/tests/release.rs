@@ -1,10 +1,12 @@
 //! The data directory against a real store (SQLite in a temporary folder): content is placed by
 //! digest and goes exactly when no version refers to it any more.
+mod versions;
+
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use modelyard_blobs::{digest_file, BlobError, Blobs, Held, Released, Stored, TreeFile};
-use modelyard_domain::{AccountKind, Caller, NewModel, NewVersion};
+use modelyard_domain::{AccountKind, NewModel};
 use modelyard_storage::prelude::*;
 use modelyard_storage::SqlStore;
 use sha2::{Digest, Sha256};
@@ -69,37 +71,12 @@ impl Data {
             .unwrap()
     }
 
-    /// Records a version of the model using `artifact` (and `weights`).
     async fn version(&self, artifact: &str, weights: Option<&str>) -> String {
-        self.store
-            .create_version(NewVersion {
-                model_id: self.model_id,
-                content_digest: format!("{artifact}:{weights:?}"),
-                cog_version: "0.9.4".into(),
-                openapi_schema: serde_json::json!({}),
-                artifact: artifact.into(),
-                base_version_id: None,
-                training_id: None,
-                weights: weights.map(str::to_string),
-                gpu: false,
-            })
-            .await
-            .unwrap()
-            .version
-            .id
+        versions::record(&self.store, self.model_id, artifact, weights).await
     }
 
     async fn delete(&self, version_id: &str) {
-        let caller = Caller {
-            account: self.store.account("alice").await.unwrap().unwrap(),
-            org_ids: vec![],
-        };
-        let d = self
-            .store
-            .delete_version(self.model_id, version_id, &caller, false)
-            .await
-            .unwrap();
-        assert!(d.deleted);
+        versions::delete(&self.store, self.model_id, version_id).await
     }
 
     /// The stored blobs with how many links each has.

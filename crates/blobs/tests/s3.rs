@@ -3,13 +3,14 @@
 //! node's cache stays within its bound, and a push racing a release on another node (one
 //! PostgreSQL database, one bucket) never loses a file.
 mod moto;
+mod versions;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use modelyard_blobs::{Blobs, Held, Released, Stored, TreeFile};
-use modelyard_domain::{AccountKind, Caller, NewModel, NewVersion};
+use modelyard_domain::{AccountKind, NewModel};
 use modelyard_storage::prelude::*;
 use modelyard_storage::SqlStore;
 use moto::Moto;
@@ -126,35 +127,11 @@ impl World {
     }
 
     async fn version(&self, artifact: &str, weights: Option<&str>) -> String {
-        self.store
-            .create_version(NewVersion {
-                model_id: self.model_id,
-                content_digest: format!("{artifact}:{weights:?}"),
-                cog_version: "0.9.4".into(),
-                openapi_schema: serde_json::json!({}),
-                artifact: artifact.into(),
-                base_version_id: None,
-                training_id: None,
-                weights: weights.map(str::to_string),
-                gpu: false,
-            })
-            .await
-            .unwrap()
-            .version
-            .id
+        versions::record(&self.store, self.model_id, artifact, weights).await
     }
 
     async fn delete(&self, version_id: &str) {
-        let caller = Caller {
-            account: self.store.account("alice").await.unwrap().unwrap(),
-            org_ids: vec![],
-        };
-        let d = self
-            .store
-            .delete_version(self.model_id, version_id, &caller, false)
-            .await
-            .unwrap();
-        assert!(d.deleted);
+        versions::delete(&self.store, self.model_id, version_id).await
     }
 }
 
