@@ -90,47 +90,54 @@ pub async fn heartbeat(inner: Arc<Inner>) {
     }
 }
 
-/// Every few seconds: jobs whose worker's lease passed fail (started) or go back to the queue
-/// (taken), long-silent workers are forgotten, and queued jobs that no live worker could take
-/// say so in their logs. Every statement is a conditional update, so every node may run this.
-pub async fn reaper(inner: Arc<Inner>) {
-    let mut shutdown = inner.shutdown.subscribe();
+/// The reaper, run by every runner and by API nodes of a cluster (so leases end even while
+/// no worker is left): every `REAP_EVERY`, jobs whose lease passed end failed (started) or go
+/// back to the queue (only taken), silent workers are forgotten, and queued jobs nobody can
+/// take say why. Its writes are conditional, so several nodes running it is harmless. `reaped`
+/// hears when leases ran out (a runner wakes its dispatcher). Ends when `stop` says so.
+pub async fn reaper(
+    store: Arc<dyn Store>,
+    lease: Duration,
+    reaped: impl Fn() + Send + 'static,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
     loop {
-        reap(&inner).await;
+        reap(store.as_ref(), lease, &reaped).await;
         tokio::select! {
             _ = tokio::time::sleep(REAP_EVERY) => {}
-            _ = shutdown.changed() => return,
+            _ = stop.changed() => return,
         }
     }
 }
 
-async fn reap(inner: &Inner) {
+async fn reap(store: &dyn Store, lease: chrono::Duration, reaped: &impl Fn()) {
     let now = Utc::now();
-    match inner.store.expire_leases(now, WORKER_LOST).await {
+    match store.expire_leases(now, WORKER_LOST).await {
         Ok(r) if r.failed + r.requeued > 0 => {
             tracing::warn!(failed = r.failed, requeued = r.requeued, "leases ran out");
-            inner.wake.notify_one();
+            reaped();
         }
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "could not expire leases"),
     }
-    let stale = now - lease(inner) * FORGET_AFTER_LEASES;
-    if let Err(e) = inner.store.forget_stale_workers(stale).await {
+    let stale = now - lease * FORGET_AFTER_LEASES;
+    if let Err(e) = store.forget_stale_workers(stale).await {
         tracing::error!(error = %e, "could not forget silent workers");
     }
-    note_waiting(inner, now).await;
+    note_waiting(store, lease, now).await;
 }
 
 /// Queued jobs that no live worker offers the hardware (or the GPU) for get one line in their
 /// logs, once, so whoever waits on them knows why.
-async fn note_waiting(inner: &Inner, now: chrono::DateTime<Utc>) {
-    let Ok(needs) = inner.store.unnoted_needs(500).await else {
+async fn note_waiting(store: &dyn Store, lease: chrono::Duration, now: chrono::DateTime<Utc>) {
+    let Ok(needs) = store.unnoted_needs(500).await else {
         return;
     };
     if needs.is_empty() {
         return;
     }
-    let Ok(workers) = inner.store.live_workers(now - lease(inner)).await else {
+    let Ok(workers) = store.live_workers(now - lease).await else {
         return;
     };
     for need in needs {
@@ -140,11 +147,7 @@ async fn note_waiting(inner: &Inner, now: chrono::DateTime<Utc>) {
         {
             continue;
         }
-        if let Err(e) = inner
-            .store
-            .note_waiting(&need.job_id, &need.waiting_line())
-            .await
-        {
+        if let Err(e) = store.note_waiting(&need.job_id, &need.waiting_line()).await {
             tracing::error!(error = %e, "could not note why a job waits");
         }
     }

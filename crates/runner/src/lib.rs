@@ -28,6 +28,7 @@ use modelyard_storage::{RecoveredJobs, Store, StoreError};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
 
+pub use cluster::reaper;
 pub use env::{tail, Envs};
 pub use live::{JobChannel, Live};
 
@@ -186,7 +187,17 @@ impl Runner {
         tokio::spawn(dispatch::run(inner.clone()));
         tokio::spawn(dispatch::housekeeping(inner.clone()));
         tokio::spawn(cluster::heartbeat(inner.clone()));
-        tokio::spawn(cluster::reaper(inner.clone()));
+        let woken = Arc::downgrade(&inner);
+        tokio::spawn(cluster::reaper(
+            inner.store.clone(),
+            inner.cfg.lease,
+            move || {
+                if let Some(i) = woken.upgrade() {
+                    i.wake.notify_one();
+                }
+            },
+            inner.shutdown.subscribe(),
+        ));
         Ok(Runner { inner })
     }
 

@@ -83,6 +83,8 @@ pub struct Bound {
     pub addr: SocketAddr,
     pub state: AppState,
     listener: tokio::net::TcpListener,
+    /// Stops the lease reaper of an API node (a runner stops its own).
+    stop_reaper: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 pub async fn bind(config: Config) -> Result<Bound, StartError> {
@@ -157,10 +159,23 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         ops::files::sweep_expired(state.clone());
         retention::start(state.clone());
     }
+    // An API node of a cluster reaps leases too, so a dead worker's jobs end even while no
+    // worker is left to do it.
+    let stop_reaper = (state.runner.is_none() && state.config.role == Role::Api).then(|| {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(modelyard_runner::reaper(
+            state.store.clone(),
+            state.config.lease,
+            || {},
+            stopped,
+        ));
+        stop
+    });
     Ok(Bound {
         addr,
         state,
         listener,
+        stop_reaper,
     })
 }
 
@@ -207,6 +222,7 @@ impl Bound {
     ) -> Result<(), StartError> {
         tracing::info!(addr = %self.addr, url = %self.state.public_url, "modelyard is serving");
         let runner = self.state.runner.clone();
+        let stop_reaper = self.stop_reaper;
         let app = if !self.state.config.serves_clients() {
             health::router(self.state)
         } else {
@@ -221,6 +237,9 @@ impl Bound {
         // Every Cog server stops with us.
         if let Some(r) = runner {
             r.shutdown().await;
+        }
+        if let Some(stop) = stop_reaper {
+            let _ = stop.send(true);
         }
         served
     }

@@ -409,3 +409,49 @@ fn a_dead_workers_prediction_fails_once_its_lease_passes() {
         stop(&[&joined, &api]).await;
     });
 }
+
+/// An API node reaps leases too: a job held by a worker that vanished ends failed even while
+/// no worker is left in the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_node_alone_ends_a_vanished_workers_job() {
+    let api = start_with(Backend::Postgres, |c| {
+        c.role = modelyard_server::Role::Api;
+        c.blob_store = Some(bucket());
+        c.public_url = Some("http://127.0.0.1:9".into());
+        c.lease = LEASE;
+    })
+    .await;
+    assert!(api.state.runner.is_none());
+    api.create_model("alice", "alice", "held", "private").await;
+    let v = api.version("alice/held", "held").await;
+    let r = api.predict("alice", "alice/held", &v).await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    // A worker that took and started it, then vanished: its lease has already passed.
+    let gone = modelyard_storage::JobLease {
+        worker_id: "vanished-worker".into(),
+        until: chrono::Utc::now() - chrono::Duration::seconds(1),
+    };
+    let offer = modelyard_domain::worker::Offer::everything();
+    let now = chrono::Utc::now();
+    assert!(api
+        .state
+        .store
+        .claim_and_start_job(&id, &offer, &gone, now)
+        .await
+        .unwrap());
+    let path = format!("/v1/predictions/{id}");
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = api.get("alice", &path).await.body;
+        if p["status"] == "failed" {
+            assert!(
+                p["error"].as_str().unwrap().contains("stopped answering"),
+                "{p}"
+            );
+            break;
+        }
+        assert_eq!(p["status"], "processing", "{p}");
+        assert!(Instant::now() < until, "the API node never reaped it: {p}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
