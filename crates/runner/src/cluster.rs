@@ -42,7 +42,11 @@ fn offer(cfg: &crate::RunnerConfig) -> Offer {
 }
 
 fn lease(inner: &Inner) -> chrono::Duration {
-    chrono::Duration::from_std(inner.cfg.lease).unwrap_or(chrono::Duration::seconds(30))
+    chrono_lease(inner.cfg.lease)
+}
+
+fn chrono_lease(lease: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
 }
 
 /// Records this worker, its heartbeat now.
@@ -101,7 +105,7 @@ pub async fn reaper(
     reaped: impl Fn() + Send + 'static,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+    let lease = chrono_lease(lease);
     loop {
         reap(store.as_ref(), lease, &reaped).await;
         tokio::select! {

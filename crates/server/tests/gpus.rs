@@ -36,18 +36,8 @@ async fn version(s: &Server, name: &str, gpu: bool) -> String {
         };
         std::fs::write(project.path().join(f), text).unwrap();
     }
-    let resp = s
-        .http
-        .post(format!("{}/v1/models/alice/{name}/versions", s.url))
-        .bearer_auth(&s.tokens["alice"])
-        .header("content-type", "application/gzip")
-        .body(common::pack_dir(project.path()))
-        .send()
+    s.push_dir("alice", &format!("alice/{name}"), project.path())
         .await
-        .unwrap();
-    assert!(resp.status().is_success(), "push: {}", resp.status());
-    let v: Value = resp.json().await.unwrap();
-    v["id"].as_str().unwrap().to_string()
 }
 
 async fn submit(s: &Server, version: &str, seconds: u32) -> String {

@@ -218,11 +218,14 @@ async fn a_cancel_on_the_api_node_stops_the_job_where_it_runs() {
     let p = create(&b, &v, json!({"seconds": 60}), json!({}), false).await;
     let id = p["id"].as_str().unwrap().to_string();
     let path = format!("/v1/predictions/{id}");
-    let until = Instant::now() + Duration::from_secs(90);
-    while b.get("alice", &path).await.body["status"] != "processing" {
-        assert!(Instant::now() < until, "never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    b.until_status(
+        "alice",
+        &path,
+        "processing",
+        Duration::from_secs(90),
+        "never started",
+    )
+    .await;
     let stream = tokio::spawn(stream_text_owned(
         p["urls"]["stream"].as_str().unwrap().to_string(),
     ));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{start_with, Backend, Server};
 use modelyard_domain::ModelPatch;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::Connection;
 
 /// Two nodes: `cpu` offers cpu, `t4` offers gpu-t4 (without a GPU on this machine). Only the
@@ -76,18 +76,7 @@ async fn push_gpu_echo(s: &Server, model: &str) -> String {
     let yaml = std::fs::read_to_string(src.join("cog.yaml")).unwrap();
     let yaml = yaml.replacen("build:\n", "build:\n  gpu: true\n", 1);
     std::fs::write(dir.path().join("cog.yaml"), yaml).unwrap();
-    let resp = s
-        .http
-        .post(format!("{}/v1/models/{model}/versions", s.url))
-        .bearer_auth(&s.tokens["alice"])
-        .header("content-type", "application/gzip")
-        .body(common::pack_dir(dir.path()))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "push: {}", resp.status());
-    let v: Value = resp.json().await.unwrap();
-    v["id"].as_str().unwrap().to_string()
+    s.push_dir("alice", model, dir.path()).await
 }
 
 async fn stop(nodes: &[&Server]) {
@@ -359,11 +348,10 @@ fn a_dead_workers_prediction_fails_once_its_lease_passes() {
             .await;
         let id = r.body["id"].as_str().unwrap().to_string();
         let path = format!("/v1/predictions/{id}");
-        let until = Instant::now() + Duration::from_secs(120);
-        while api.get("alice", &path).await.body["status"] != "processing" {
-            assert!(Instant::now() < until, "the gpu-t4 worker never started it");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let limit = Duration::from_secs(120);
+        let never = "the gpu-t4 worker never started it";
+        api.until_status("alice", &path, "processing", limit, never)
+            .await;
         // A worker joins the cluster: it does not touch the jobs of the others.
         let joined = start_with(Backend::Sqlite, move |c| {
             c.role = modelyard_server::Role::Worker;

@@ -214,11 +214,14 @@ async fn cancel_and_deadlines_stop_running_work(b: Backend) {
         .await;
     let id = r.body["id"].as_str().unwrap().to_string();
     let path = format!("/v1/predictions/{id}");
-    let until = Instant::now() + Duration::from_secs(60);
-    while s.get("alice", &path).await.body["status"] != "processing" {
-        assert!(Instant::now() < until);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    s.until_status(
+        "alice",
+        &path,
+        "processing",
+        Duration::from_secs(60),
+        "never started",
+    )
+    .await;
     let t0 = Instant::now();
     let c = s
         .call("alice", Method::POST, &format!("{path}/cancel"), None)

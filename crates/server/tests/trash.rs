@@ -680,11 +680,14 @@ async fn trashing_a_version_stops_its_running_prediction() {
     let r = post(&s, "alice", "/v1/predictions", Some(body)).await;
     let id = r.body["id"].as_str().unwrap().to_string();
     let path = format!("/v1/predictions/{id}");
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    while s.get("alice", &path).await.body["status"] != "processing" {
-        assert!(std::time::Instant::now() < until, "never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    s.until_status(
+        "alice",
+        &path,
+        "processing",
+        Duration::from_secs(60),
+        "never started",
+    )
+    .await;
     let vpath = format!("/v1/models/alice/slow/versions/{slow}");
     assert_eq!(
         delete(&s, "alice", &vpath).await.status,

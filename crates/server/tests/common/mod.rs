@@ -286,22 +286,49 @@ pub fn pack_dir(dir: &std::path::Path) -> Vec<u8> {
 impl Server {
     /// Pushes a fixture project through the API, as `modelyard push` does; returns the version id.
     pub async fn push(&self, who: &str, model: &str, fixture_name: &str) -> String {
+        self.push_dir(who, model, &fixture(fixture_name)).await
+    }
+
+    /// Pushes the Cog project in `dir` (a fixture changed by the test); the version's id.
+    pub async fn push_dir(&self, who: &str, model: &str, dir: &std::path::Path) -> String {
         let resp = self
             .http
             .post(format!("{}/v1/models/{model}/versions", self.url))
             .bearer_auth(&self.tokens[who])
             .header("content-type", "application/gzip")
-            .body(pack_dir(&fixture(fixture_name)))
+            .body(pack_dir(dir))
             .send()
             .await
             .unwrap();
         assert!(
             resp.status().is_success(),
-            "push {fixture_name}: {}",
+            "push {}: {}",
+            dir.display(),
             resp.status()
         );
         let v: Value = resp.json().await.unwrap();
         v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls a prediction or training until its status is `status`; fails, saying `what`,
+    /// after `limit`.
+    pub async fn until_status(
+        &self,
+        who: &str,
+        path: &str,
+        status: &str,
+        limit: std::time::Duration,
+        what: &str,
+    ) -> Value {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            let body = self.get(who, path).await.body;
+            if body["status"] == status {
+                return body;
+            }
+            assert!(std::time::Instant::now() < end, "{what}: {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// Polls a prediction or training until it ends.
