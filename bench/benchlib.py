@@ -94,6 +94,54 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children(pid):
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out += [int(c) for c in open(f"/proc/{pid}/task/{tid}/children").read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _role(pid):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    if "wrapper.py" in cmd:
+        return "sandbox bridge (wrapper.py)"
+    if "cog.server.http" in cmd:
+        return "Cog server"
+    if cmd.startswith("bwrap") or "/bwrap " in cmd:
+        return "bubblewrap"
+    if "cog" in cmd or "coglet" in cmd:
+        return "Cog worker"
+    return "other: " + cmd[:40]
+
+
+def tree_cpu(pid, name="modelyard", out=None):
+    """CPU seconds of `pid` (as `name`) and of each kind of process under it, so far, added to
+    `out`: where a prediction's CPU goes. Processes that ended in between are not counted."""
+    out = {} if out is None else out
+    out[name] = out.get(name, 0.0) + cpu_seconds(pid)
+    todo = _children(pid)
+    while todo:
+        c = todo.pop()
+        role = _role(c)
+        try:
+            out[role] = out.get(role, 0.0) + cpu_seconds(c)
+            todo += _children(c)
+        except OSError:
+            pass
+    return out
+
+
+def cpu_delta(before, after, n):
+    """µs per item of each role between two `tree_cpu` readings."""
+    return {k: (after.get(k, 0.0) - before.get(k, 0.0)) * 1e6 / n for k in after}
+
+
 def proc_mem(pid):
     """VmRSS and VmHWM of a process, in MiB."""
     out = {}

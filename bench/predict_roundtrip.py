@@ -28,7 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import BIN, ROOT, cpu_seconds, ensure_built, proc_mem  # noqa: E402
+from benchlib import BIN, ROOT, cpu_delta, cpu_seconds, ensure_built, proc_mem, tree_cpu  # noqa: E402
 
 FIXTURE = os.path.join(ROOT, "fixtures", "cog", "echo")
 
@@ -104,9 +104,16 @@ def sequential(client, path, body_fn, n, check):
     return times
 
 
-def concurrent(make_client, path, body_fn, seconds, check, clients=4, times=None, errors=None):
+def own_cpu():
+    """This process's CPU seconds (the clients' threads)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def concurrent(make_client, path, body_fn, seconds, check, clients=4, times=None, errors=None,
+               counted=None):
     """Predictions per second over `clients` threads; each request's time (ms) is appended to
-    `times` and each failed check to `errors` when given."""
+    `times` and each failed check to `errors` when given, and the number done to `counted`."""
     counts = [0] * clients
     stop = time.time() + seconds
 
@@ -131,6 +138,8 @@ def concurrent(make_client, path, body_fn, seconds, check, clients=4, times=None
         t.start()
     for t in threads:
         t.join()
+    if counted is not None:
+        counted.append(sum(counts))
     return sum(counts) / (time.time() - t0)
 
 
@@ -158,7 +167,14 @@ def main():
         direct = Client(ports[0], {"Content-Type": "application/json"})
         inp = lambda i: {"input": {"prompt": f"p{i}"}}
         sequential(direct, "/predictions", inp, 30, ok_direct)  # warm-up
+        def cog_cpu():
+            out = {"client (this script)": own_cpu()}
+            for p in procs:
+                tree_cpu(p.pid, "Cog server", out)
+            return out
+        c0 = cog_cpu()
         d_times = sequential(direct, "/predictions", inp, a.requests, ok_direct)
+        cpu_rows = {"direct, sequential": cpu_delta(c0, cog_cpu(), a.requests)}
 
         # 2. The same through modelyard.
         data = os.path.join(tmp, "data")
@@ -181,14 +197,23 @@ def main():
         platform = Client(port, headers)
         sequential(platform, "/v1/predictions", body, 30, ok_platform)  # warm-up: starts a server
         cpu0 = cpu_seconds(server.pid)
+        my_cpu = lambda: dict(tree_cpu(server.pid), **{"client (this script)": own_cpu()})
+        c0 = my_cpu()
         p_times = sequential(platform, "/v1/predictions", body, a.requests, ok_platform)
         cpu_per = (cpu_seconds(server.pid) - cpu0) * 1e6 / a.requests
+        cpu_rows["modelyard, sequential"] = cpu_delta(c0, my_cpu(), a.requests)
 
         # 3. Throughput, 4 clients: modelyard (2 warm servers) vs. 2 direct Cog servers.
+        n = []
+        c0 = cog_cpu()
         d_tput = concurrent(lambda k: Client(ports[k % 2], {"Content-Type": "application/json"}),
-                            "/predictions", inp, a.seconds, ok_direct)
+                            "/predictions", inp, a.seconds, ok_direct, counted=n)
+        cpu_rows["direct, 4 clients"] = cpu_delta(c0, cog_cpu(), n[-1])
         mem_before = proc_mem(server.pid)
-        p_tput = concurrent(lambda k: Client(port, headers), "/v1/predictions", body, a.seconds, ok_platform)
+        c0 = my_cpu()
+        p_tput = concurrent(lambda k: Client(port, headers), "/v1/predictions", body, a.seconds, ok_platform,
+                            counted=n)
+        cpu_rows["modelyard, 4 clients"] = cpu_delta(c0, my_cpu(), n[-1])
         mem = proc_mem(server.pid)
         # 16 clients on the same 2 servers: every request must succeed, and none take long.
         t16, e16 = [], []
@@ -218,6 +243,16 @@ def main():
               f"{mem['VmRSS']:.1f} MiB after; peak (VmHWM) {mem['VmHWM']:.1f} MiB.")
         print(f"\nmodelyard's own CPU time per sequential prediction: {cpu_per:.0f} µs "
               f"(the Cog server's is not counted).")
+        roles = ["client (this script)", "modelyard", "sandbox bridge (wrapper.py)", "bubblewrap",
+                 "Cog server", "Cog worker"]
+        roles += sorted({r for row in cpu_rows.values() for r in row if r not in roles})
+        roles = [r for r in roles if any(abs(row.get(r, 0)) >= 0.5 for row in cpu_rows.values())]
+        print("\n## CPU time per prediction, by process (µs)\n")
+        print("| phase | " + " | ".join(roles) + " | total |")
+        print("| --- | " + " | ".join("---:" for _ in roles) + " | ---: |")
+        for name, row in cpu_rows.items():
+            print(f"| {name} | " + " | ".join(f"{row.get(r, 0):.0f}" for r in roles)
+                  + f" | {sum(row.get(r, 0) for r in roles):.0f} |")
         print(f"\n## 16 concurrent clients, 2 warm servers, {a.seconds:.0f} s\n")
         print(f"{p16:.0f} predictions/s; p50 {pct(t16, 50):.2f} ms, p99 {pct(t16, 99):.2f} ms, "
               f"max {max(t16):.2f} ms; {len(e16)} errors of {len(t16)} requests"
