@@ -128,7 +128,9 @@ pub struct Version {
     pub id: String,
     pub model_id: i64,
     pub cog_version: String,
-    pub openapi_schema: Value,
+    /// Shared: a version never changes, and its schema is read on every request that
+    /// names it (see `storage::rows::schema`).
+    pub openapi_schema: std::sync::Arc<Value>,
     pub artifact: String,
     /// For a fine-tuned version: the version it was trained from.
     pub base_version_id: Option<String>,

@@ -595,7 +595,7 @@ async fn finish_training(inner: &Inner, job: &Job, end: &mut JobEnd) -> Result<(
                 base.artifact, placed.key
             ))),
             cog_version: base.cog_version.clone(),
-            openapi_schema: base.openapi_schema.clone(),
+            openapi_schema: (*base.openapi_schema).clone(),
             artifact: base.artifact.clone(),
             base_version_id: Some(base.id.clone()),
             training_id: Some(job.id.clone()),

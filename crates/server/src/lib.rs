@@ -123,10 +123,6 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         .map_err(StartError::Database)?;
     let sandbox = start_sandbox(&config).await?;
     let mut state = AppState::new(store.clone(), blobs, config, public, key, sandbox.clone());
-    state.follow_caller_changes();
-    push::audit_artifacts(state.blobs.layout().artifacts());
-    ops::trash::backfill_sizes(state.clone());
-    ops::trash::start_sweep(state.clone(), state.config.trash_sweep_every);
     if state.config.runs_jobs() {
         let c = &state.config;
         let runner = modelyard_runner::Runner::start(
@@ -153,12 +149,16 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         )
         .await
         .map_err(StartError::Runner)?;
-        state.runner = Some(runner.clone());
+        state.set_runner(runner.clone());
         // Webhooks follow the runner's events; expired uploads go with its housekeeping.
         webhooks::start(state.clone(), &runner);
         ops::files::sweep_expired(state.clone());
         retention::start(state.clone());
     }
+    state.follow_caller_changes();
+    push::audit_artifacts(state.blobs.layout().artifacts());
+    ops::trash::backfill_sizes(state.clone());
+    ops::trash::start_sweep(state.clone(), state.config.trash_sweep_every);
     // An API node of a cluster reaps leases too, so a dead worker's jobs end even while no
     // worker is left to do it.
     let stop_reaper = (state.runner.is_none() && state.config.role == Role::Api).then(|| {

@@ -16,9 +16,19 @@ use crate::Config;
 /// Compiled input validators, by version id and schema name (`Input`, `TrainingInput`).
 pub type Validators = HashMap<(String, &'static str), Arc<jsonschema::Validator>>;
 
-/// What every handler shares.
+/// What every handler shares: one allocation, so a handler's copy is one reference count
+/// (axum clones the state for every extractor of every request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     /// The base of absolute URLs, without a trailing slash.
@@ -60,7 +70,7 @@ impl AppState {
         key: String,
         sandbox: Arc<Sandbox>,
     ) -> Self {
-        AppState {
+        AppState(Arc::new(Shared {
             sandbox,
             live: Live::new(store.clone()),
             store,
@@ -72,7 +82,14 @@ impl AppState {
             key: key.into(),
             callers: Default::default(),
             sign_in: Default::default(),
-        }
+        }))
+    }
+
+    /// Gives the state its runner; only while nothing else holds the state (at start).
+    pub fn set_runner(&mut self, runner: Runner) {
+        Arc::get_mut(&mut self.0)
+            .expect("the runner is set before the state is shared")
+            .runner = Some(runner);
     }
 
     /// The caller behind a token hash, from the store or a lookup made within the last second.

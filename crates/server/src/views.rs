@@ -1,6 +1,7 @@
 //! Domain records as Replicate's wire JSON.
 use chrono::{DateTime, SecondsFormat, Utc};
 use modelyard_domain::*;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::state::AppState;
@@ -19,33 +20,80 @@ pub fn account(a: &Account) -> Value {
     })
 }
 
+/// A version as the API answers it. Written straight from the record: the schema, the bulk
+/// of it, is serialized from the shared parsed copy instead of being copied into a `Value`
+/// first. (Fields in the order `json!` would give them, so answers read as before.)
+#[derive(Serialize)]
+pub struct VersionJson<'a> {
+    cog_version: &'a str,
+    created_at: String,
+    id: &'a str,
+    openapi_schema: &'a Value,
+    /// What it stores, for its model's owners when asked (an extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Value>,
+}
+
+pub fn version_json(v: &Version) -> VersionJson<'_> {
+    VersionJson {
+        cog_version: &v.cog_version,
+        created_at: time(v.created_at),
+        id: &v.id,
+        openapi_schema: &v.openapi_schema,
+        storage: None,
+    }
+}
+
 pub fn version(v: &Version) -> Value {
-    json!({
-        "id": v.id,
-        "created_at": time(v.created_at),
-        "cog_version": v.cog_version,
-        "openapi_schema": v.openapi_schema,
-    })
+    serde_json::to_value(version_json(v)).unwrap_or_default()
+}
+
+/// A model as the API answers it (as `VersionJson`).
+#[derive(Serialize)]
+pub struct ModelJson<'a> {
+    cover_image_url: Option<&'a str>,
+    created_at: String,
+    default_example: Option<()>,
+    description: Option<&'a str>,
+    github_url: Option<&'a str>,
+    hardware: &'a str,
+    is_official: bool,
+    latest_version: Option<VersionJson<'a>>,
+    license_url: Option<&'a str>,
+    name: &'a str,
+    owner: &'a str,
+    paper_url: Option<&'a str>,
+    run_count: i64,
+    /// What it stores, for its owners when asked (an extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Value>,
+    url: String,
+    visibility: &'static str,
+}
+
+pub fn model_json<'a>(s: &AppState, m: &'a Model) -> ModelJson<'a> {
+    ModelJson {
+        cover_image_url: m.cover_image_url.as_deref(),
+        created_at: time(m.created_at),
+        default_example: None,
+        description: m.description.as_deref(),
+        github_url: m.github_url.as_deref(),
+        hardware: &m.hardware,
+        is_official: false,
+        latest_version: m.latest_version.as_ref().map(version_json),
+        license_url: m.license_url.as_deref(),
+        name: &m.name,
+        owner: &m.owner,
+        paper_url: m.paper_url.as_deref(),
+        run_count: m.run_count,
+        storage: None,
+        url: s.url(&format!("/{}/{}", m.owner, m.name)),
+        visibility: m.visibility.as_str(),
+    }
 }
 
 pub fn model(s: &AppState, m: &Model) -> Value {
-    json!({
-        "url": s.url(&format!("/{}/{}", m.owner, m.name)),
-        "owner": m.owner,
-        "name": m.name,
-        "description": m.description,
-        "visibility": m.visibility.as_str(),
-        "hardware": m.hardware,
-        "github_url": m.github_url,
-        "paper_url": m.paper_url,
-        "license_url": m.license_url,
-        "cover_image_url": m.cover_image_url,
-        "default_example": null,
-        "latest_version": m.latest_version.as_ref().map(version),
-        "run_count": m.run_count,
-        "is_official": false,
-        "created_at": time(m.created_at),
-    })
+    serde_json::to_value(model_json(s, m)).unwrap_or_default()
 }
 
 pub fn job(s: &AppState, j: &Job) -> Value {

@@ -1,10 +1,66 @@
 //! Decoding rows into domain types, and the column lists that go with them.
 use chrono::{DateTime, TimeZone, Utc};
 use modelyard_domain::*;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::{Result, StoreError};
+
+/// A row, as either driver gives it: the decoders below read sqlx's rows and, on SQLite's
+/// direct connections (`sql/direct.rs`), rusqlite's, with the same column names.
+pub trait Cols {
+    fn text(&self, column: &str) -> Result<Option<String>>;
+    fn int(&self, column: &str) -> Result<Option<i64>>;
+}
+
+/// A value one column holds.
+pub trait Col: Sized {
+    fn read<R: Cols + ?Sized>(r: &R, column: &str) -> Result<Self>;
+}
+
+fn null(column: &str) -> StoreError {
+    StoreError::Corrupt(format!("{column} is NULL"))
+}
+
+impl Col for String {
+    fn read<R: Cols + ?Sized>(r: &R, column: &str) -> Result<Self> {
+        r.text(column)?.ok_or_else(|| null(column))
+    }
+}
+
+impl Col for Option<String> {
+    fn read<R: Cols + ?Sized>(r: &R, column: &str) -> Result<Self> {
+        r.text(column)
+    }
+}
+
+impl Col for i64 {
+    fn read<R: Cols + ?Sized>(r: &R, column: &str) -> Result<Self> {
+        r.int(column)?.ok_or_else(|| null(column))
+    }
+}
+
+impl Col for Option<i64> {
+    fn read<R: Cols + ?Sized>(r: &R, column: &str) -> Result<Self> {
+        r.int(column)
+    }
+}
+
+pub fn get<T: Col, R: Cols + ?Sized>(r: &R, column: &str) -> Result<T> {
+    T::read(r, column)
+}
+
+impl Cols for AnyRow {
+    fn text(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+    fn int(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(column)?)
+    }
+}
 
 /// Times are stored as microseconds since the epoch: one integer type on both backends.
 pub fn micros(t: DateTime<Utc>) -> i64 {
@@ -20,32 +76,65 @@ pub fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad JSON: {e}")))
 }
 
+/// Parsed schemas, by version row, with the text each was parsed from. Parsing a version's
+/// schema was a tenth of a model read's CPU; the text is still read with the row and compared,
+/// so an entry only ever stands for the very text it was parsed from (whatever database or
+/// row it came from), and a deleted version is never served from here: its row is not read.
+static SCHEMAS: LazyLock<Mutex<Schemas>> = LazyLock::new(Default::default);
+
+/// At most this much schema text is kept; past it the cache starts again empty.
+const SCHEMA_CACHE_BYTES: usize = 4 << 20;
+
+#[derive(Default)]
+struct Schemas {
+    by_seq: HashMap<i64, (String, Arc<serde_json::Value>)>,
+    bytes: usize,
+}
+
+pub fn schema(seq: i64, text: String) -> Result<Arc<serde_json::Value>> {
+    let mut cache = SCHEMAS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((t, v)) = cache.by_seq.get(&seq) {
+        if *t == text {
+            return Ok(v.clone());
+        }
+    }
+    let parsed = Arc::new(json::<serde_json::Value>(&text)?);
+    if cache.bytes + text.len() > SCHEMA_CACHE_BYTES {
+        *cache = Schemas::default();
+    }
+    cache.bytes += text.len();
+    if let Some((old, _)) = cache.by_seq.insert(seq, (text, parsed.clone())) {
+        cache.bytes -= old.len();
+    }
+    Ok(parsed)
+}
+
 /// A stored enum's text. One the code does not know is an error: a visibility quietly read as
 /// `private` would feed the deletion rules a fact nobody stored.
 pub fn known<T>(column: &str, text: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T> {
     parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown {column} {text:?}")))
 }
 
-pub fn visibility(r: &AnyRow, column: &str) -> Result<Visibility> {
+pub fn visibility<R: Cols + ?Sized>(r: &R, column: &str) -> Result<Visibility> {
     known(
         "visibility",
-        &r.try_get::<String, _>(column)?,
+        &get::<String, _>(r, column)?,
         Visibility::parse,
     )
 }
 
-pub fn status(r: &AnyRow, column: &str) -> Result<Status> {
-    known("status", &r.try_get::<String, _>(column)?, Status::parse)
+pub fn status<R: Cols + ?Sized>(r: &R, column: &str) -> Result<Status> {
+    known("status", &get::<String, _>(r, column)?, Status::parse)
 }
 
-pub fn account(r: &AnyRow) -> Result<Account> {
-    let kind: String = r.try_get("kind")?;
+pub fn account<R: Cols + ?Sized>(r: &R) -> Result<Account> {
+    let kind: String = get(r, "kind")?;
     Ok(Account {
-        id: r.try_get("id")?,
+        id: get(r, "id")?,
         kind: known("account kind", &kind, AccountKind::parse)?,
-        username: r.try_get("username")?,
-        name: r.try_get("name")?,
-        created_at: time(r.try_get("created_at")?),
+        username: get(r, "username")?,
+        name: get(r, "name")?,
+        created_at: time(get(r, "created_at")?),
     })
 }
 
@@ -81,53 +170,58 @@ pub const MODEL_AND_VERSION_SELECT: &str = concat!(
 );
 
 /// The version in the columns named with `prefix` (`v_` the latest, `r_` a requested one).
-fn prefixed_version(r: &AnyRow, prefix: &str, model_id: i64) -> Result<Option<Version>> {
+fn prefixed_version<R: Cols + ?Sized>(
+    r: &R,
+    prefix: &str,
+    model_id: i64,
+) -> Result<Option<Version>> {
     let col = |c: &str| format!("{prefix}{c}");
-    let Some(id) = r.try_get::<Option<String>, _>(col("id").as_str())? else {
+    let Some(id) = get::<Option<String>, _>(r, col("id").as_str())? else {
         return Ok(None);
     };
     Ok(Some(Version {
-        cursor: r.try_get(col("seq").as_str())?,
+        cursor: get(r, col("seq").as_str())?,
         id,
         model_id,
-        cog_version: r.try_get(col("cog_version").as_str())?,
-        openapi_schema: json::<serde_json::Value>(
-            &r.try_get::<String, _>(col("schema").as_str())?,
+        cog_version: get(r, col("cog_version").as_str())?,
+        openapi_schema: schema(
+            get(r, col("seq").as_str())?,
+            get(r, col("schema").as_str())?,
         )?,
-        artifact: r.try_get(col("artifact").as_str())?,
-        base_version_id: r.try_get(col("base").as_str())?,
-        weights: r.try_get(col("weights").as_str())?,
-        gpu: r.try_get::<i64, _>(col("gpu").as_str())? != 0,
-        created_at: time(r.try_get(col("created_at").as_str())?),
+        artifact: get(r, col("artifact").as_str())?,
+        base_version_id: get(r, col("base").as_str())?,
+        weights: get(r, col("weights").as_str())?,
+        gpu: get::<i64, _>(r, col("gpu").as_str())? != 0,
+        created_at: time(get(r, col("created_at").as_str())?),
     }))
 }
 
-pub fn model(r: &AnyRow) -> Result<Model> {
-    let id: i64 = r.try_get("id")?;
+pub fn model<R: Cols + ?Sized>(r: &R) -> Result<Model> {
+    let id: i64 = get(r, "id")?;
     let latest_version = prefixed_version(r, "v_", id)?;
     Ok(Model {
         id,
-        owner_id: r.try_get("owner_id")?,
-        owner: r.try_get("owner")?,
-        name: r.try_get("name")?,
-        description: r.try_get("description")?,
+        owner_id: get(r, "owner_id")?,
+        owner: get(r, "owner")?,
+        name: get(r, "name")?,
+        description: get(r, "description")?,
         visibility: visibility(r, "visibility")?,
-        hardware: r.try_get("hardware")?,
-        github_url: r.try_get("github_url")?,
-        paper_url: r.try_get("paper_url")?,
-        license_url: r.try_get("license_url")?,
-        cover_image_url: r.try_get("cover_image_url")?,
-        run_count: r.try_get("run_count")?,
+        hardware: get(r, "hardware")?,
+        github_url: get(r, "github_url")?,
+        paper_url: get(r, "paper_url")?,
+        license_url: get(r, "license_url")?,
+        cover_image_url: get(r, "cover_image_url")?,
+        run_count: get(r, "run_count")?,
         latest_version,
-        created_at: time(r.try_get("created_at")?),
+        created_at: time(get(r, "created_at")?),
     })
 }
 
 /// A row of `MODEL_AND_VERSION_SELECT`: the model, and the version `r` if the row has one. The
 /// latest version is usually the one asked for: then its JSON is decoded once.
-pub fn model_and_version(r: &AnyRow) -> Result<(Model, Option<Version>)> {
+pub fn model_and_version<R: Cols + ?Sized>(r: &R) -> Result<(Model, Option<Version>)> {
     let m = model(r)?;
-    let wanted: Option<String> = r.try_get("r_id")?;
+    let wanted: Option<String> = get(r, "r_id")?;
     let v = match (&m.latest_version, wanted) {
         (Some(l), Some(w)) if l.id == w => Some(l.clone()),
         _ => prefixed_version(r, "r_", m.id)?,
@@ -141,18 +235,18 @@ pub const VERSION_SELECT: &str =
     "SELECT v.seq, v.id, v.model_id, v.cog_version, v.openapi_schema, \
     v.artifact, v.base_version_id, v.weights, v.gpu, v.created_at, v.purge_at FROM versions v";
 
-pub fn version(r: &AnyRow) -> Result<Version> {
+pub fn version<R: Cols + ?Sized>(r: &R) -> Result<Version> {
     Ok(Version {
-        cursor: r.try_get("seq")?,
-        id: r.try_get("id")?,
-        model_id: r.try_get("model_id")?,
-        cog_version: r.try_get("cog_version")?,
-        openapi_schema: json(&r.try_get::<String, _>("openapi_schema")?)?,
-        artifact: r.try_get("artifact")?,
-        base_version_id: r.try_get("base_version_id")?,
-        weights: r.try_get("weights")?,
-        gpu: r.try_get::<i64, _>("gpu")? != 0,
-        created_at: time(r.try_get("created_at")?),
+        cursor: get(r, "seq")?,
+        id: get(r, "id")?,
+        model_id: get(r, "model_id")?,
+        cog_version: get(r, "cog_version")?,
+        openapi_schema: schema(get(r, "seq")?, get(r, "openapi_schema")?)?,
+        artifact: get(r, "artifact")?,
+        base_version_id: get(r, "base_version_id")?,
+        weights: get(r, "weights")?,
+        gpu: get::<i64, _>(r, "gpu")? != 0,
+        created_at: time(get(r, "created_at")?),
     })
 }
 
@@ -170,34 +264,34 @@ pub const JOB_SELECT: &str = "SELECT j.seq, j.id, j.kind, j.account_id, acc.user
     LEFT JOIN models dm ON dm.id = j.destination_model_id \
     LEFT JOIN accounts dma ON dma.id = dm.owner_id";
 
-pub fn job(r: &AnyRow) -> Result<Job> {
-    let kind: String = r.try_get("kind")?;
-    let output: Option<String> = r.try_get("output")?;
-    let filter: String = r.try_get("webhook_events_filter")?;
+pub fn job<R: Cols + ?Sized>(r: &R) -> Result<Job> {
+    let kind: String = get(r, "kind")?;
+    let output: Option<String> = get(r, "output")?;
+    let filter: String = get(r, "webhook_events_filter")?;
     Ok(Job {
-        cursor: r.try_get("seq")?,
-        id: r.try_get("id")?,
+        cursor: get(r, "seq")?,
+        id: get(r, "id")?,
         kind: known("job kind", &kind, JobKind::parse)?,
-        account_id: r.try_get("account_id")?,
-        account: r.try_get("account")?,
-        version_id: r.try_get("version_id")?,
-        model: r.try_get("model")?,
-        deployment: r.try_get("deployment")?,
-        destination: r.try_get("destination")?,
-        input: json(&r.try_get::<String, _>("input")?)?,
+        account_id: get(r, "account_id")?,
+        account: get(r, "account")?,
+        version_id: get(r, "version_id")?,
+        model: get(r, "model")?,
+        deployment: get(r, "deployment")?,
+        destination: get(r, "destination")?,
+        input: json(&get::<String, _>(r, "input")?)?,
         output: output.as_deref().map(json).transpose()?,
-        logs: r.try_get("logs")?,
-        error: r.try_get("error")?,
+        logs: get(r, "logs")?,
+        error: get(r, "error")?,
         status: status(r, "status")?,
-        source: r.try_get("source")?,
-        webhook: r.try_get("webhook")?,
+        source: get(r, "source")?,
+        webhook: get(r, "webhook")?,
         webhook_events_filter: json(&filter)?,
-        data_removed: r.try_get::<i64, _>("data_removed")? != 0,
-        metrics: json(&r.try_get::<String, _>("metrics")?)?,
-        deadline: r.try_get::<Option<i64>, _>("deadline")?.map(time),
-        created_at: time(r.try_get("created_at")?),
-        started_at: r.try_get::<Option<i64>, _>("started_at")?.map(time),
-        completed_at: r.try_get::<Option<i64>, _>("completed_at")?.map(time),
+        data_removed: get::<i64, _>(r, "data_removed")? != 0,
+        metrics: json(&get::<String, _>(r, "metrics")?)?,
+        deadline: get::<Option<i64>, _>(r, "deadline")?.map(time),
+        created_at: time(get(r, "created_at")?),
+        started_at: get::<Option<i64>, _>(r, "started_at")?.map(time),
+        completed_at: get::<Option<i64>, _>(r, "completed_at")?.map(time),
     })
 }
 
@@ -207,35 +301,35 @@ pub const DEPLOYMENT_SELECT: &str = "SELECT d.id, d.owner_id, a.username AS owne
     FROM deployments d JOIN accounts a ON a.id = d.owner_id \
     JOIN deployment_releases r ON r.deployment_id = d.id AND r.number = d.release_number";
 
-pub fn deployment(r: &AnyRow) -> Result<Deployment> {
+pub fn deployment<R: Cols + ?Sized>(r: &R) -> Result<Deployment> {
     Ok(Deployment {
-        id: r.try_get("id")?,
-        owner_id: r.try_get("owner_id")?,
-        owner: r.try_get("owner")?,
-        name: r.try_get("name")?,
-        last_used_at: time(r.try_get("last_used_at")?),
+        id: get(r, "id")?,
+        owner_id: get(r, "owner_id")?,
+        owner: get(r, "owner")?,
+        name: get(r, "name")?,
+        last_used_at: time(get(r, "last_used_at")?),
         release: Release {
-            number: r.try_get("number")?,
-            model: r.try_get("model")?,
-            version_id: r.try_get("version_id")?,
-            hardware: r.try_get("hardware")?,
-            min_instances: r.try_get("min_instances")?,
-            max_instances: r.try_get("max_instances")?,
-            created_by: r.try_get("created_by")?,
-            created_at: time(r.try_get("r_created_at")?),
+            number: get(r, "number")?,
+            model: get(r, "model")?,
+            version_id: get(r, "version_id")?,
+            hardware: get(r, "hardware")?,
+            min_instances: get(r, "min_instances")?,
+            max_instances: get(r, "max_instances")?,
+            created_by: get(r, "created_by")?,
+            created_at: time(get(r, "r_created_at")?),
         },
     })
 }
 
-pub fn audit_event(r: &AnyRow) -> Result<AuditEvent> {
+pub fn audit_event<R: Cols + ?Sized>(r: &R) -> Result<AuditEvent> {
     Ok(AuditEvent {
-        id: r.try_get("id")?,
-        at: time(r.try_get("at")?),
-        actor: r.try_get("actor")?,
-        action: r.try_get("action")?,
-        target: r.try_get("target")?,
-        outcome: r.try_get("outcome")?,
-        blockers: json(&r.try_get::<String, _>("blockers")?)?,
+        id: get(r, "id")?,
+        at: time(get(r, "at")?),
+        actor: get(r, "actor")?,
+        action: get(r, "action")?,
+        target: get(r, "target")?,
+        outcome: get(r, "outcome")?,
+        blockers: json(&get::<String, _>(r, "blockers")?)?,
     })
 }
 

@@ -611,7 +611,7 @@ async fn versions_are_content_addressed(store: SqlStore) {
     assert_eq!(v.model_id, m1.id);
     assert_eq!(v.artifact, "art-1");
     assert_eq!(v.cog_version, "0.9.4");
-    assert_eq!(v.openapi_schema, new_version(0, "", "").openapi_schema);
+    assert_eq!(*v.openapi_schema, new_version(0, "", "").openapi_schema);
     assert_eq!(v.base_version_id, None);
 
     // The same content again is the same version, unchanged, and not "created".

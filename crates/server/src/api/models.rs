@@ -130,17 +130,17 @@ pub async fn get_model(
     auth: Auth,
     Path((owner, name)): Path<(String, String)>,
     Query(q): Query<WithStorage>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     let storage = q.get()?;
     let m = op::visible_model(&s, auth.0.as_ref(), &owner, &name).await?;
-    let mut body = views::model(&s, &m);
+    let mut body = views::model_json(&s, &m);
     // Its owners may ask for what it stores (an extension).
     if storage {
         if let Some(st) = crate::ops::trash::model_storage(&s, auth.0.as_ref(), &m).await? {
-            body["storage"] = views::storage(&st);
+            body.storage = Some(views::storage(&st));
         }
     }
-    Ok(axum::Json(body))
+    Ok(axum::Json(body).into_response())
 }
 
 /// A link field: a string (an http(s) address) or null.

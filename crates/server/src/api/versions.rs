@@ -29,18 +29,18 @@ pub async fn get_version(
     auth: Auth,
     Path((owner, name, id)): Path<(String, String, String)>,
     Query(q): Query<WithStorage>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let storage = q.get()?;
     let mv = op::visible_version(&s, auth.0.as_ref(), &owner, &name, &id).await?;
-    let mut body = views::version(&mv.version);
+    let mut body = views::version_json(&mv.version);
     // Its model's owners may ask for what it stores (an extension).
     if storage {
         let st = crate::ops::trash::version_storage(&s, auth.0.as_ref(), &mv.model, &mv.version);
         if let Some(st) = st.await? {
-            body["storage"] = views::storage(&st);
+            body.storage = Some(views::storage(&st));
         }
     }
-    Ok(Json(body))
+    Ok(Json(body).into_response())
 }
 
 /// The log of building the version's Python environment (an extension), for its owners.

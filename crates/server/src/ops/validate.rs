@@ -48,7 +48,7 @@ fn validator(
             )),
         };
     }
-    let mut root = v.openapi_schema.clone();
+    let mut root = (*v.openapi_schema).clone();
     root["$ref"] = Value::String(format!("#/components/schemas/{}", which.name()));
     let compiled = jsonschema::options()
         .with_draft(jsonschema::Draft::Draft202012)

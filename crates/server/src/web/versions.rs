@@ -92,7 +92,7 @@ async fn version_page(
         "created_at": time(v.created_at),
         "cog_version": v.cog_version,
         "base": v.base_version_id,
-        "schema_json": serde_json::to_string_pretty(&v.openapi_schema).unwrap_or_default(),
+        "schema_json": serde_json::to_string_pretty(&*v.openapi_schema).unwrap_or_default(),
         "fields": schema::fields(&v.openapi_schema, None, &[]),
         "prediction_count": count,
         "is_latest": m.latest_version.as_ref().is_some_and(|l| l.id == v.id),

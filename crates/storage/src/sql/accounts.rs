@@ -2,10 +2,9 @@
 use async_trait::async_trait;
 use modelyard_domain::rules::{member_removal_blockers, MembershipFacts};
 use modelyard_domain::*;
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{ids_or_none, now, SqlStore};
+use super::{ids_or_none, now, Arg, SqlStore};
 use crate::rows::{self, placeholders};
 use crate::store::{AccountStore, MemberRemoval, TokenRecord};
 use crate::{Result, StoreError};
@@ -13,16 +12,17 @@ use crate::{Result, StoreError};
 impl SqlStore {
     /// The caller an account row stands for: the account and the organizations it belongs to.
     /// Every credential (an API token, a web session) resolves through this one lookup.
-    pub(super) async fn caller_of(&self, row: Option<AnyRow>) -> Result<Option<Caller>> {
-        let Some(row) = row else { return Ok(None) };
-        let account = rows::account(&row)?;
-        let org_ids = sqlx::query("SELECT org_id FROM memberships WHERE user_id = $1")
-            .bind(account.id)
-            .fetch_all(&mut *self.reader().await?)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<i64, _>("org_id"))
-            .collect::<Result<Vec<_>, _>>()?;
+    pub(super) async fn caller_of(&self, account: Option<Account>) -> Result<Option<Caller>> {
+        let Some(account) = account else {
+            return Ok(None);
+        };
+        let org_ids = self
+            .read_rows(
+                "SELECT org_id FROM memberships WHERE user_id = $1",
+                &[Arg::Int(account.id)],
+                |r| rows::get(r, "org_id"),
+            )
+            .await?;
         Ok(Some(Caller { account, org_ids }))
     }
 }
@@ -204,14 +204,15 @@ impl AccountStore for SqlStore {
     }
 
     async fn caller_by_token(&self, token_hash: &str) -> Result<Option<Caller>> {
-        let row = sqlx::query(
-            "SELECT a.id, a.kind, a.username, a.name, a.created_at FROM tokens t \
-             JOIN accounts a ON a.id = t.account_id WHERE t.hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&mut *self.reader().await?)
-        .await?;
-        self.caller_of(row).await
+        let account = self
+            .read_row(
+                "SELECT a.id, a.kind, a.username, a.name, a.created_at FROM tokens t \
+                 JOIN accounts a ON a.id = t.account_id WHERE t.hash = $1",
+                &[Arg::Text(token_hash)],
+                |r| rows::account(r),
+            )
+            .await?;
+        self.caller_of(account).await
     }
 
     async fn webhook_secret(&self, account_id: i64, candidate: &str) -> Result<String> {

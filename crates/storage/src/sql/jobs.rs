@@ -5,7 +5,7 @@ use modelyard_domain::worker::{Need, Offer};
 use modelyard_domain::*;
 use sqlx::Row;
 
-use super::{now, SqlStore};
+use super::{now, Arg, SqlStore};
 use crate::rows::{self, micros, placeholders, JOB_SELECT};
 use crate::store::{JobEnd, JobLease, JobStore, RecoveredJobs};
 use crate::{Result, StoreError};
@@ -108,14 +108,12 @@ impl JobStore for SqlStore {
     }
 
     async fn job(&self, kind: JobKind, id: &str) -> Result<Option<Job>> {
-        sqlx::query(&format!("{JOB_SELECT} WHERE j.id = $1 AND j.kind = $2"))
-            .bind(id)
-            .bind(kind.as_str())
-            .fetch_optional(&mut *self.reader().await?)
-            .await?
-            .as_ref()
-            .map(rows::job)
-            .transpose()
+        self.read_row(
+            &format!("{JOB_SELECT} WHERE j.id = $1 AND j.kind = $2"),
+            &[Arg::Text(id), Arg::Text(kind.as_str())],
+            |r| rows::job(r),
+        )
+        .await
     }
 
     async fn list_jobs(&self, kind: JobKind, account_id: i64, page: PageReq) -> Result<Vec<Job>> {

@@ -6,6 +6,7 @@ mod audit;
 mod conns;
 mod content_lock;
 mod deployments;
+mod direct;
 mod files;
 mod jobs;
 mod models;
@@ -33,6 +34,8 @@ use crate::store::Unreferenced;
 use crate::{Deletion, Result, StoreError};
 use conns::Conns;
 pub(crate) use conns::Tx;
+pub(crate) use direct::Arg;
+use direct::Direct;
 pub use files::{FileRecord, NewFile};
 use modelyard_domain::{Blocker, Caller};
 
@@ -55,6 +58,8 @@ pub struct SqlStore {
     /// On SQLite, connections held for the one-statement reads every request makes (see
     /// `reader`); on PostgreSQL none.
     readers: Option<Arc<Readers>>,
+    /// On SQLite, connections for the hot reads run on the caller's thread (`direct.rs`).
+    direct: Option<Arc<Direct>>,
     dialect: Dialect,
     /// Where notices go (`notify.rs`).
     bus: notify::Bus,
@@ -183,16 +188,61 @@ impl SqlStore {
             }
             Dialect::Postgres => (Conns::Pool(pool.clone()), None),
         };
-        let store = SqlStore {
+        let mut store = SqlStore {
             pool: Conns::Pool(pool),
             writer,
             readers,
+            direct: None,
             dialect,
             bus: notify::Bus::new(dialect.notifies_other_processes(), &url),
             opts,
         };
         store.migrate().await?;
+        if dialect == Dialect::Sqlite {
+            // Opened after migrating: they only read, and find every table there.
+            let file = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
+                .get_filename()
+                .to_path_buf();
+            if file.as_os_str() != ":memory:" {
+                store.direct = Some(Arc::new(Direct::open(&file)?));
+            }
+        }
         Ok(store)
+    }
+
+    /// Every row of a one-statement read, decoded: on SQLite's direct connections, else on a
+    /// reader. The same SQL either way.
+    pub(crate) async fn read_rows<T>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: impl FnMut(&dyn crate::rows::Cols) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        if let Some(d) = &self.direct {
+            return d.rows(sql, args, decode);
+        }
+        let mut q = sqlx::query(sql);
+        for a in args {
+            q = match a {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(*v),
+            };
+        }
+        let rows = q.fetch_all(&mut *self.reader().await?).await?;
+        rows.iter()
+            .map(|r| r as &dyn crate::rows::Cols)
+            .map(decode)
+            .collect()
+    }
+
+    /// The one row (or none) of a one-statement read, as `read_rows`.
+    pub(crate) async fn read_row<T>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: impl FnMut(&dyn crate::rows::Cols) -> Result<T>,
+    ) -> Result<Option<T>> {
+        Ok(self.read_rows(sql, args, decode).await?.into_iter().next())
     }
 
     async fn migrate(&self) -> Result<()> {

@@ -4,7 +4,7 @@ use modelyard_domain::rules::{model_deletion_blockers, ModelFacts, VERSIONS_NAME
 use modelyard_domain::*;
 use sqlx::Row;
 
-use super::{ids_or_none, now, SqlStore, Tx};
+use super::{ids_or_none, now, Arg, SqlStore, Tx};
 use crate::rows::{self, placeholders, MODEL_SELECT};
 use crate::store::{Deletion, ModelStore, NameInTrash, Unreferenced};
 use crate::{Result, StoreError};
@@ -65,16 +65,14 @@ impl ModelStore for SqlStore {
     }
 
     async fn model(&self, owner: &str, name: &str) -> Result<Option<Model>> {
-        sqlx::query(&format!(
-            "{MODEL_SELECT} WHERE a.username = $1 AND m.name = $2 AND m.trashed_at IS NULL"
-        ))
-        .bind(owner)
-        .bind(name)
-        .fetch_optional(&mut *self.reader().await?)
-        .await?
-        .as_ref()
-        .map(rows::model)
-        .transpose()
+        self.read_row(
+            &format!(
+                "{MODEL_SELECT} WHERE a.username = $1 AND m.name = $2 AND m.trashed_at IS NULL"
+            ),
+            &[Arg::Text(owner), Arg::Text(name)],
+            |r| rows::model(r),
+        )
+        .await
     }
 
     async fn list_models(
@@ -307,11 +305,12 @@ pub(super) async fn remove_trashed_versions(
 
 impl SqlStore {
     pub(super) async fn model_by_id(&self, id: i64) -> Result<Model> {
-        let row = sqlx::query(&format!("{MODEL_SELECT} WHERE m.id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.reader().await?)
-            .await?
-            .ok_or(StoreError::NotFound("model"))?;
-        rows::model(&row)
+        self.read_row(
+            &format!("{MODEL_SELECT} WHERE m.id = $1"),
+            &[Arg::Int(id)],
+            |r| rows::model(r),
+        )
+        .await?
+        .ok_or(StoreError::NotFound("model"))
     }
 }

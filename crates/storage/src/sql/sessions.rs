@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use modelyard_domain::Caller;
 use sqlx::Row;
 
-use super::{now, SqlStore};
+use super::{now, Arg, SqlStore};
 use crate::rows;
 use crate::store::{PasswordRecord, SessionStore};
 use crate::{Result, StoreError};
@@ -68,15 +68,15 @@ impl SessionStore for SqlStore {
     }
 
     async fn session_caller(&self, hash: &str, at: DateTime<Utc>) -> Result<Option<Caller>> {
-        let row = sqlx::query(
-            "SELECT a.id, a.kind, a.username, a.name, a.created_at FROM web_sessions s \
-             JOIN accounts a ON a.id = s.account_id WHERE s.hash = $1 AND s.expires_at > $2",
-        )
-        .bind(hash)
-        .bind(rows::micros(at))
-        .fetch_optional(&mut *self.reader().await?)
-        .await?;
-        self.caller_of(row).await
+        let account = self
+            .read_row(
+                "SELECT a.id, a.kind, a.username, a.name, a.created_at FROM web_sessions s \
+                 JOIN accounts a ON a.id = s.account_id WHERE s.hash = $1 AND s.expires_at > $2",
+                &[Arg::Text(hash), Arg::Int(rows::micros(at))],
+                |r| rows::account(r),
+            )
+            .await?;
+        self.caller_of(account).await
     }
 
     async fn delete_session(&self, hash: &str) -> Result<()> {

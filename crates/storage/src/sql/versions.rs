@@ -4,7 +4,7 @@ use modelyard_domain::rules::{version_deletion_blockers, FineTuneUse, RunsBy, Ve
 use modelyard_domain::*;
 use sqlx::Row;
 
-use super::{now, SqlStore, Tx};
+use super::{now, Arg, SqlStore, Tx};
 use crate::rows::{self, MODEL_AND_VERSION_SELECT, VERSION_SELECT};
 use crate::store::{Deletion, StoredVersion, Unreferenced, VersionStore};
 use crate::{Result, StoreError};
@@ -27,28 +27,29 @@ impl VersionStore for SqlStore {
     }
 
     async fn version(&self, model_id: i64, id: &str) -> Result<Option<Version>> {
-        sqlx::query(&format!(
-            "{VERSION_SELECT} WHERE v.model_id = $1 AND v.id = $2 AND v.trashed_at IS NULL"
-        ))
-        .bind(model_id)
-        .bind(id)
-        .fetch_optional(&mut *self.reader().await?)
-        .await?
-        .as_ref()
-        .map(rows::version)
-        .transpose()
+        self.read_row(
+            &format!(
+                "{VERSION_SELECT} WHERE v.model_id = $1 AND v.id = $2 AND v.trashed_at IS NULL"
+            ),
+            &[Arg::Int(model_id), Arg::Text(id)],
+            |r| rows::version(r),
+        )
+        .await
     }
 
     async fn version_by_id(&self, id: &str) -> Result<Option<ModelVersion>> {
         // Both outside the trash: a version in it, or of a model in it, is gone to every read.
-        let row = sqlx::query(&format!(
-            "{MODEL_AND_VERSION_SELECT} JOIN versions r ON r.model_id = m.id \
-             WHERE r.id = $1 AND r.trashed_at IS NULL AND m.trashed_at IS NULL"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *self.reader().await?)
-        .await?;
-        match row.as_ref().map(rows::model_and_version).transpose()? {
+        let row = self
+            .read_row(
+                &format!(
+                    "{MODEL_AND_VERSION_SELECT} JOIN versions r ON r.model_id = m.id \
+                     WHERE r.id = $1 AND r.trashed_at IS NULL AND m.trashed_at IS NULL"
+                ),
+                &[Arg::Text(id)],
+                |r| rows::model_and_version(r),
+            )
+            .await?;
+        match row {
             Some((model, Some(version))) => Ok(Some(ModelVersion { model, version })),
             _ => Ok(None),
         }
@@ -60,18 +61,15 @@ impl VersionStore for SqlStore {
         name: &str,
         id: &str,
     ) -> Result<Option<(Model, Option<Version>)>> {
-        sqlx::query(&format!(
-            "{MODEL_AND_VERSION_SELECT} LEFT JOIN versions r ON r.model_id = m.id AND r.id = $3 \
-             AND r.trashed_at IS NULL WHERE a.username = $1 AND m.name = $2 AND m.trashed_at IS NULL"
-        ))
-        .bind(owner)
-        .bind(name)
-        .bind(id)
-        .fetch_optional(&mut *self.reader().await?)
-        .await?
-        .as_ref()
-        .map(rows::model_and_version)
-        .transpose()
+        self.read_row(
+            &format!(
+                "{MODEL_AND_VERSION_SELECT} LEFT JOIN versions r ON r.model_id = m.id AND r.id = $3 \
+                 AND r.trashed_at IS NULL WHERE a.username = $1 AND m.name = $2 AND m.trashed_at IS NULL"
+            ),
+            &[Arg::Text(owner), Arg::Text(name), Arg::Text(id)],
+            |r| rows::model_and_version(r),
+        )
+        .await
     }
 
     async fn create_version(&self, v: NewVersion) -> Result<StoredVersion> {
