@@ -96,48 +96,85 @@ pub fn model(s: &AppState, m: &Model) -> Value {
     serde_json::to_value(model_json(s, m)).unwrap_or_default()
 }
 
-pub fn job(s: &AppState, j: &Job) -> Value {
+/// A prediction or training as the API answers it (as `VersionJson`: written straight from
+/// the record, fields in the order `json!` gives them).
+#[derive(Serialize)]
+pub struct JobJson<'a> {
+    completed_at: Option<String>,
+    created_at: String,
+    data_removed: bool,
+    deadline: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination: Option<&'a str>,
+    error: Option<&'a str>,
+    pub id: &'a str,
+    input: Option<&'a Value>,
+    logs: &'a str,
+    metrics: &'a Value,
+    model: &'a str,
+    output: Option<&'a Value>,
+    source: &'a str,
+    started_at: Option<String>,
+    status: &'static str,
+    pub urls: JobUrls,
+    version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_events_filter: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+pub struct JobUrls {
+    pub cancel: String,
+    pub get: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    pub web: String,
+}
+
+pub fn job_json<'a>(s: &AppState, j: &'a Job) -> JobJson<'a> {
     let base = match j.kind {
         JobKind::Prediction => "predictions",
         JobKind::Training => "trainings",
     };
-    let mut v = json!({
-        "id": j.id,
-        "model": j.model,
-        "version": j.version_id,
-        "input": if j.data_removed { Value::Null } else { j.input.clone() },
-        "output": if j.data_removed { None } else { j.output.clone() },
-        "logs": if j.data_removed { "" } else { j.logs.as_str() },
-        "error": j.error,
-        "status": j.status.as_str(),
-        "source": j.source,
-        "data_removed": j.data_removed,
-        "created_at": time(j.created_at),
-        "started_at": j.started_at.map(time),
-        "completed_at": j.completed_at.map(time),
-        "deadline": j.deadline.map(time),
-        "metrics": j.metrics,
-        "urls": {
-            "get": s.url(&format!("/v1/{base}/{}", j.id)),
-            "cancel": s.url(&format!("/v1/{base}/{}/cancel", j.id)),
-            "web": s.url(&format!("/p/{}", j.id)),
+    let kept = !j.data_removed;
+    JobJson {
+        completed_at: j.completed_at.map(time),
+        created_at: time(j.created_at),
+        data_removed: j.data_removed,
+        deadline: j.deadline.map(time),
+        deployment: j.deployment.as_deref(),
+        destination: j.destination.as_deref(),
+        error: j.error.as_deref(),
+        id: &j.id,
+        input: kept.then_some(&j.input),
+        logs: if kept { &j.logs } else { "" },
+        metrics: &j.metrics,
+        model: &j.model,
+        output: j.output.as_ref().filter(|_| kept),
+        source: &j.source,
+        started_at: j.started_at.map(time),
+        status: j.status.as_str(),
+        urls: JobUrls {
+            cancel: s.url(&format!("/v1/{base}/{}/cancel", j.id)),
+            get: s.url(&format!("/v1/{base}/{}", j.id)),
+            stream: (j.kind == JobKind::Prediction).then(|| {
+                let key = s.capability("stream", &j.id);
+                s.url(&format!("/v1/predictions/{}/stream?key={key}", j.id))
+            }),
+            web: s.url(&format!("/p/{}", j.id)),
         },
-    });
-    if j.kind == JobKind::Prediction {
-        let key = s.capability("stream", &j.id);
-        v["urls"]["stream"] = json!(s.url(&format!("/v1/predictions/{}/stream?key={key}", j.id)));
+        version: &j.version_id,
+        webhook: j.webhook.as_deref(),
+        webhook_events_filter: j.webhook.as_ref().map(|_| &j.webhook_events_filter[..]),
     }
-    if let Some(d) = &j.deployment {
-        v["deployment"] = json!(d);
-    }
-    if let Some(d) = &j.destination {
-        v["destination"] = json!(d);
-    }
-    if let Some(w) = &j.webhook {
-        v["webhook"] = json!(w);
-        v["webhook_events_filter"] = json!(j.webhook_events_filter);
-    }
-    v
+}
+
+pub fn job(s: &AppState, j: &Job) -> Value {
+    serde_json::to_value(job_json(s, j)).unwrap_or_default()
 }
 
 /// `visible`: whether the caller may still see the release's version; when not, its id is

@@ -152,9 +152,10 @@ async fn created(s: &AppState, h: &HeaderMap, job: Job) -> ApiResult<Response> {
         }
         _ => job,
     };
-    let body = views::job(s, &job);
-    let mut resp = (StatusCode::CREATED, JsonOut(body.clone())).into_response();
-    if let Ok(loc) = HeaderValue::from_str(body["urls"]["get"].as_str().unwrap_or_default()) {
+    let body = views::job_json(s, &job);
+    let location = HeaderValue::from_str(&body.urls.get);
+    let mut resp = (StatusCode::CREATED, JsonOut(body)).into_response();
+    if let Ok(loc) = location {
         resp.headers_mut().insert("location", loc);
     }
     if let Some(secs) = wait {
@@ -269,9 +270,9 @@ pub async fn get_prediction(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-) -> ApiResult<JsonOut<Value>> {
+) -> ApiResult<Response> {
     let j = op::own_job(&s, &auth.required()?, JobKind::Prediction, &id).await?;
-    Ok(JsonOut(views::job(&s, &j)))
+    Ok(JsonOut(views::job_json(&s, &j)).into_response())
 }
 
 pub async fn get_training(

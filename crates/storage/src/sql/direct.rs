@@ -4,11 +4,17 @@
 //! it and its rows handed back, each a wake-up of another thread. For the one-row reads every
 //! request makes (a model, a version, a prediction) those wake-ups were most of the request's
 //! CPU. Here the same SQL runs on rusqlite connections, synchronously, in a few microseconds;
-//! an indexed read of a page-cached row never waits on a writer (WAL). Writes and
-//! transactions stay on sqlx.
+//! an indexed read of a page-cached row never waits on a writer (WAL).
+//!
+//! The writes of a prediction's path (its record, its start, its end) run the same way on one
+//! more connection, `DirectWriter`, taken only while holding sqlx's writer (so the two never
+//! meet SQLite's busy handler), in a transaction that no `.await` can interrupt. Every other
+//! write and transaction stays on sqlx.
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::OwnedMutexGuard;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
@@ -20,6 +26,8 @@ use crate::{Result, StoreError};
 pub(crate) enum Arg<'a> {
     Int(i64),
     Text(&'a str),
+    OptInt(Option<i64>),
+    OptText(Option<&'a str>),
 }
 
 /// More than the threads that read at once (tokio's workers), so a reader rarely waits.
@@ -30,8 +38,135 @@ pub(crate) struct Direct {
     next: AtomicUsize,
 }
 
+/// As `StoreError::from(sqlx::Error)`: SQLite's extended codes for a unique key (2067, 1555)
+/// and a foreign key (787).
 fn corrupt(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        match f.extended_code {
+            2067 | 1555 => return StoreError::Conflict("already exists".into()),
+            787 => return StoreError::ForeignKey,
+            _ => {}
+        }
+    }
     StoreError::Internal(format!("sqlite: {e}"))
+}
+
+/// Binds `args` to `stmt`: `$N` is the Nth argument wherever it appears, as sqlx binds it.
+fn bind(stmt: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> Result<()> {
+    for i in 1..=stmt.parameter_count() {
+        let n = stmt
+            .parameter_name(i)
+            .and_then(|n| n.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(i);
+        let arg = args
+            .get(n - 1)
+            .ok_or_else(|| StoreError::Internal(format!("no argument ${n} for a statement")))?;
+        match arg {
+            Arg::Int(v) => stmt.raw_bind_parameter(i, v),
+            Arg::Text(v) => stmt.raw_bind_parameter(i, v),
+            Arg::OptInt(v) => stmt.raw_bind_parameter(i, v),
+            Arg::OptText(v) => stmt.raw_bind_parameter(i, v),
+        }
+        .map_err(corrupt)?;
+    }
+    Ok(())
+}
+
+fn rows_of<T>(
+    conn: &Connection,
+    sql: &str,
+    args: &[Arg<'_>],
+    mut decode: impl FnMut(&dyn Cols) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(corrupt)?;
+    bind(&mut stmt, args)?;
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(corrupt)? {
+        let names = row.as_ref().column_names();
+        out.push(decode(&LiteRow { row, names })?);
+    }
+    Ok(out)
+}
+
+fn exec(conn: &Connection, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+    let mut stmt = conn.prepare_cached(sql).map_err(corrupt)?;
+    bind(&mut stmt, args)?;
+    Ok(stmt.raw_execute().map_err(corrupt)? as u64)
+}
+
+/// The connection for the prediction path's writes, with the settings of sqlx's writer.
+pub(crate) fn open_writer(path: &Path) -> Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(corrupt)?;
+    c.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(corrupt)?;
+    // Foreign keys are the backstop of every rule, here as on sqlx's connections.
+    c.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+        .map_err(corrupt)?;
+    c.set_prepared_statement_cache_capacity(32);
+    Ok(c)
+}
+
+/// The direct writer, held with sqlx's writer (which is idle meanwhile).
+pub(crate) struct Held {
+    pub(crate) conn: OwnedMutexGuard<Connection>,
+    pub(crate) _writer: OwnedMutexGuard<sqlx::AnyConnection>,
+}
+
+/// A write transaction on the direct writer (`BEGIN IMMEDIATE` ... `COMMIT`), rolled back
+/// unless committed. Its statements never wait on anything but SQLite itself, so no task is
+/// ever dropped in the middle of one.
+pub(crate) struct DirectTx {
+    held: Held,
+    done: bool,
+}
+
+impl DirectTx {
+    pub(crate) fn begin(held: Held) -> Result<Self> {
+        held.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(corrupt)?;
+        Ok(DirectTx { held, done: false })
+    }
+
+    pub(crate) fn exec(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        exec(&self.held.conn, sql, args)
+    }
+
+    pub(crate) fn rows<T>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: impl FnMut(&dyn Cols) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        rows_of(&self.held.conn, sql, args, decode)
+    }
+
+    pub(crate) fn commit(mut self) -> Result<()> {
+        self.held.conn.execute_batch("COMMIT").map_err(corrupt)?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for DirectTx {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = self.held.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "could not roll back a write");
+            }
+        }
+    }
+}
+
+/// One statement, outside a transaction, on the direct writer.
+pub(crate) fn exec_one(held: &Held, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+    exec(&held.conn, sql, args)
 }
 
 impl Direct {
@@ -74,33 +209,9 @@ impl Direct {
         &self,
         sql: &str,
         args: &[Arg<'_>],
-        mut decode: impl FnMut(&dyn Cols) -> Result<T>,
+        decode: impl FnMut(&dyn Cols) -> Result<T>,
     ) -> Result<Vec<T>> {
-        let conn = self.take();
-        let mut stmt = conn.prepare_cached(sql).map_err(corrupt)?;
-        for i in 1..=stmt.parameter_count() {
-            // `$N` is the Nth argument wherever it appears, as sqlx binds it.
-            let n = stmt
-                .parameter_name(i)
-                .and_then(|n| n.strip_prefix('$'))
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(i);
-            let arg = args
-                .get(n - 1)
-                .ok_or_else(|| StoreError::Internal(format!("no argument ${n} for a statement")))?;
-            match arg {
-                Arg::Int(v) => stmt.raw_bind_parameter(i, v),
-                Arg::Text(v) => stmt.raw_bind_parameter(i, v),
-            }
-            .map_err(corrupt)?;
-        }
-        let mut rows = stmt.raw_query();
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(corrupt)? {
-            let names = row.as_ref().column_names();
-            out.push(decode(&LiteRow { row, names })?);
-        }
-        Ok(out)
+        rows_of(&self.take(), sql, args, decode)
     }
 }
 
@@ -138,6 +249,76 @@ impl Cols for LiteRow<'_, '_> {
             ValueRef::Null => Ok(None),
             ValueRef::Integer(i) => Ok(Some(i)),
             _ => Err(StoreError::Corrupt(format!("{column} is not an integer"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Arg, SqlStore};
+
+    /// A sqlx write transaction dropped mid-way leaves its rollback queued on sqlx's writer:
+    /// the direct writer waits for it (instead of meeting the open transaction's lock), writes,
+    /// and what the dropped transaction wrote is gone. A direct transaction dropped before
+    /// its commit leaves nothing either.
+    #[tokio::test]
+    async fn the_direct_writer_follows_a_dropped_sqlx_transaction() {
+        let path = std::env::temp_dir().join(format!("modelyard-direct-{}.db", std::process::id()));
+        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let count = |store: &SqlStore, v: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .read_rows(
+                        "SELECT version FROM schema_migrations WHERE version = $1",
+                        &[Arg::Int(v)],
+                        |r| crate::rows::get::<i64, _>(r, "version"),
+                    )
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+        let insert = "INSERT INTO schema_migrations (version) VALUES ($1)";
+        let mut tx = store.begin_write().await.unwrap();
+        sqlx::query(insert)
+            .bind(98i64)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        drop(tx);
+        let started = std::time::Instant::now();
+        assert_eq!(store.write_one(insert, &[Arg::Int(99)]).await.unwrap(), 1);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "the direct write waited on the dropped transaction's lock"
+        );
+        assert_eq!(count(&store, 98).await, 0, "the dropped write was kept");
+        assert_eq!(count(&store, 99).await, 1, "the direct write was lost");
+
+        let mut tx = store.begin_write_fast().await.unwrap();
+        tx.exec(insert, &[Arg::Int(97)]).await.unwrap();
+        drop(tx);
+        assert_eq!(
+            count(&store, 97).await,
+            0,
+            "an uncommitted direct write was kept"
+        );
+        let mut tx = store.begin_write_fast().await.unwrap();
+        tx.exec(insert, &[Arg::Int(96)]).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            count(&store, 96).await,
+            1,
+            "a committed direct write was lost"
+        );
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
         }
     }
 }

@@ -39,72 +39,80 @@ impl JobStore for SqlStore {
     async fn create_job(&self, j: NewJob) -> Result<Job> {
         let id = ids::object_id();
         let at = now();
-        let mut tx = self.begin_write().await?;
+        let input = j.input.to_string();
+        let filter =
+            serde_json::to_string(&j.webhook_events_filter).unwrap_or_else(|_| "[]".into());
+        // Every prediction passes here: on SQLite it is one transaction on the direct writer
+        // (`direct.rs`), with no hand-over to another thread per statement.
+        let mut tx = self.begin_write_fast().await?;
         // Locks are taken model first, then version, as a deletion takes them; the other order
         // deadlocks against a concurrent deletion on PostgreSQL.
         if j.kind == JobKind::Prediction {
-            sqlx::query(
+            tx.exec(
                 "UPDATE models SET run_count = run_count + 1 \
                  WHERE id = (SELECT model_id FROM versions WHERE id = $1)",
+                &[Arg::Text(&j.version_id)],
             )
-            .bind(&j.version_id)
-            .execute(&mut *tx)
             .await?;
         }
         // The version row is referenced by a foreign key: a version deleted a moment ago makes
         // this INSERT fail, and on PostgreSQL a deletion in progress makes it wait first.
-        sqlx::query(
+        tx.exec(
             "INSERT INTO jobs (id, kind, account_id, version_id, deployment_id, \
              destination_model_id, input, status, source, webhook, webhook_events_filter, \
              deadline, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'starting', $8, $9, $10, $11, $12)",
+            &[
+                Arg::Text(&id),
+                Arg::Text(j.kind.as_str()),
+                Arg::Int(j.account_id),
+                Arg::Text(&j.version_id),
+                Arg::OptInt(j.deployment_id),
+                Arg::OptInt(j.destination_model_id),
+                Arg::Text(&input),
+                Arg::Text(&j.source),
+                Arg::OptText(j.webhook.as_deref()),
+                Arg::Text(&filter),
+                Arg::OptInt(j.deadline.map(micros)),
+                Arg::Int(at),
+            ],
         )
-        .bind(&id)
-        .bind(j.kind.as_str())
-        .bind(j.account_id)
-        .bind(&j.version_id)
-        .bind(j.deployment_id)
-        .bind(j.destination_model_id)
-        .bind(j.input.to_string())
-        .bind(&j.source)
-        .bind(&j.webhook)
-        .bind(serde_json::to_string(&j.webhook_events_filter).unwrap_or_else(|_| "[]".into()))
-        .bind(j.deadline.map(micros))
-        .bind(at)
-        .execute(&mut *tx)
         .await
-        .map_err(|e| match StoreError::from(e) {
+        .map_err(|e| match e {
             // Job ids are random, so a conflict here is only ever the version's foreign key.
             StoreError::Conflict(_) | StoreError::ForeignKey => StoreError::NotFound("version"),
             e => e,
         })?;
         if j.kind == JobKind::Prediction {
-            sqlx::query(
+            tx.exec(
                 "INSERT INTO version_runs (version_id, account_id, count) VALUES ($1, $2, 1) \
                  ON CONFLICT (version_id, account_id) DO UPDATE SET count = version_runs.count + 1",
+                &[Arg::Text(&j.version_id), Arg::Int(j.account_id)],
             )
-            .bind(&j.version_id)
-            .bind(j.account_id)
-            .execute(&mut *tx)
             .await?;
         }
         if let Some(d) = j.deployment_id {
-            sqlx::query("UPDATE deployments SET last_used_at = $1 WHERE id = $2")
-                .bind(at)
-                .bind(d)
-                .execute(&mut *tx)
-                .await?;
+            tx.exec(
+                "UPDATE deployments SET last_used_at = $1 WHERE id = $2",
+                &[Arg::Int(at), Arg::Int(d)],
+            )
+            .await?;
         }
         // The record as answered, and whether its version is live: one in the trash is as
         // gone as a deleted one (nothing written above stands then). Read after the insert,
         // whose foreign key waits for a trashing in progress (PostgreSQL), so it sees its outcome.
         // (`JOB_SELECT` joins live versions only.)
-        let row = sqlx::query(&format!("{JOB_SELECT} WHERE j.id = $1"))
-            .bind(&id)
-            .fetch_optional(&mut *tx)
+        let job = tx
+            .rows(
+                &format!("{JOB_SELECT} WHERE j.id = $1"),
+                &[Arg::Text(&id)],
+                |r| rows::job(r),
+            )
             .await?
+            .into_iter()
+            .next()
             .ok_or(StoreError::NotFound("version"))?;
         tx.commit().await?;
-        rows::job(&row)
+        Ok(job)
     }
 
     async fn job(&self, kind: JobKind, id: &str) -> Result<Option<Job>> {
@@ -276,16 +284,14 @@ impl JobStore for SqlStore {
     }
 
     async fn job_started(&self, id: &str, worker_id: &str, at: DateTime<Utc>) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE jobs SET status = 'processing', started_at = $1 \
-             WHERE id = $2 AND worker_id = $3 AND status = 'starting'",
-        )
-        .bind(micros(at))
-        .bind(id)
-        .bind(worker_id)
-        .execute(&self.writer)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let n = self
+            .write_one(
+                "UPDATE jobs SET status = 'processing', started_at = $1 \
+                 WHERE id = $2 AND worker_id = $3 AND status = 'starting'",
+                &[Arg::Int(micros(at)), Arg::Text(id), Arg::Text(worker_id)],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn job_progress(
@@ -306,22 +312,26 @@ impl JobStore for SqlStore {
     }
 
     async fn finish_job(&self, id: &str, end: JobEnd) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE jobs SET status = $1, output = $2, error = $3, logs = $4, metrics = $5, \
-             result_version_id = $6, completed_at = $7 \
-             WHERE id = $8 AND status IN ('starting', 'processing')",
-        )
-        .bind(end.status.as_str())
-        .bind(end.output.map(|o| o.to_string()))
-        .bind(end.error)
-        .bind(end.logs)
-        .bind(end.metrics.to_string())
-        .bind(end.result_version_id)
-        .bind(micros(end.completed_at))
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let output = end.output.map(|o| o.to_string());
+        let metrics = end.metrics.to_string();
+        let n = self
+            .write_one(
+                "UPDATE jobs SET status = $1, output = $2, error = $3, logs = $4, metrics = $5, \
+                 result_version_id = $6, completed_at = $7 \
+                 WHERE id = $8 AND status IN ('starting', 'processing')",
+                &[
+                    Arg::Text(end.status.as_str()),
+                    Arg::OptText(output.as_deref()),
+                    Arg::OptText(end.error.as_deref()),
+                    Arg::Text(&end.logs),
+                    Arg::Text(&metrics),
+                    Arg::OptText(end.result_version_id.as_deref()),
+                    Arg::Int(micros(end.completed_at)),
+                    Arg::Text(id),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn recover_jobs(&self, error: &str) -> Result<RecoveredJobs> {
@@ -484,16 +494,15 @@ impl SqlStore {
              WHERE id = $3 AND status = 'starting' AND claimed = 0 \
              AND deployment_id IS NULL{offered}"
         );
-        let mut q = sqlx::query(&sql)
-            .bind(&lease.worker_id)
-            .bind(micros(lease.until))
-            .bind(id);
+        let mut args = vec![
+            Arg::Text(&lease.worker_id),
+            Arg::Int(micros(lease.until)),
+            Arg::Text(id),
+        ];
         if let Some(at) = start {
-            q = q.bind(micros(at));
+            args.push(Arg::Int(micros(at)));
         }
-        for h in &offer.hardware {
-            q = q.bind(h);
-        }
-        Ok(q.execute(&self.writer).await?.rows_affected() == 1)
+        args.extend(offer.hardware.iter().map(|h| Arg::Text(h)));
+        Ok(self.write_one(&sql, &args).await? == 1)
     }
 }

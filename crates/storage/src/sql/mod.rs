@@ -26,7 +26,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, Connection, Executor};
+use sqlx::{Any, AnyConnection, Connection, Executor, TransactionManager};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::dialect::Dialect;
@@ -60,11 +60,71 @@ pub struct SqlStore {
     readers: Option<Arc<Readers>>,
     /// On SQLite, connections for the hot reads run on the caller's thread (`direct.rs`).
     direct: Option<Arc<Direct>>,
+    /// On SQLite, the connection for the prediction path's writes (`direct.rs`).
+    direct_writer: Option<Arc<Mutex<rusqlite::Connection>>>,
     dialect: Dialect,
     /// Where notices go (`notify.rs`).
     bus: notify::Bus,
     /// For connections of their own (the content lock's).
     opts: AnyConnectOptions,
+}
+
+/// `sql` with `args` bound, for sqlx.
+fn bound<'q>(
+    sql: &'q str,
+    args: &[Arg<'q>],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    let mut q = sqlx::query(sql);
+    for a in args {
+        q = match a {
+            Arg::Int(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(*v),
+            Arg::OptInt(v) => q.bind(*v),
+            Arg::OptText(v) => q.bind(*v),
+        };
+    }
+    q
+}
+
+/// A write transaction written once for both drivers: on SQLite the direct writer
+/// (`direct.rs`), on PostgreSQL sqlx's.
+pub(crate) enum WriteTx {
+    Sqlx(Tx),
+    Direct(direct::DirectTx),
+}
+
+impl WriteTx {
+    pub(crate) async fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        match self {
+            WriteTx::Direct(d) => d.exec(sql, args),
+            WriteTx::Sqlx(tx) => Ok(bound(sql, args).execute(&mut **tx).await?.rows_affected()),
+        }
+    }
+
+    pub(crate) async fn rows<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: impl FnMut(&dyn crate::rows::Cols) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        match self {
+            WriteTx::Direct(d) => d.rows(sql, args, decode),
+            WriteTx::Sqlx(tx) => {
+                let rows = bound(sql, args).fetch_all(&mut **tx).await?;
+                rows.iter()
+                    .map(|r| r as &dyn crate::rows::Cols)
+                    .map(decode)
+                    .collect()
+            }
+        }
+    }
+
+    pub(crate) async fn commit(self) -> Result<()> {
+        match self {
+            WriteTx::Direct(d) => d.commit(),
+            WriteTx::Sqlx(tx) => Ok(tx.commit().await?),
+        }
+    }
 }
 
 /// How many SQLite connections are held for reads.
@@ -193,6 +253,7 @@ impl SqlStore {
             writer,
             readers,
             direct: None,
+            direct_writer: None,
             dialect,
             bus: notify::Bus::new(dialect.notifies_other_processes(), &url),
             opts,
@@ -205,9 +266,47 @@ impl SqlStore {
                 .to_path_buf();
             if file.as_os_str() != ":memory:" {
                 store.direct = Some(Arc::new(Direct::open(&file)?));
+                store.direct_writer = Some(Arc::new(Mutex::new(direct::open_writer(&file)?)));
             }
         }
         Ok(store)
+    }
+
+    /// The direct writer (SQLite), taken with sqlx's writer so the two never meet.
+    async fn direct_writer(&self) -> Result<Option<direct::Held>> {
+        let (Conns::Held(w), Some(dw)) = (&self.writer, &self.direct_writer) else {
+            return Ok(None);
+        };
+        let mut writer = w.clone().lock_owned().await;
+        if <Any as sqlx::Database>::TransactionManager::get_transaction_depth(&writer) > 0 {
+            // A transaction dropped mid-way: its rollback is queued on sqlx's connection and
+            // must be done before this connection can write.
+            <Any as sqlx::Database>::TransactionManager::rollback(&mut writer).await?;
+        }
+        let conn = dw.clone().lock_owned().await;
+        Ok(Some(direct::Held {
+            conn,
+            _writer: writer,
+        }))
+    }
+
+    /// A write transaction: on SQLite's direct writer, else sqlx's (`WriteTx`).
+    pub(crate) async fn begin_write_fast(&self) -> Result<WriteTx> {
+        match self.direct_writer().await? {
+            Some(held) => Ok(WriteTx::Direct(direct::DirectTx::begin(held)?)),
+            None => Ok(WriteTx::Sqlx(self.begin_write().await?)),
+        }
+    }
+
+    /// One write statement, outside a transaction: rows affected.
+    pub(crate) async fn write_one(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        match self.direct_writer().await? {
+            Some(held) => direct::exec_one(&held, sql, args),
+            None => Ok(bound(sql, args)
+                .execute(&self.writer)
+                .await?
+                .rows_affected()),
+        }
     }
 
     /// Every row of a one-statement read, decoded: on SQLite's direct connections, else on a
@@ -221,14 +320,9 @@ impl SqlStore {
         if let Some(d) = &self.direct {
             return d.rows(sql, args, decode);
         }
-        let mut q = sqlx::query(sql);
-        for a in args {
-            q = match a {
-                Arg::Int(v) => q.bind(*v),
-                Arg::Text(v) => q.bind(*v),
-            };
-        }
-        let rows = q.fetch_all(&mut *self.reader().await?).await?;
+        let rows = bound(sql, args)
+            .fetch_all(&mut *self.reader().await?)
+            .await?;
         rows.iter()
             .map(|r| r as &dyn crate::rows::Cols)
             .map(decode)
