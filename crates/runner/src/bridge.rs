@@ -1,9 +1,8 @@
-//! The host's ends of a sandbox's bridges: a loopback port that reaches the Cog server through
-//! its Unix socket, and the egress proxy, which lets model code reach the internet (HTTP
-//! `CONNECT`, and plain-HTTP requests in absolute form) but never this host or its private
-//! networks.
+//! The host's ends of a sandbox's bridges: the cap on connections to the host-side endpoints,
+//! and the egress proxy, which lets model code reach the internet (HTTP `CONNECT`, and
+//! plain-HTTP requests in absolute form) but never this host or its private networks.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -11,30 +10,9 @@ use std::time::Duration;
 
 use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-
-/// A loopback port whose every connection is carried to the Unix socket at `path`.
-pub async fn tcp_to_unix(path: PathBuf) -> std::io::Result<(u16, JoinHandle<()>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let path = path.clone();
-            tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                if let Ok(mut unix) = UnixStream::connect(&path).await {
-                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
-                }
-            });
-        }
-    });
-    Ok((port, task))
-}
 
 /// How many connections one model server may hold open to each of its host-side endpoints:
 /// beyond this it waits, so a model cannot exhaust the server's descriptors.

@@ -179,12 +179,13 @@ pub async fn run(
         inner.forget(&job.id);
         return;
     }
+    let (id, kind) = (job.id.clone(), job.kind);
     let mut status = None;
     if let Some(mut end) = end {
         end.completed_at = end.completed_at.min(completed_at);
         let s = end.status;
-        let done = ended(&job, &end);
-        match inner.store.finish_job(&job.id, end).await {
+        let done = ended(job, &end);
+        match inner.store.finish_job(&id, end).await {
             Ok(true) => {
                 status = Some(s);
                 // The answer to a waiting request, as the record now reads.
@@ -192,26 +193,26 @@ pub async fn run(
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::error!(job = %job.id, error = %e, "could not record how a job ended")
+                tracing::error!(job = %id, error = %e, "could not record how a job ended")
             }
         }
     }
     // Only when the end was decided elsewhere (a cancel) is the record read back.
     let status = match status {
         Some(s) => s,
-        None => match inner.store.job(job.kind, &job.id).await {
+        None => match inner.store.job(kind, &id).await {
             Ok(Some(j)) => j.status,
             _ => Status::Failed,
         },
     };
-    inner.emit(&ch, &job.id, Event::Done(status));
+    inner.emit(&ch, &id, Event::Done(status));
     ch.done.send_replace(true);
-    inner.forget(&job.id);
+    inner.forget(&id);
 }
 
 /// The job as its record reads after `end` is written.
-fn ended(job: &Job, end: &JobEnd) -> Job {
-    let mut j = job.clone();
+fn ended(job: Job, end: &JobEnd) -> Job {
+    let mut j = job;
     j.status = end.status;
     j.output = end.output.clone();
     j.error = end.error.clone();
@@ -280,7 +281,8 @@ async fn execute(
     } else {
         "predictions"
     };
-    let base = format!("http://127.0.0.1:{}/{route}/{}", lease.port, job.id);
+    let cog = &lease.cog;
+    let base = format!("{}/{route}/{}", cog.base, job.id);
     // The model server cannot reach this platform: its files come through its own endpoint.
     let mut input = job.input.clone();
     lease.current.route_inputs(
@@ -301,27 +303,18 @@ async fn execute(
             ),
             "webhook_events_filter": ALL_EVENTS,
         });
-        if let Err(e) = submit(inner, &base, &body).await {
+        if let Err(e) = submit(&cog.http, &base, &body).await {
             let healthy = inner.pool.alive(&lease);
             inner.pool.release(lease, healthy).await;
             return Some(failed(e));
         }
-    } else {
-        // One request that answers when the job ends; its answer goes the way a webhook would
-        // (events for followers, then the result to the loop below).
-        let (inner2, id) = (inner.clone(), job.id.clone());
-        let url = format!("http://127.0.0.1:{}/{route}", lease.port);
-        // No webhook: asking Cog for one costs ~4 ms a prediction. A failed answer comes with
-        // empty logs; they are read back from the server's own log below.
-        let body = json!({"id": job.id, "input": input});
-        tokio::spawn(async move {
-            let payload = match run_sync(&inner2, &url, &body).await {
-                Ok(p) => p,
-                Err(e) => json!({"status": "failed", "error": e}),
-            };
-            cog_update(&inner2, &id, payload).await;
-        });
     }
+    // Without streaming, one request that answers when the job ends; its answer goes the way a
+    // webhook would (events for followers, then the result to the loop below). No webhook:
+    // asking Cog for one costs ~4 ms a prediction. A failed answer comes with empty logs; they
+    // are read back from the server's own log below. Polled by this task, not spawned: a task
+    // of its own costs a spawn and a wake-up more per prediction.
+    let sync_body = (!spec.streams).then(|| json!({"id": job.id, "input": input}));
     let deadline = job
         .deadline
         .map(|d| (d - Utc::now()).to_std().unwrap_or_default());
@@ -329,26 +322,43 @@ async fn execute(
     tokio::pin!(deadline_sleep);
     let mut canceled = false;
     let mut gave_up_at: Option<Instant> = None;
-    let result: Result<Value, String> = loop {
-        tokio::select! {
-            r = &mut rx => break r.map_err(|_| "the model server did not report back".to_string()),
-            _ = cancel.changed(), if !canceled => {
-                canceled = true;
-                let _ = inner.http.post(format!("{base}/cancel")).send().await;
-                gave_up_at = Some(Instant::now());
+    let result: Result<Value, String> = {
+        let sync = async {
+            let Some(body) = &sync_body else {
+                return std::future::pending().await;
+            };
+            match run_sync(&cog.http, &format!("{}/{route}", cog.base), body).await {
+                Ok(p) => p,
+                Err(e) => json!({"status": "failed", "error": e}),
             }
-            _ = &mut deadline_sleep, if !canceled && deadline.is_some() => {
-                canceled = true;
-                let _ = inner.store.cancel_job(job.kind, &job.id).await;
-                let _ = inner.http.post(format!("{base}/cancel")).send().await;
-                gave_up_at = Some(Instant::now());
-            }
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if !inner.pool.alive(&lease) {
-                    break Err("the model server exited while it ran this".into());
+        };
+        tokio::pin!(sync);
+        let mut answered = false;
+        loop {
+            tokio::select! {
+                r = &mut rx => break r.map_err(|_| "the model server did not report back".to_string()),
+                payload = &mut sync, if !answered => {
+                    answered = true;
+                    cog_update(inner, &job.id, payload).await;
                 }
-                if gave_up_at.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
-                    break Err("the model server did not stop after it was canceled".into());
+                _ = cancel.changed(), if !canceled => {
+                    canceled = true;
+                    let _ = cog.http.post(format!("{base}/cancel")).send().await;
+                    gave_up_at = Some(Instant::now());
+                }
+                _ = &mut deadline_sleep, if !canceled && deadline.is_some() => {
+                    canceled = true;
+                    let _ = inner.store.cancel_job(job.kind, &job.id).await;
+                    let _ = cog.http.post(format!("{base}/cancel")).send().await;
+                    gave_up_at = Some(Instant::now());
+                }
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if !inner.pool.alive(&lease) {
+                        break Err("the model server exited while it ran this".into());
+                    }
+                    if gave_up_at.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
+                        break Err("the model server did not stop after it was canceled".into());
+                    }
                 }
             }
         }
@@ -361,7 +371,12 @@ async fn execute(
         }
         payload
     });
-    let oom = inner.pool.out_of_memory(&lease);
+    let succeeded = result
+        .as_ref()
+        .is_ok_and(|p| p["status"].as_str() == Some("succeeded"));
+    // Only a job that did not succeed may have run out of memory: the cgroup is not read for
+    // the others.
+    let oom = !succeeded && inner.pool.out_of_memory(&lease);
     let result = match result {
         // Cog reports a worker the kernel killed in its own words; say what happened.
         _ if oom => Err(format!(
@@ -406,11 +421,10 @@ async fn deployment_cap(inner: &Inner, job: &Job) -> Option<usize> {
 /// Sends the job to the Cog server, which answers at once and reports by webhooks. Cog answers
 /// 409 while its one slot is busy, also briefly after a response, and 503 for a moment after
 /// it reports ready: both mean "try again".
-async fn submit(inner: &Inner, url: &str, body: &Value) -> Result<(), String> {
+async fn submit(http: &reqwest::Client, url: &str, body: &Value) -> Result<(), String> {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let resp = inner
-            .http
+        let resp = http
             .put(url)
             .header("Prefer", "respond-async")
             .json(body)
@@ -454,11 +468,10 @@ fn logs_from_server_log(path: &std::path::Path, id: &str) -> String {
 }
 
 /// A synchronous run: `POST /predictions` (or `/trainings`) answers with the finished job.
-async fn run_sync(inner: &Inner, url: &str, body: &Value) -> Result<Value, String> {
+async fn run_sync(http: &reqwest::Client, url: &str, body: &Value) -> Result<Value, String> {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let resp = inner
-            .http
+        let resp = http
             .post(url)
             .json(body)
             .send()
@@ -674,7 +687,7 @@ pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
     };
     let status = payload["status"].as_str().and_then(Status::parse);
     let terminal = status.is_some_and(Status::is_terminal);
-    let (logs, output, write) = {
+    let (logs, write) = {
         let mut seen = ch.seen.lock().unwrap_or_else(|p| p.into_inner());
         // Cog's webhooks can arrive out of order: nothing counts after the end.
         if seen.ended {
@@ -702,8 +715,7 @@ pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
             );
             seen.logs = logs.len();
         }
-        let output = payload["output"].clone();
-        match &output {
+        match &payload["output"] {
             Value::Array(items) if items.len() > seen.outputs => {
                 for (i, item) in items.iter().enumerate().skip(seen.outputs) {
                     seen.items.push(item.clone());
@@ -738,7 +750,7 @@ pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
         if write {
             seen.written = Some(Instant::now());
         }
-        (logs, output, write)
+        (logs, write)
     };
     if terminal {
         let mut payload = payload;
@@ -747,7 +759,7 @@ pub async fn cog_update(inner: &Inner, id: &str, payload: Value) {
             let _ = tx.send(payload);
         }
     } else if write {
-        let output = Some(&output).filter(|o| !o.is_null());
+        let output = Some(&payload["output"]).filter(|o| !o.is_null());
         if let Err(e) = inner.store.job_progress(id, &logs, output).await {
             tracing::warn!(job = %id, error = %e, "could not record progress");
         }

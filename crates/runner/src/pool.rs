@@ -16,6 +16,9 @@ use crate::env::{tail, PyEnv};
 use crate::sandbox::{self, Sandbox};
 use crate::{bridge, Inner};
 
+/// The host its requests name when they go through a sandbox's socket: any name would do.
+const SOCKET_BASE: &str = "http://cog";
+
 /// Inside a sandbox (its own network namespace) these ports are always free.
 const COG_PORT: u16 = 5000;
 const CALLBACK_PORT: u16 = 5001;
@@ -52,8 +55,9 @@ pub struct Spec {
 struct Instance {
     id: u64,
     key: Key,
-    /// Where this host reaches the Cog server.
-    port: u16,
+    /// How this host reaches the Cog server: confined, through its Unix socket, with no
+    /// copying task of ours in between.
+    cog: CogClient,
     child: Child,
     stdin: Option<ChildStdin>,
     /// The server's own directory: its sockets, and (unconfined) its working copy.
@@ -67,6 +71,9 @@ struct Instance {
     callback_base: String,
     _pins: Vec<modelyard_blobs::Pin>,
     cgroup: Option<Cgroup>,
+    /// Processes killed for memory in its cgroup when last looked at: read only when a job
+    /// fails, not on every job.
+    oom_seen: u64,
     /// The GPUs it was given, free again once it has stopped.
     gpus: Vec<u32>,
     /// Its callback endpoint and bridges, stopped with it.
@@ -132,14 +139,20 @@ pub struct Pool {
     inner: Weak<Inner>,
 }
 
+/// How to send requests to one Cog server.
+#[derive(Clone)]
+pub struct CogClient {
+    pub http: reqwest::Client,
+    /// What its URLs start with, e.g. `http://cog`.
+    pub base: Arc<str>,
+}
+
 /// A server lent to one job.
 pub struct Lease {
-    pub port: u16,
+    pub cog: CogClient,
     id: u64,
     /// Where the server sends webhooks, as it sees it.
     pub callback_base: String,
-    /// Processes killed for memory in its cgroup when it was lent.
-    oom_before: u64,
     /// The job it runs, as its callback endpoint knows it.
     pub current: Current,
 }
@@ -329,14 +342,21 @@ impl Pool {
             .is_some_and(|i| matches!(i.child.try_wait(), Ok(None)))
     }
 
-    /// Whether the kernel killed a process of the server for memory since it was lent.
+    /// Whether the kernel killed a process of the server for memory since this was last asked
+    /// (or since it started). Asked only when a job failed, so the count is not read on every
+    /// job: a kill during a job that still succeeded (a subprocess the model recovered from) is
+    /// told with the server's next failure instead.
     pub fn out_of_memory(&self, lease: &Lease) -> bool {
-        self.lock()
-            .instances
-            .iter()
-            .find(|i| i.id == lease.id)
-            .and_then(|i| i.cgroup.as_ref())
-            .is_some_and(|c| c.oom_kills() > lease.oom_before)
+        let mut st = self.lock();
+        let Some(inst) = st.instances.iter_mut().find(|i| i.id == lease.id) else {
+            return false;
+        };
+        let Some(kills) = inst.cgroup.as_ref().map(Cgroup::oom_kills) else {
+            return false;
+        };
+        let new = kills > inst.oom_seen;
+        inst.oom_seen = kills;
+        new
     }
 
     /// The server's own log (Cog writes structured lines there).
@@ -495,7 +515,7 @@ impl Pool {
         let router = callbacks::router(self.inner.clone(), current.clone(), upload_label.clone());
         let mut tasks = Vec::new();
         let mut jail = sb.jail(&workdir);
-        let (port, cog_port, callback_base, project) = if sb.confined() {
+        let (cog, cog_port, callback_base, project) = if sb.confined() {
             let cb = bridge::bind_unix(&workdir.join("cb.sock"), cfg.uid, cfg.gid)
                 .map_err(|e| err(format!("could not open the callback socket: {e}")))?;
             tasks.push(tokio::spawn(async move {
@@ -506,10 +526,14 @@ impl Pool {
                     .map_err(|e| err(format!("could not open the egress socket: {e}")))?;
                 tasks.push(bridge::egress(eg));
             }
-            let (port, t) = bridge::tcp_to_unix(workdir.join("cog.sock"))
-                .await
-                .map_err(|e| err(format!("no free port: {e}")))?;
-            tasks.push(t);
+            let http = reqwest::Client::builder()
+                .unix_socket(workdir.join("cog.sock"))
+                .build()
+                .map_err(|e| err(format!("could not make the server's client: {e}")))?;
+            let cog = CogClient {
+                http,
+                base: SOCKET_BASE.into(),
+            };
             let run = jail.rw(&workdir, sandbox::RUN);
             let sock = |f: &str| format!("unix:{}", run.join(f).display());
             let tcp = |p: u16| format!("tcp:127.0.0.1:{p}");
@@ -524,7 +548,7 @@ impl Pool {
                 jail.env("NO_PROXY", "localhost,127.0.0.1");
             }
             let callback_base = format!("http://127.0.0.1:{CALLBACK_PORT}");
-            (port, COG_PORT, callback_base, spec.project.clone())
+            (cog, COG_PORT, callback_base, spec.project.clone())
         } else {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -542,7 +566,11 @@ impl Pool {
                 .map_err(|e| err(format!("could not prepare the working directory: {e}")))?;
             jail.watch();
             let base = format!("http://127.0.0.1:{cb_port}");
-            (port, port, base, workdir.join("src"))
+            let cog = CogClient {
+                http: self.http.clone(),
+                base: format!("http://127.0.0.1:{port}").into(),
+            };
+            (cog, port, base, workdir.join("src"))
         };
         let tasks = Tasks(tasks);
         let src = jail.project(&project, sandbox::SRC);
@@ -602,7 +630,7 @@ impl Pool {
         let mut inst = Instance {
             id,
             key: spec.key.clone(),
-            port,
+            cog,
             child,
             stdin,
             workdir,
@@ -613,11 +641,16 @@ impl Pool {
             callback_base,
             _pins: spec.pins.clone(),
             cgroup: started.cgroup,
+            oom_seen: 0,
             gpus: gpus.to_vec(),
             _tasks: tasks,
         };
         match self.wait_ready(&mut inst).await {
-            Ok(()) => Ok(inst),
+            Ok(()) => {
+                // A kill during setup that setup survived is no job's doing.
+                inst.oom_seen = inst.cgroup.as_ref().map_or(0, Cgroup::oom_kills);
+                Ok(inst)
+            }
             Err(m) => {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 let oom = inst.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
@@ -639,12 +672,13 @@ impl Pool {
 
     async fn wait_ready(&self, inst: &mut Instance) -> Result<(), String> {
         let deadline = Instant::now() + self.setup_timeout;
-        let url = format!("http://127.0.0.1:{}/health-check", inst.port);
+        let url = format!("{}/health-check", inst.cog.base);
         loop {
             if let Ok(Some(status)) = inst.child.try_wait() {
                 return Err(format!("the model server exited during setup ({status})"));
             }
-            if let Ok(r) = self
+            if let Ok(r) = inst
+                .cog
                 .http
                 .get(&url)
                 .timeout(Duration::from_secs(2))
@@ -713,10 +747,9 @@ impl Instance {
     fn lend(&self, job: &str) -> Lease {
         self.current.set(Some(job));
         Lease {
-            port: self.port,
+            cog: self.cog.clone(),
             id: self.id,
             callback_base: self.callback_base.clone(),
-            oom_before: self.cgroup.as_ref().map_or(0, |c| c.oom_kills()),
             current: self.current.clone(),
         }
     }
