@@ -177,15 +177,10 @@ impl JobStore for SqlStore {
              ORDER BY j.seq LIMIT $1",
             offer_filter(offer, 2)
         );
-        let mut q = sqlx::query(&sql).bind(limit);
-        for h in &offer.hardware {
-            q = q.bind(h);
-        }
-        q.fetch_all(&mut *self.reader().await?)
-            .await?
-            .iter()
-            .map(rows::job)
-            .collect()
+        // Read each time a job ends: on SQLite's direct connections (`direct.rs`).
+        let mut args = vec![Arg::Int(limit)];
+        args.extend(offer.hardware.iter().map(|h| Arg::Text(h)));
+        self.read_rows(&sql, &args, |r| rows::job(r)).await
     }
 
     async fn claim_job(&self, id: &str, offer: &Offer, lease: &JobLease) -> Result<bool> {
