@@ -93,8 +93,11 @@ pub async fn run(inner: Arc<Inner>) {
             .lock()
             .map(|mut q| q.drain(..).collect())
             .unwrap_or_default();
+        let news = inner.queue_news.swap(false, Ordering::SeqCst);
         if free > 0 {
-            let jobs = if !backlog && !fresh.is_empty() && fresh.len() <= free {
+            let jobs = if !backlog && !news && fresh.len() <= free {
+                // Nothing else waits: the last read of the queue left nothing behind, and
+                // whatever was queued since is in `fresh` (none when a place was given back).
                 Ok(fresh)
             } else {
                 inner.store.queued_jobs(&offer, 500).await
@@ -146,7 +149,7 @@ pub async fn run(inner: Arc<Inner>) {
                 }
                 Err(e) => tracing::error!(error = %e, "could not read the queue"),
             }
-        } else if !fresh.is_empty() {
+        } else if !fresh.is_empty() || news {
             // They are in the table: the next read of the queue finds them in their turn.
             backlog = true;
         }

@@ -18,7 +18,7 @@ mod pool;
 pub mod sandbox;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -119,6 +119,10 @@ struct Inner {
     /// How to start servers, by version and mode: versions never change once pushed.
     specs: Mutex<HashMap<pool::Key, KnownSpec>>,
     wake: Notify,
+    /// The queue may hold jobs the dispatcher has not read (something was queued elsewhere, or
+    /// requeued): set by every wake except a place given back and a job handed over in
+    /// `fresh`, so a place given back costs no read of an empty queue.
+    queue_news: AtomicBool,
     /// Jobs just created on this server, handed over directly: when nothing older waits, the
     /// dispatcher takes them without reading the queue back from the database.
     fresh: Mutex<std::collections::VecDeque<modelyard_domain::Job>>,
@@ -177,6 +181,7 @@ impl Runner {
             cfg,
             specs: Default::default(),
             wake: Notify::new(),
+            queue_news: AtomicBool::new(false),
             fresh: Default::default(),
             inflight: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
@@ -193,7 +198,7 @@ impl Runner {
             inner.cfg.lease,
             move || {
                 if let Some(i) = woken.upgrade() {
-                    i.wake.notify_one();
+                    i.queue_changed();
                 }
             },
             inner.shutdown.subscribe(),
@@ -203,7 +208,7 @@ impl Runner {
 
     /// Something was queued.
     pub fn wake(&self) {
-        self.inner.wake.notify_one();
+        self.inner.queue_changed();
     }
 
     /// A job this server just recorded: queued as any other, and handed to the dispatcher.
@@ -212,7 +217,7 @@ impl Runner {
         if let Ok(mut q) = self.inner.fresh.lock() {
             q.push_back(job);
         }
-        self.wake();
+        self.inner.wake.notify_one();
     }
 
     /// The job was canceled in storage; stop it wherever it runs.
@@ -269,6 +274,12 @@ impl Runner {
 }
 
 impl Inner {
+    /// Something may have been queued that the dispatcher has not read.
+    fn queue_changed(&self) {
+        self.queue_news.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
     /// The live channel of a job this runner runs.
     fn channel(&self, id: &str) -> Arc<JobChannel> {
         self.cfg.live.run_here(id)
@@ -291,7 +302,7 @@ async fn woken(inner: std::sync::Weak<Inner>) {
         };
         live.woken.notified().await;
         match inner.upgrade() {
-            Some(i) => i.wake.notify_one(),
+            Some(i) => i.queue_changed(),
             None => return,
         }
     }
