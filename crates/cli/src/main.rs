@@ -27,11 +27,6 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use modelyard_server::defaults;
 
-/// Small allocations (rows, JSON, headers) are most of what a request allocates: glibc's
-/// malloc and free were about a fifth of a read's CPU (see docs/BENCHMARKS.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const DEFAULT_URL: &str = "http://127.0.0.1:5080";
 
 /// modelyard: a self-hosted model platform that speaks Replicate's HTTP API.
