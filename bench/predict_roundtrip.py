@@ -7,7 +7,9 @@ One run, same machine, same trivial predictor (fixtures/cog/echo):
                 server, recorded again), sequentially;
   3. throughput with 4 concurrent clients: modelyard with 2 warm servers vs. 2 direct Cog
      servers (clients retry Cog's 409 "busy");
-  4. modelyard's memory (VmRSS, VmHWM) under that load, and its own CPU time per prediction;
+  4. modelyard's memory (VmRSS, VmHWM) under that load, its own CPU time per prediction, and
+     CPU time per prediction by process (this script's clients, modelyard, the sandbox's bridge,
+     Cog's server and its worker) in each phase: where a prediction's CPU goes;
   5. 16 concurrent clients on the same 2 servers: throughput, p50/p99/max and errors.
 
 Usage: python3 bench/predict_roundtrip.py [--requests 300] [--seconds 10]
