@@ -260,7 +260,7 @@ impl SqlStore {
         };
         store.migrate().await?;
         if dialect == Dialect::Sqlite {
-            // Opened after migrating: they only read, and find every table there.
+            // Opened after migrating, so every table is there.
             let file = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
                 .get_filename()
                 .to_path_buf();
