@@ -86,6 +86,17 @@ fn bound<'q>(
     q
 }
 
+/// sqlx's rows through the decoders both drivers share.
+fn decode_all<T>(
+    rows: &[sqlx::any::AnyRow],
+    decode: impl FnMut(&dyn crate::rows::Cols) -> Result<T>,
+) -> Result<Vec<T>> {
+    rows.iter()
+        .map(|r| r as &dyn crate::rows::Cols)
+        .map(decode)
+        .collect()
+}
+
 /// A write transaction written once for both drivers: on SQLite the direct writer
 /// (`direct.rs`), on PostgreSQL sqlx's.
 pub(crate) enum WriteTx {
@@ -109,13 +120,7 @@ impl WriteTx {
     ) -> Result<Vec<T>> {
         match self {
             WriteTx::Direct(d) => d.rows(sql, args, decode),
-            WriteTx::Sqlx(tx) => {
-                let rows = bound(sql, args).fetch_all(&mut **tx).await?;
-                rows.iter()
-                    .map(|r| r as &dyn crate::rows::Cols)
-                    .map(decode)
-                    .collect()
-            }
+            WriteTx::Sqlx(tx) => decode_all(&bound(sql, args).fetch_all(&mut **tx).await?, decode),
         }
     }
 
@@ -323,10 +328,7 @@ impl SqlStore {
         let rows = bound(sql, args)
             .fetch_all(&mut *self.reader().await?)
             .await?;
-        rows.iter()
-            .map(|r| r as &dyn crate::rows::Cols)
-            .map(decode)
-            .collect()
+        decode_all(&rows, decode)
     }
 
     /// The one row (or none) of a one-statement read, as `read_rows`.
