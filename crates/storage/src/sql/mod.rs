@@ -62,6 +62,8 @@ pub struct SqlStore {
     direct: Option<Arc<Direct>>,
     /// On SQLite, the connection for the prediction path's writes (`direct.rs`).
     direct_writer: Option<Arc<Mutex<rusqlite::Connection>>>,
+    /// Held by every copy of the store: the WAL's checkpoint thread ends with the last one.
+    _alive: Arc<()>,
     dialect: Dialect,
     /// Where notices go (`notify.rs`).
     bus: notify::Bus,
@@ -132,6 +134,9 @@ impl WriteTx {
     }
 }
 
+/// How often SQLite's WAL is checkpointed (`direct::checkpoints`).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How many SQLite connections are held for reads.
 const READERS: usize = 4;
 
@@ -193,6 +198,8 @@ async fn sqlite_pragmas(conn: &mut AnyConnection) -> sqlx::Result<()> {
     conn.execute("PRAGMA foreign_keys = ON").await?;
     conn.execute("PRAGMA busy_timeout = 10000").await?;
     conn.execute("PRAGMA synchronous = NORMAL").await?;
+    // Checkpoints run beside the requests (`direct::checkpoints`), not inside a commit.
+    conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
     Ok(())
 }
 
@@ -259,6 +266,7 @@ impl SqlStore {
             readers,
             direct: None,
             direct_writer: None,
+            _alive: Arc::new(()),
             dialect,
             bus: notify::Bus::new(dialect.notifies_other_processes(), &url),
             opts,
@@ -272,6 +280,7 @@ impl SqlStore {
             if file.as_os_str() != ":memory:" {
                 store.direct = Some(Arc::new(Direct::open(&file)?));
                 store.direct_writer = Some(Arc::new(Mutex::new(direct::open_writer(&file)?)));
+                direct::checkpoints(&file, Arc::downgrade(&store._alive), CHECKPOINT_EVERY)?;
             }
         }
         Ok(store)
