@@ -90,7 +90,8 @@ fn rows_of<T>(
     Ok(out)
 }
 
-fn exec(conn: &Connection, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+/// One statement: rows affected (outside a transaction, on the held direct writer).
+pub(crate) fn exec(conn: &Connection, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
     let mut stmt = conn.prepare_cached(sql).map_err(corrupt)?;
     bind(&mut stmt, args)?;
     Ok(stmt.raw_execute().map_err(corrupt)? as u64)
@@ -190,11 +191,6 @@ impl Drop for DirectTx {
             }
         }
     }
-}
-
-/// One statement, outside a transaction, on the direct writer.
-pub(crate) fn exec_one(held: &Held, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
-    exec(&held.conn, sql, args)
 }
 
 impl Direct {

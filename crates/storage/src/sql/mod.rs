@@ -315,7 +315,7 @@ impl SqlStore {
     /// One write statement, outside a transaction: rows affected.
     pub(crate) async fn write_one(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
         match self.direct_writer().await? {
-            Some(held) => direct::exec_one(&held, sql, args),
+            Some(held) => direct::exec(&held.conn, sql, args),
             None => Ok(bound(sql, args)
                 .execute(&self.writer)
                 .await?
