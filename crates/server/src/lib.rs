@@ -90,7 +90,10 @@ pub struct Bound {
 pub async fn bind(config: Config) -> Result<Bound, StartError> {
     config.check_cluster().map_err(StartError::Config)?;
     modelyard_domain::hardware::check_all(&config.hardware).map_err(StartError::Config)?;
-    let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
+    let store = open_store(&config).await?;
+    // One server per SQLite database: rows it keeps in memory must see every write.
+    store.claim_for_server().map_err(StartError::Database)?;
+    let store: Arc<dyn Store> = Arc::new(store);
     let blobs = Arc::new(match &config.blob_store {
         None => Blobs::new(&config.data_dir, store.clone()),
         Some(url) => Blobs::with_object_store(

@@ -14,7 +14,7 @@ mod sql;
 mod store;
 
 pub use error::StoreError;
-pub use sql::{FileRecord, NewFile, SqlStore};
+pub use sql::{written_elsewhere, FileRecord, NewFile, SqlStore};
 pub use store::{
     AccountStorage, AccountStore, AuditStore, ContentLock, ContentLockStore, Deletion,
     DeploymentStore, FileStore, JobEnd, JobLease, JobStore, KeptReason, Listener, MemberRemoval,

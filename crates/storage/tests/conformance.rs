@@ -34,6 +34,7 @@ conformance! {
     web_passwords_and_sessions => sqlite_web_passwords_and_sessions, postgres_web_passwords_and_sessions;
     web_listings_tokens_and_members => sqlite_web_listings_tokens_and_members, postgres_web_listings_tokens_and_members;
     unknown_stored_values_are_corrupt => sqlite_unknown_stored_values_are_corrupt, postgres_unknown_stored_values_are_corrupt;
+    reads_follow_every_stores_writes => sqlite_reads_follow_every_stores_writes, postgres_reads_follow_every_stores_writes;
 }
 
 fn full_names(models: &[Model]) -> Vec<String> {
@@ -1692,4 +1693,63 @@ async fn unknown_stored_values_are_corrupt(store: SqlStore) {
     assert!(is_corrupt(&r), "{r:?}");
     let r = store.delete_version(m.id, &v.id, &alice, true).await;
     assert!(is_corrupt(&r), "{r:?}");
+}
+
+// Reads of one row, which SQLite keeps in memory while nothing is written.
+
+/// Rows read again and again are current after a write through any store of the database
+/// (another server of this process), and gone once deleted.
+async fn reads_follow_every_stores_writes(store: SqlStore) {
+    let other = second_store().await;
+    let alice = user(&store, "alice").await;
+    let m = model(&store, alice.account.id, "m", Visibility::Private).await;
+    let v = version(&store, m.id, "d1", "a1").await;
+    let j = predict(&store, alice.account.id, &v.id).await;
+    let read = || async {
+        (
+            store.model("alice", "m").await.unwrap(),
+            store.version(m.id, &v.id).await.unwrap(),
+            store.version_by_id(&v.id).await.unwrap(),
+            store.model_and_version("alice", "m", &v.id).await.unwrap(),
+            store.job(JobKind::Prediction, &j.id).await.unwrap(),
+        )
+    };
+    for _ in 0..2 {
+        let (model, version, by_id, both, job) = read().await;
+        assert_eq!(model.unwrap().visibility, Visibility::Private);
+        assert_eq!(version.unwrap().id, v.id);
+        assert_eq!(by_id.unwrap().model.visibility, Visibility::Private);
+        assert!(both.unwrap().1.is_some());
+        assert_eq!(job.unwrap().status, Status::Starting);
+    }
+
+    set_visibility(&other, m.id, Visibility::Public).await;
+    other.cancel_job(JobKind::Prediction, &j.id).await.unwrap();
+    let (model, _, by_id, both, job) = read().await;
+    assert_eq!(model.unwrap().visibility, Visibility::Public);
+    assert_eq!(by_id.unwrap().model.visibility, Visibility::Public);
+    assert_eq!(both.unwrap().0.visibility, Visibility::Public);
+    assert_eq!(job.unwrap().status, Status::Canceled);
+
+    set_visibility(&other, m.id, Visibility::Private).await;
+    assert!(remove_version(&other, m.id, &v.id, &alice).await.deleted);
+    let (model, version, by_id, both, _) = read().await;
+    assert!(model.is_some());
+    assert!(
+        version.is_none() && by_id.is_none(),
+        "a deleted version was read"
+    );
+    assert!(both.unwrap().1.is_none(), "a deleted version was read");
+
+    let gone = other.delete_model(m.id, &alice, false).await.unwrap();
+    assert!(gone.deleted, "{gone:?}");
+    assert!(
+        store.model("alice", "m").await.unwrap().is_none(),
+        "a deleted model was read"
+    );
+    assert!(store
+        .model_and_version("alice", "m", &v.id)
+        .await
+        .unwrap()
+        .is_none());
 }

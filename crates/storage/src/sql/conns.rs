@@ -16,12 +16,82 @@ use sqlx::{Any, AnyConnection, AnyPool, Database, Describe, Either, Execute, Exe
 use sqlx::{Transaction, TransactionManager};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use super::cache::Writes;
+
 type Manager = <Any as Database>::TransactionManager;
 
 #[derive(Clone)]
 pub(crate) enum Conns {
     Pool(AnyPool),
-    Held(Arc<Mutex<AnyConnection>>),
+    /// SQLite's writer, and the count of its uses that the row cache follows (`cache.rs`).
+    Held(Arc<Mutex<AnyConnection>>, Arc<Writes>),
+}
+
+/// SQLite's writer, taken. While it is held no row is cached; when it is given back, every row
+/// cached before is stale. A command still in flight when it is given back (its future dropped
+/// mid-way) may commit later: `settle` was not called, so the cache stays off until a command
+/// queued behind it on the same connection has answered.
+pub(crate) struct WriteGuard {
+    conn: Option<OwnedMutexGuard<AnyConnection>>,
+    mutex: Arc<Mutex<AnyConnection>>,
+    writes: Arc<Writes>,
+    settled: bool,
+}
+
+impl WriteGuard {
+    pub(crate) async fn lock(mutex: &Arc<Mutex<AnyConnection>>, writes: &Arc<Writes>) -> Self {
+        let conn = mutex.clone().lock_owned().await;
+        writes.taken();
+        WriteGuard {
+            conn: Some(conn),
+            mutex: mutex.clone(),
+            writes: writes.clone(),
+            settled: true,
+        }
+    }
+
+    /// A command that may commit is being sent: until `settle`, a drop leaves it in flight.
+    fn unsettle(&mut self) {
+        self.settled = false;
+    }
+
+    fn settle(&mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.writes.unsettled();
+            // SQLite's commands run in order on the connection's thread: once one sent after
+            // the orphan has answered, the orphan has ended.
+            let (mutex, writes) = (self.mutex.clone(), self.writes.clone());
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let mut g = WriteGuard::lock(&mutex, &writes).await;
+                    if (&mut *g).execute("SELECT 1").await.is_ok() {
+                        writes.settled();
+                    }
+                });
+            }
+        }
+        drop(self.conn.take());
+        self.writes.given_back();
+    }
+}
+
+impl Deref for WriteGuard {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        self.conn.as_ref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for WriteGuard {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.conn.as_mut().expect("held until dropped")
+    }
 }
 
 impl Conns {
@@ -29,15 +99,15 @@ impl Conns {
     pub(crate) async fn begin(&self) -> sqlx::Result<Tx> {
         match self {
             Conns::Pool(p) => Ok(Tx(Some(TxConn::Pooled(p.begin().await?)))),
-            Conns::Held(_) => self.begin_with("BEGIN").await,
+            Conns::Held(..) => self.begin_with("BEGIN").await,
         }
     }
 
     pub(crate) async fn begin_with(&self, statement: &'static str) -> sqlx::Result<Tx> {
         match self {
             Conns::Pool(p) => Ok(Tx(Some(TxConn::Pooled(p.begin_with(statement).await?)))),
-            Conns::Held(c) => {
-                let mut g = c.clone().lock_owned().await;
+            Conns::Held(c, w) => {
+                let mut g = WriteGuard::lock(c, w).await;
                 if Manager::get_transaction_depth(&g) > 0 {
                     // Left open by a task dropped mid-way; never build on it.
                     Manager::rollback(&mut g).await?;
@@ -51,7 +121,12 @@ impl Conns {
     pub(crate) async fn acquire(&self) -> sqlx::Result<super::Reader> {
         Ok(match self {
             Conns::Pool(p) => super::Reader::Pooled(p.acquire().await?),
-            Conns::Held(c) => super::Reader::Held(c.clone().lock_owned().await),
+            // Only the pool lends connections for reads: the writer is taken as a `WriteGuard`.
+            Conns::Held(..) => {
+                return Err(sqlx::Error::Protocol(
+                    "the writer is not lent for reads".into(),
+                ))
+            }
         })
     }
 }
@@ -60,7 +135,7 @@ impl std::fmt::Debug for Conns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Conns::Pool(_) => "Conns::Pool",
-            Conns::Held(_) => "Conns::Held",
+            Conns::Held(..) => "Conns::Held",
         })
     }
 }
@@ -70,7 +145,7 @@ pub(crate) struct Tx(Option<TxConn>);
 
 enum TxConn {
     Pooled(Transaction<'static, Any>),
-    Held(OwnedMutexGuard<AnyConnection>),
+    Held(WriteGuard),
 }
 
 impl Tx {
@@ -79,7 +154,9 @@ impl Tx {
             // The guard stays in `self` until COMMIT answered: if this future is dropped
             // before, or COMMIT fails, `drop` rolls back (a no-op once committed).
             Some(TxConn::Held(g)) => {
+                g.unsettle();
                 Manager::commit(g).await?;
+                g.settle();
                 self.0 = None;
                 Ok(())
             }
@@ -131,12 +208,15 @@ impl<'p> Executor<'p> for &'_ Conns {
     {
         match self {
             Conns::Pool(p) => p.fetch_many(query),
-            Conns::Held(c) => {
-                let c = c.clone();
+            Conns::Held(c, w) => {
+                let (c, w) = (c.clone(), w.clone());
                 // Writes answer few rows; collected while the connection is held.
                 stream::once(async move {
-                    let mut g = c.lock_owned().await;
-                    (&mut *g).fetch_many(query).collect::<Vec<_>>().await
+                    let mut g = WriteGuard::lock(&c, &w).await;
+                    g.unsettle();
+                    let rows = (&mut *g).fetch_many(query).collect::<Vec<_>>().await;
+                    g.settle();
+                    rows
                 })
                 .flat_map(stream::iter)
                 .boxed()
@@ -150,9 +230,15 @@ impl<'p> Executor<'p> for &'_ Conns {
     {
         match self {
             Conns::Pool(p) => p.fetch_optional(query),
-            Conns::Held(c) => {
-                let c = c.clone();
-                Box::pin(async move { (&mut *c.lock_owned().await).fetch_optional(query).await })
+            Conns::Held(c, w) => {
+                let (c, w) = (c.clone(), w.clone());
+                Box::pin(async move {
+                    let mut g = WriteGuard::lock(&c, &w).await;
+                    g.unsettle();
+                    let row = (&mut *g).fetch_optional(query).await;
+                    g.settle();
+                    row
+                })
             }
         }
     }
@@ -164,10 +250,10 @@ impl<'p> Executor<'p> for &'_ Conns {
     ) -> BoxFuture<'e, sqlx::Result<<Any as Database>::Statement<'q>>> {
         match self {
             Conns::Pool(p) => p.prepare_with(sql, parameters),
-            Conns::Held(c) => {
-                let c = c.clone();
+            Conns::Held(c, w) => {
+                let (c, w) = (c.clone(), w.clone());
                 Box::pin(async move {
-                    (&mut *c.lock_owned().await)
+                    (&mut *WriteGuard::lock(&c, &w).await)
                         .prepare_with(sql, parameters)
                         .await
                 })
@@ -178,9 +264,9 @@ impl<'p> Executor<'p> for &'_ Conns {
     fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, sqlx::Result<Describe<Any>>> {
         match self {
             Conns::Pool(p) => p.describe(sql),
-            Conns::Held(c) => {
-                let c = c.clone();
-                Box::pin(async move { (&mut *c.lock_owned().await).describe(sql).await })
+            Conns::Held(c, w) => {
+                let (c, w) = (c.clone(), w.clone());
+                Box::pin(async move { (&mut *WriteGuard::lock(&c, &w).await).describe(sql).await })
             }
         }
     }
@@ -189,6 +275,47 @@ impl<'p> Executor<'p> for &'_ Conns {
 #[cfg(test)]
 mod tests {
     use super::super::SqlStore;
+    use super::Conns;
+
+    /// A write whose future is dropped while SQLite runs it may still commit after the writer
+    /// is given back: until a command behind it has answered, no row is kept or served.
+    #[tokio::test]
+    async fn rows_are_not_kept_while_a_dropped_write_may_still_commit() {
+        let path =
+            std::env::temp_dir().join(format!("modelyard-unsettled-{}.db", std::process::id()));
+        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let Conns::Held(_, writes) = &store.writer else {
+            panic!("SQLite's writer is held")
+        };
+        assert!(writes.stamp().is_some(), "nothing written yet");
+        // A write that takes SQLite a while (counting to three million first).
+        let write = sqlx::query(
+            "INSERT INTO schema_migrations (version) SELECT 99 FROM (WITH RECURSIVE c(x) AS \
+             (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT max(x) FROM c)",
+        )
+        .execute(&store.writer);
+        // Polled once (the statement is sent to SQLite's thread), then dropped.
+        let r = tokio::time::timeout(std::time::Duration::ZERO, write).await;
+        assert!(r.is_err(), "the write answered on its first poll");
+        assert_eq!(
+            writes.stamp(),
+            None,
+            "kept rows while the write was in flight"
+        );
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while writes.stamp().is_none() {
+            assert!(std::time::Instant::now() < until, "never settled");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
 
     /// The held writer: a write transaction dropped before its end leaves nothing behind, and
     /// the next one (on the same connection) starts clean and commits.

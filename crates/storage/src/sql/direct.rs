@@ -119,7 +119,7 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection> {
 /// The direct writer, held with sqlx's writer (which is idle meanwhile).
 pub(crate) struct Held {
     pub(crate) conn: OwnedMutexGuard<Connection>,
-    pub(crate) _writer: OwnedMutexGuard<sqlx::AnyConnection>,
+    pub(crate) _writer: super::conns::WriteGuard,
 }
 
 /// Checkpoints the WAL into the database every `every`, on a connection of its own, for as long

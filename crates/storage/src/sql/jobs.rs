@@ -116,8 +116,9 @@ impl JobStore for SqlStore {
     }
 
     async fn job(&self, kind: JobKind, id: &str) -> Result<Option<Job>> {
-        self.read_row(
-            &format!("{JOB_SELECT} WHERE j.id = $1 AND j.kind = $2"),
+        self.read_row_kept(
+            "job",
+            || format!("{JOB_SELECT} WHERE j.id = $1 AND j.kind = $2"),
             &[Arg::Text(id), Arg::Text(kind.as_str())],
             |r| rows::job(r),
         )

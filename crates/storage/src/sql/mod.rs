@@ -3,6 +3,7 @@
 //! its own file (accounts, sessions, models, versions, jobs, deployments, files, audit).
 mod accounts;
 mod audit;
+mod cache;
 mod conns;
 mod content_lock;
 mod deployments;
@@ -62,6 +63,10 @@ pub struct SqlStore {
     direct: Option<Arc<Direct>>,
     /// On SQLite, the connection for the prediction path's writes (`direct.rs`).
     direct_writer: Option<Arc<Mutex<rusqlite::Connection>>>,
+    /// On SQLite, rows kept while nothing is written (`cache.rs`).
+    kept: Option<Arc<cache::RowCache>>,
+    /// On SQLite, the database file.
+    file: Option<std::path::PathBuf>,
     /// Held by every copy of the store: the WAL's checkpoint thread ends with the last one.
     _alive: Arc<()>,
     dialect: Dialect,
@@ -69,6 +74,18 @@ pub struct SqlStore {
     bus: notify::Bus,
     /// For connections of their own (the content lock's).
     opts: AnyConnectOptions,
+}
+
+/// Something wrote to the SQLite database at `url` around this process's stores (a test's raw
+/// statements): rows they keep are no longer served.
+pub fn written_elsewhere(url: &str) {
+    let file =
+        sqlx::sqlite::SqliteConnectOptions::from_str(url).map(|o| o.get_filename().to_path_buf());
+    if let Ok(file) = file {
+        let writes = cache::Writes::of_file(&file);
+        writes.taken();
+        writes.given_back();
+    }
 }
 
 /// `sql` with `args` bound, for sqlx.
@@ -238,6 +255,20 @@ impl SqlStore {
         let pool = pool_with(if dialect == Dialect::Sqlite { 8 } else { 16 })
             .connect_with(opts.clone())
             .await?;
+        // The database file (SQLite): its writes are counted per file, for the row cache.
+        let file = match dialect {
+            Dialect::Sqlite => Some(
+                sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
+                    .get_filename()
+                    .to_path_buf(),
+            )
+            .filter(|f| f.as_os_str() != ":memory:"),
+            Dialect::Postgres => None,
+        };
+        let writes = file
+            .as_deref()
+            .map(cache::Writes::of_file)
+            .unwrap_or_default();
         let (writer, readers) = match dialect {
             Dialect::Sqlite => {
                 pool.execute("PRAGMA journal_mode = WAL").await?;
@@ -254,7 +285,7 @@ impl SqlStore {
                 let mut w = AnyConnection::connect_with(&opts).await?;
                 sqlite_pragmas(&mut w).await?;
                 (
-                    Conns::Held(Arc::new(Mutex::new(w))),
+                    Conns::Held(Arc::new(Mutex::new(w)), writes.clone()),
                     Some(Arc::new(readers)),
                 )
             }
@@ -266,32 +297,40 @@ impl SqlStore {
             readers,
             direct: None,
             direct_writer: None,
+            kept: None,
+            file: file.clone(),
             _alive: Arc::new(()),
             dialect,
             bus: notify::Bus::new(dialect.notifies_other_processes(), &url),
             opts,
         };
         store.migrate().await?;
-        if dialect == Dialect::Sqlite {
+        if let Some(file) = file {
             // Opened after migrating, so every table is there.
-            let file = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
-                .get_filename()
-                .to_path_buf();
-            if file.as_os_str() != ":memory:" {
-                store.direct = Some(Arc::new(Direct::open(&file)?));
-                store.direct_writer = Some(Arc::new(Mutex::new(direct::open_writer(&file)?)));
-                direct::checkpoints(&file, Arc::downgrade(&store._alive), CHECKPOINT_EVERY)?;
-            }
+            store.direct = Some(Arc::new(Direct::open(&file)?));
+            store.direct_writer = Some(Arc::new(Mutex::new(direct::open_writer(&file)?)));
+            store.kept = Some(Arc::new(cache::RowCache::new(writes)));
+            direct::checkpoints(&file, Arc::downgrade(&store._alive), CHECKPOINT_EVERY)?;
         }
         Ok(store)
     }
 
+    /// Claims a SQLite database for the servers of this process, until the last store on it
+    /// is dropped: another process's server claiming it is refused, since rows kept here
+    /// (`cache.rs`) would not see its writes. On PostgreSQL, where every node writes, nothing.
+    pub fn claim_for_server(&self) -> Result<()> {
+        match (&self.writer, &self.file) {
+            (Conns::Held(_, writes), Some(file)) => writes.claim(file),
+            _ => Ok(()),
+        }
+    }
+
     /// The direct writer (SQLite), taken with sqlx's writer so the two never meet.
     async fn direct_writer(&self) -> Result<Option<direct::Held>> {
-        let (Conns::Held(w), Some(dw)) = (&self.writer, &self.direct_writer) else {
+        let (Conns::Held(w, writes), Some(dw)) = (&self.writer, &self.direct_writer) else {
             return Ok(None);
         };
-        let mut writer = w.clone().lock_owned().await;
+        let mut writer = conns::WriteGuard::lock(w, writes).await;
         if <Any as sqlx::Database>::TransactionManager::get_transaction_depth(&writer) > 0 {
             // A transaction dropped mid-way: its rollback is queued on sqlx's connection and
             // must be done before this connection can write.
@@ -338,6 +377,23 @@ impl SqlStore {
             .fetch_all(&mut *self.reader().await?)
             .await?;
         decode_all(&rows, decode)
+    }
+
+    /// As `read_row`, kept (on SQLite) until anything is written: for reads of one row that
+    /// every request makes. `tag` names the query; the SQL is made only when it runs.
+    pub(crate) async fn read_row_kept<T: cache::Weigh + Clone + Send + Sync + 'static>(
+        &self,
+        tag: &'static str,
+        sql: impl FnOnce() -> String,
+        args: &[Arg<'_>],
+        decode: impl FnMut(&dyn crate::rows::Cols) -> Result<T>,
+    ) -> Result<Option<T>> {
+        if let (Some(kept), Some(d)) = (&self.kept, &self.direct) {
+            return kept.get_or_read(tag, args, || {
+                Ok(d.rows(&sql(), args, decode)?.into_iter().next())
+            });
+        }
+        self.read_row(&sql(), args, decode).await
     }
 
     /// The one row (or none) of a one-statement read, as `read_rows`.

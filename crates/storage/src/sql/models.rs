@@ -65,10 +65,13 @@ impl ModelStore for SqlStore {
     }
 
     async fn model(&self, owner: &str, name: &str) -> Result<Option<Model>> {
-        self.read_row(
-            &format!(
-                "{MODEL_SELECT} WHERE a.username = $1 AND m.name = $2 AND m.trashed_at IS NULL"
-            ),
+        self.read_row_kept(
+            "model",
+            || {
+                format!(
+                    "{MODEL_SELECT} WHERE a.username = $1 AND m.name = $2 AND m.trashed_at IS NULL"
+                )
+            },
             &[Arg::Text(owner), Arg::Text(name)],
             |r| rows::model(r),
         )

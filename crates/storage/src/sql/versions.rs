@@ -27,10 +27,13 @@ impl VersionStore for SqlStore {
     }
 
     async fn version(&self, model_id: i64, id: &str) -> Result<Option<Version>> {
-        self.read_row(
-            &format!(
-                "{VERSION_SELECT} WHERE v.model_id = $1 AND v.id = $2 AND v.trashed_at IS NULL"
-            ),
+        self.read_row_kept(
+            "version",
+            || {
+                format!(
+                    "{VERSION_SELECT} WHERE v.model_id = $1 AND v.id = $2 AND v.trashed_at IS NULL"
+                )
+            },
             &[Arg::Int(model_id), Arg::Text(id)],
             |r| rows::version(r),
         )
@@ -40,11 +43,14 @@ impl VersionStore for SqlStore {
     async fn version_by_id(&self, id: &str) -> Result<Option<ModelVersion>> {
         // Both outside the trash: a version in it, or of a model in it, is gone to every read.
         let row = self
-            .read_row(
-                &format!(
-                    "{MODEL_AND_VERSION_SELECT} JOIN versions r ON r.model_id = m.id \
+            .read_row_kept(
+                "version_by_id",
+                || {
+                    format!(
+                        "{MODEL_AND_VERSION_SELECT} JOIN versions r ON r.model_id = m.id \
                      WHERE r.id = $1 AND r.trashed_at IS NULL AND m.trashed_at IS NULL"
-                ),
+                    )
+                },
                 &[Arg::Text(id)],
                 |r| rows::model_and_version(r),
             )
@@ -61,8 +67,9 @@ impl VersionStore for SqlStore {
         name: &str,
         id: &str,
     ) -> Result<Option<(Model, Option<Version>)>> {
-        self.read_row(
-            &format!(
+        self.read_row_kept(
+            "model_and_version",
+            || format!(
                 "{MODEL_AND_VERSION_SELECT} LEFT JOIN versions r ON r.model_id = m.id AND r.id = $3 \
                  AND r.trashed_at IS NULL WHERE a.username = $1 AND m.name = $2 AND m.trashed_at IS NULL"
             ),

@@ -201,6 +201,7 @@ pub async fn write_raw(statements: &[&str]) {
     }
     drop(conn);
     pool.close().await;
+    modelyard_storage::written_elsewhere(&DB_URL.with(|u| u.clone()));
 }
 
 /// Sets a job's status directly, as a worker would.
@@ -215,6 +216,7 @@ pub async fn set_job_status(id: &str, status: Status) {
         .rows_affected();
     assert_eq!(n, 1, "job {id} not found");
     pool.close().await;
+    modelyard_storage::written_elsewhere(&DB_URL.with(|u| u.clone()));
 }
 
 // Builders.
