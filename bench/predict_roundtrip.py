@@ -12,7 +12,7 @@ One run, same machine, same trivial predictor (fixtures/cog/echo):
      Cog's server and its worker) in each phase: where a prediction's CPU goes;
   5. 16 concurrent clients on the same 2 servers: throughput, p50/p99/max and errors.
 
-Usage: python3 bench/predict_roundtrip.py [--requests 300] [--seconds 10]
+Usage: python3 bench/predict_roundtrip.py [--requests 300] [--seconds 10] [--serve-arg=OPTION]
 Builds the release binary first (a no-op when current; MODELYARD_BIN skips it); needs python3
 with cog installed.
 """
@@ -149,6 +149,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="one more option for `modelyard serve` (repeatable), e.g. "
+                         "--serve-arg=--unsafe-no-sandbox to measure without the sandbox")
     a = ap.parse_args()
     ensure_built()
     if not os.path.exists(BIN):
@@ -185,7 +188,7 @@ def main():
         port = free_port()
         env = dict(os.environ, RUST_LOG="warn")
         server = subprocess.Popen([BIN, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data,
-                                   "--max-servers", "2", "--python", sys.executable],
+                                   "--max-servers", "2", "--python", sys.executable, *a.serve_arg],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(server)
         wait_http(port, "/openapi.json", lambda s, b: s == 200)
