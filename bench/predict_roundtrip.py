@@ -4,7 +4,8 @@
 One run, same machine, same trivial predictor (fixtures/cog/echo):
   1. direct:    POST /predictions to a Cog server we start ourselves (sync), sequentially;
   2. modelyard: POST /v1/predictions with `Prefer: wait` (recorded, queued, run on a warm Cog
-                server, recorded again), sequentially;
+                server, recorded again), sequentially; the latencies compared are then taken
+                with the two paths alternating request by request, so both meet the same noise;
   3. throughput with 4 concurrent clients: modelyard with 2 warm servers vs. 2 direct Cog
      servers (clients retry Cog's 409 "busy");
   4. modelyard's memory (VmRSS, VmHWM) under that load, its own CPU time per prediction, and
@@ -106,6 +107,21 @@ def sequential(client, path, body_fn, n, check):
     return times
 
 
+def interleaved(a, b, n):
+    """`n` requests of each of two (client, path, body_fn, check), alternating (a b, b a, ...),
+    so that both see the same moments of a shared, noisy machine: each one's times (ms)."""
+    times = ([], [])
+    for i in range(n):
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        for k in order:
+            client, path, body_fn, check = (a, b)[k]
+            t0 = time.perf_counter()
+            status, body = client.post(path, body_fn(i))
+            times[k].append((time.perf_counter() - t0) * 1000)
+            check(status, body)
+    return times
+
+
 def own_cpu():
     """This process's CPU seconds (the clients' threads)."""
     t = os.times()
@@ -178,7 +194,7 @@ def main():
                 tree_cpu(p.pid, "Cog server", out)
             return out
         c0 = cog_cpu()
-        d_times = sequential(direct, "/predictions", inp, a.requests, ok_direct)
+        sequential(direct, "/predictions", inp, a.requests, ok_direct)
         cpu_rows = {"direct, sequential": cpu_delta(c0, cog_cpu(), a.requests)}
 
         # 2. The same through modelyard.
@@ -204,9 +220,12 @@ def main():
         cpu0 = cpu_seconds(server.pid)
         my_cpu = lambda: dict(tree_cpu(server.pid), **{"client (this script)": own_cpu()})
         c0 = my_cpu()
-        p_times = sequential(platform, "/v1/predictions", body, a.requests, ok_platform)
+        sequential(platform, "/v1/predictions", body, a.requests, ok_platform)
         cpu_per = (cpu_seconds(server.pid) - cpu0) * 1e6 / a.requests
         cpu_rows["modelyard, sequential"] = cpu_delta(c0, my_cpu(), a.requests)
+        # The latencies compared: the two paths alternately, request by request.
+        d_times, p_times = interleaved((direct, "/predictions", inp, ok_direct),
+                                       (platform, "/v1/predictions", body, ok_platform), a.requests)
 
         # 3. Throughput, 4 clients: modelyard (2 warm servers) vs. 2 direct Cog servers.
         n = []
@@ -232,7 +251,8 @@ def main():
             ("direct Cog `POST /predictions`", d50, d99, statistics.mean(d_times)),
             ("modelyard `POST /v1/predictions` + `Prefer: wait`", p50, p99, statistics.mean(p_times)),
         ]
-        print(f"\n## Prediction round trip ({a.requests} sequential requests each, after warm-up)\n")
+        print(f"\n## Prediction round trip ({a.requests} sequential requests each, after warm-up, "
+              f"the two paths alternating)\n")
         print("| path | p50 ms | p99 ms | mean ms |")
         print("| --- | ---: | ---: | ---: |")
         for name, x50, x99, mean in rows:
