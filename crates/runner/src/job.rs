@@ -11,7 +11,7 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::pool::{Key, Spec};
+use crate::pool::{CogClient, Key, Spec};
 use crate::{Event, Inner, JobChannel};
 
 const ALL_EVENTS: [&str; 4] = ["start", "output", "logs", "completed"];
@@ -303,7 +303,7 @@ async fn execute(
             ),
             "webhook_events_filter": ALL_EVENTS,
         });
-        if let Err(e) = submit(&cog.http, &base, &body).await {
+        if let Err(e) = submit(cog, &base, &body).await {
             let healthy = inner.pool.alive(&lease);
             inner.pool.release(lease, healthy).await;
             return Some(failed(e));
@@ -327,7 +327,7 @@ async fn execute(
             let Some(body) = &sync_body else {
                 return std::future::pending().await;
             };
-            match run_sync(&cog.http, &format!("{}/{route}", cog.base), body).await {
+            match run_sync(cog, &format!("{}/{route}", cog.base), body).await {
                 Ok(p) => p,
                 Err(e) => json!({"status": "failed", "error": e}),
             }
@@ -343,13 +343,13 @@ async fn execute(
                 }
                 _ = cancel.changed(), if !canceled => {
                     canceled = true;
-                    let _ = cog.http.post(format!("{base}/cancel")).send().await;
+                    let _ = cog.post(&format!("{base}/cancel"), None).await;
                     gave_up_at = Some(Instant::now());
                 }
                 _ = &mut deadline_sleep, if !canceled && deadline.is_some() => {
                     canceled = true;
                     let _ = inner.store.cancel_job(job.kind, &job.id).await;
-                    let _ = cog.http.post(format!("{base}/cancel")).send().await;
+                    let _ = cog.post(&format!("{base}/cancel"), None).await;
                     gave_up_at = Some(Instant::now());
                 }
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {
@@ -421,17 +421,20 @@ async fn deployment_cap(inner: &Inner, job: &Job) -> Option<usize> {
 /// Sends the job to the Cog server, which answers at once and reports by webhooks. Cog answers
 /// 409 while its one slot is busy, also briefly after a response, and 503 for a moment after
 /// it reports ready: both mean "try again".
-async fn submit(http: &reqwest::Client, url: &str, body: &Value) -> Result<(), String> {
+async fn submit(cog: &CogClient, url: &str, body: &Value) -> Result<(), String> {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let resp = http
-            .put(url)
-            .header("Prefer", "respond-async")
-            .json(body)
-            .send()
+        let resp = cog
+            .send(
+                hyper::Method::PUT,
+                url,
+                Some(body),
+                Some("respond-async"),
+                None,
+            )
             .await
             .map_err(|e| format!("the model server did not answer: {e}"))?;
-        let status = resp.status();
+        let status = resp.status;
         if status.is_success() {
             return Ok(());
         }
@@ -439,7 +442,7 @@ async fn submit(http: &reqwest::Client, url: &str, body: &Value) -> Result<(), S
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         }
-        let text = resp.text().await.unwrap_or_default();
+        let text = resp.text();
         let detail = serde_json::from_str::<Value>(&text)
             .ok()
             .map(|v| v["detail"].to_string())
@@ -468,27 +471,24 @@ fn logs_from_server_log(path: &std::path::Path, id: &str) -> String {
 }
 
 /// A synchronous run: `POST /predictions` (or `/trainings`) answers with the finished job.
-async fn run_sync(http: &reqwest::Client, url: &str, body: &Value) -> Result<Value, String> {
+async fn run_sync(cog: &CogClient, url: &str, body: &Value) -> Result<Value, String> {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let resp = http
-            .post(url)
-            .json(body)
-            .send()
+        let resp = cog
+            .post(url, Some(body))
             .await
             .map_err(|e| format!("the model server did not answer: {e}"))?;
-        let status = resp.status();
+        let status = resp.status;
         if status.is_success() {
             return resp
                 .json()
-                .await
                 .map_err(|e| format!("the model server answered oddly: {e}"));
         }
         if matches!(status.as_u16(), 409 | 503) && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         }
-        let text = resp.text().await.unwrap_or_default();
+        let text = resp.text();
         let detail = serde_json::from_str::<Value>(&text)
             .ok()
             .map(|v| v["detail"].to_string())

@@ -10,6 +10,7 @@ mod bridge;
 mod callbacks;
 mod cgroup;
 mod cluster;
+mod cog_http;
 mod dispatch;
 mod env;
 mod job;

@@ -12,12 +12,10 @@ use tokio::task::JoinHandle;
 
 use crate::callbacks::{self, Current};
 use crate::cgroup::Cgroup;
+pub use crate::cog_http::CogClient;
 use crate::env::{tail, PyEnv};
 use crate::sandbox::{self, Sandbox};
 use crate::{bridge, Inner};
-
-/// The host its requests name when they go through a sandbox's socket: any name would do.
-const SOCKET_BASE: &str = "http://cog";
 
 /// Inside a sandbox (its own network namespace) these ports are always free.
 const COG_PORT: u16 = 5000;
@@ -130,21 +128,12 @@ pub struct Pool {
     idle: Duration,
     setup_timeout: Duration,
     next_id: AtomicU64,
-    http: reqwest::Client,
     sandbox: Arc<Sandbox>,
     /// Names this runner's servers (their directories, cgroups and upload paths).
     label: String,
     /// Whether this node has GPUs to give.
     has_gpus: bool,
     inner: Weak<Inner>,
-}
-
-/// How to send requests to one Cog server.
-#[derive(Clone)]
-pub struct CogClient {
-    pub http: reqwest::Client,
-    /// What its URLs start with, e.g. `http://cog`.
-    pub base: Arc<str>,
 }
 
 /// A server lent to one job.
@@ -183,7 +172,6 @@ impl Pool {
             idle: c.idle,
             setup_timeout: c.setup_timeout,
             next_id: AtomicU64::new(1),
-            http: reqwest::Client::new(),
             sandbox: c.sandbox,
             label: c.label,
             inner,
@@ -526,18 +514,11 @@ impl Pool {
                     .map_err(|e| err(format!("could not open the egress socket: {e}")))?;
                 tasks.push(bridge::egress(eg));
             }
-            let http = reqwest::Client::builder()
-                .unix_socket(workdir.join("cog.sock"))
-                .build()
-                .map_err(|e| err(format!("could not make the server's client: {e}")))?;
-            let cog = CogClient {
-                http,
-                base: SOCKET_BASE.into(),
-            };
+            let cog = CogClient::handed(&workdir.join("cog.sock"));
             let run = jail.rw(&workdir, sandbox::RUN);
             let sock = |f: &str| format!("unix:{}", run.join(f).display());
             let tcp = |p: u16| format!("tcp:127.0.0.1:{p}");
-            jail.forward(sock("cog.sock"), tcp(COG_PORT));
+            jail.hand(sock("cog.sock"), tcp(COG_PORT));
             jail.forward(tcp(CALLBACK_PORT), sock("cb.sock"));
             if cfg.egress {
                 jail.forward(tcp(PROXY_PORT), sock("egress.sock"));
@@ -566,10 +547,7 @@ impl Pool {
                 .map_err(|e| err(format!("could not prepare the working directory: {e}")))?;
             jail.watch();
             let base = format!("http://127.0.0.1:{cb_port}");
-            let cog = CogClient {
-                http: self.http.clone(),
-                base: format!("http://127.0.0.1:{port}").into(),
-            };
+            let cog = CogClient::tcp(port);
             (cog, port, base, workdir.join("src"))
         };
         let tasks = Tasks(tasks);
@@ -679,13 +657,16 @@ impl Pool {
             }
             if let Ok(r) = inst
                 .cog
-                .http
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
+                .send(
+                    hyper::Method::GET,
+                    &url,
+                    None,
+                    None,
+                    Some(Duration::from_secs(2)),
+                )
                 .await
             {
-                if let Ok(v) = r.json::<serde_json::Value>().await {
+                if let Ok(v) = r.json() {
                     match v["status"].as_str() {
                         Some("READY") | Some("BUSY") => return Ok(()),
                         Some("SETUP_FAILED") | Some("DEFUNCT") => {

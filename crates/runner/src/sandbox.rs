@@ -467,8 +467,9 @@ pub struct Jail<'a> {
     mounts: Vec<Mount>,
     env: Vec<(OsString, OsString)>,
     cwd: Option<PathBuf>,
-    /// Bridges `wrapper.py` runs inside: `LISTEN=CONNECT`, each `tcp:HOST:PORT` or `unix:PATH`.
-    forwards: Vec<String>,
+    /// Bridges `wrapper.py` runs inside: its option (`--forward`, `--hand`) and
+    /// `LISTEN=CONNECT`, each `tcp:HOST:PORT` or `unix:PATH`.
+    forwards: Vec<(&'static str, String)>,
     host_dir: PathBuf,
     limits: Option<String>,
     /// A link farm the wrapper makes before the program starts: (from, to).
@@ -545,7 +546,17 @@ impl Jail<'_> {
 
     /// Runs a bridge inside (see `wrapper.py`); implies [`Jail::watch`].
     pub fn forward(&mut self, listen: String, connect: String) -> &mut Self {
-        self.forwards.push(format!("{listen}={connect}"));
+        self.forwards
+            .push(("--forward", format!("{listen}={connect}")));
+        self.watch = true;
+        self
+    }
+
+    /// Has the wrapper hand out connections to `connect` on the Unix socket `listen` (see
+    /// `wrapper.py` and `cog_http.rs`); implies [`Jail::watch`].
+    pub fn hand(&mut self, listen: String, connect: String) -> &mut Self {
+        self.forwards
+            .push(("--hand", format!("{listen}={connect}")));
         self.watch = true;
         self
     }
@@ -603,8 +614,8 @@ impl Jail<'_> {
                 inner.push(from.into());
                 inner.push(to.into());
             }
-            for f in &self.forwards {
-                inner.push("--forward".into());
+            for (option, f) in &self.forwards {
+                inner.push(option.into());
                 inner.push(f.into());
             }
             inner.push("--".into());

@@ -1,6 +1,7 @@
 """Runs a program that cannot outlive modelyard, and the bridges between it and the platform.
 
-    wrapper.py [--farm SRC DST] [--forward LISTEN=CONNECT]... -- PROGRAM ARGS...
+    wrapper.py [--farm SRC DST] [--forward LISTEN=CONNECT]... [--hand LISTEN=CONNECT]...
+               -- PROGRAM ARGS...
 
 modelyard holds this process's standard input open. However modelyard ends, even by SIGKILL,
 the kernel closes that pipe; this process then stops its whole process group and exits. In the
@@ -11,6 +12,11 @@ Each --forward listens on LISTEN and connects every accepted connection to CONNE
 tcp:HOST:PORT or unix:PATH. In the sandbox, which has no network, they carry the platform's
 requests to the Cog server (unix -> its loopback port), the Cog server's webhooks and uploads
 back (loopback -> unix), and, when egress is on, the proxy for the internet.
+
+Each --hand listens on the Unix socket LISTEN and, for every accepted connection, connects to
+CONNECT and hands that connected socket over (SCM_RIGHTS) instead of copying bytes: modelyard then
+talks to the Cog server directly. Without a connection to give (the server not listening yet),
+the accepted one is closed with nothing.
 """
 import os
 import signal
@@ -85,6 +91,35 @@ def serve_forward(listen, connect):
     threading.Thread(target=accept, daemon=True).start()
 
 
+def serve_hand(listen, connect):
+    family, address = parse_end(listen)
+    server = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        os.unlink(address)
+    except FileNotFoundError:
+        pass
+    server.bind(address)
+    server.listen(128)
+    to_family, to_address = parse_end(connect)
+
+    def accept():
+        while True:
+            client, _ = server.accept()
+            upstream = socket.socket(to_family, socket.SOCK_STREAM)
+            try:
+                upstream.connect(to_address)
+                if to_family == socket.AF_INET:
+                    upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                socket.send_fds(client, [b"c"], [upstream.fileno()])
+            except OSError:
+                pass
+            finally:
+                upstream.close()
+                client.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
 def farm(src, dst):
     """Fills dst with links to src's files: the project reads as before and new files can be
     written beside them, but its own files stay read-only (src is a read-only mount)."""
@@ -99,13 +134,13 @@ def farm(src, dst):
 
 
 args = sys.argv[1:]
-while args and args[0] in ("--forward", "--farm"):
+while args and args[0] in ("--forward", "--hand", "--farm"):
     if args[0] == "--farm":
         farm(args[1], args[2])
         args = args[3:]
         continue
     listen, _, connect = args[1].partition("=")
-    serve_forward(listen, connect)
+    (serve_hand if args[0] == "--hand" else serve_forward)(listen, connect)
     args = args[2:]
 if args and args[0] == "--":
     args = args[1:]

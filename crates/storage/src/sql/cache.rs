@@ -115,7 +115,7 @@ impl Writes {
     /// The count under which a row read now may be kept, or none while a write may be under way.
     pub(crate) fn stamp(&self) -> Option<u64> {
         let count = self.count.load(SeqCst);
-        (count % 2 == 0 && self.unsettled.load(SeqCst) == 0).then_some(count)
+        (count.is_multiple_of(2) && self.unsettled.load(SeqCst) == 0).then_some(count)
     }
 }
 
