@@ -198,3 +198,59 @@ fn receive_fd(unix: &UnixStream) -> io::Result<OwnedFd> {
         "the model server is not accepting connections",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::os::fd::AsFd;
+
+    /// A wrapper stand-in: answers one connection on `path` by handing over `fd` (or nothing).
+    fn hander(path: &Path, fd: Option<OwnedFd>) -> std::thread::JoinHandle<()> {
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            if let Some(fd) = fd {
+                let mut space =
+                    [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+                let mut control = SendAncillaryBuffer::new(&mut space);
+                let fds = [fd.as_fd()];
+                assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+                sendmsg(
+                    &conn,
+                    &[io::IoSlice::new(b"c")],
+                    &mut control,
+                    SendFlags::empty(),
+                )
+                .unwrap();
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_handed_connection_is_used_only_if_it_is_loopback_tcp() {
+        let dir = tempfile::tempdir().unwrap();
+        let cog = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let to_cog = std::net::TcpStream::connect(cog.local_addr().unwrap()).unwrap();
+        let sock = dir.path().join("cog.sock");
+        let t = hander(&sock, Some(OwnedFd::from(to_cog)));
+        let tcp = handed(&sock).await.unwrap();
+        assert_eq!(tcp.peer_addr().unwrap(), cog.local_addr().unwrap());
+        t.join().unwrap();
+
+        // Anything else (here a file) is refused.
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        let sock = dir.path().join("file.sock");
+        let t = hander(&sock, Some(OwnedFd::from(file)));
+        let e = handed(&sock).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        t.join().unwrap();
+
+        // Nothing handed: the server is not listening yet.
+        let sock = dir.path().join("none.sock");
+        let t = hander(&sock, None);
+        let e = handed(&sock).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+        t.join().unwrap();
+    }
+}
