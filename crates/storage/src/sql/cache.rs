@@ -225,7 +225,7 @@ struct Rows {
 /// A row heavier than this (a prediction with a large output) is read each time.
 const MAX_ROW: usize = 64 * 1024;
 /// Past this weight in all, the cache starts over.
-const MAX_WEIGHT: usize = 8 * 1024 * 1024;
+const MAX_WEIGHT: usize = 2 * 1024 * 1024;
 
 impl RowCache {
     pub(crate) fn new(writes: Arc<Writes>) -> Self {
