@@ -51,28 +51,17 @@ fn a_second_server_on_one_sqlite_database_is_refused() {
     );
 
     // The administration command shares the database with the running server.
-    let out = Command::new(BIN)
-        .args(["admin", "user", "create", "bob", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let token = succeeds(
+        Command::new(BIN)
+            .args(["admin", "user", "create", "bob", "--data-dir"])
+            .arg(&data),
     );
-    let token = String::from_utf8(out.stdout).unwrap();
     let token = token.lines().last().unwrap().trim().to_string();
-    let out = Command::new(BIN)
-        .args(["models", "create", "bob/m"])
-        .env("MODELYARD_URL", format!("http://127.0.0.1:{port}"))
-        .env("MODELYARD_TOKEN", &token)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        Command::new(BIN)
+            .args(["models", "create", "bob/m"])
+            .env("MODELYARD_URL", format!("http://127.0.0.1:{port}"))
+            .env("MODELYARD_TOKEN", &token),
     );
 
     first.kill().unwrap();
@@ -82,4 +71,15 @@ fn a_second_server_on_one_sqlite_database_is_refused() {
     wait_listening(second_port);
     again.kill().unwrap();
     again.wait().unwrap();
+}
+
+/// Runs `cmd`, which must succeed: its standard output.
+fn succeeds(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }

@@ -51,8 +51,8 @@ def pump(src, dst):
                 pass
 
 
-def serve_forward(listen, connect):
-    family, address = parse_end(listen)
+def listening(spec):
+    family, address = parse_end(spec)
     server = socket.socket(family, socket.SOCK_STREAM)
     if family == socket.AF_INET:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -63,6 +63,11 @@ def serve_forward(listen, connect):
             pass
     server.bind(address)
     server.listen(128)
+    return server
+
+
+def serve_forward(listen, connect):
+    server = listening(listen)
     to_family, to_address = parse_end(connect)
 
     def handle(client):
@@ -92,14 +97,7 @@ def serve_forward(listen, connect):
 
 
 def serve_hand(listen, connect):
-    family, address = parse_end(listen)
-    server = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        os.unlink(address)
-    except FileNotFoundError:
-        pass
-    server.bind(address)
-    server.listen(128)
+    server = listening(listen)
     to_family, to_address = parse_end(connect)
 
     def accept():
