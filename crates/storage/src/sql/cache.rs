@@ -24,7 +24,10 @@ use super::Arg;
 /// The writer's uses, shared by every store of this process on one database file.
 #[derive(Default)]
 pub(crate) struct Writes {
-    /// Incremented when the writer is taken and when it is given back: odd while held.
+    /// Incremented when a writer is taken and when it is given back: odd while one store's
+    /// writer is held. With two stores of the process writing at once it can be even mid-write,
+    /// which is still safe: a row kept then is served only until the next give-back, and each
+    /// write gives its writer back after its commit and before it answers.
     count: AtomicU64,
     /// Commands that were in flight when their writer was given back and may still commit.
     unsettled: AtomicU64,
