@@ -82,9 +82,7 @@ pub fn written_elsewhere(url: &str) {
     let file =
         sqlx::sqlite::SqliteConnectOptions::from_str(url).map(|o| o.get_filename().to_path_buf());
     if let Ok(file) = file {
-        let writes = cache::Writes::of_file(&file);
-        writes.taken();
-        writes.given_back();
+        cache::Writes::of_file(&file).written_around();
     }
 }
 
