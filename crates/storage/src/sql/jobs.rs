@@ -15,6 +15,56 @@ use crate::{Result, StoreError};
 const RELEASE_JOIN: &str =
     "LEFT JOIN deployment_releases dr ON dr.deployment_id = d.id AND dr.number = d.release_number";
 
+/// The condition of `jobs_unfinished`, a partial index. SQLite uses a partial index only for
+/// a statement whose WHERE holds its condition word for word, so every statement that looks
+/// for unfinished jobs by status says it, even beside a narrower `status = ...`; one that
+/// did not would scan every job ever run (the `plans` test below checks).
+macro_rules! unfinished {
+    () => {
+        "status IN ('starting', 'processing')"
+    };
+}
+
+/// A worker's lease on its unfinished jobs, renewed.
+const RENEW: &str = concat!(
+    "UPDATE jobs SET lease_until = $1 WHERE worker_id = $2 AND claimed = 1 AND ",
+    unfinished!()
+);
+
+/// Started jobs whose worker's lease ran out: failed.
+const EXPIRE_STARTED: &str = concat!(
+    "UPDATE jobs SET status = 'failed', error = $1, completed_at = $2 WHERE ",
+    unfinished!(),
+    " AND status = 'processing' AND lease_until < $2"
+);
+
+/// Taken but not started, under a lease that ran out: queued again.
+const EXPIRE_QUEUED: &str = concat!(
+    "UPDATE jobs SET claimed = 0, worker_id = NULL, lease_until = NULL WHERE ",
+    unfinished!(),
+    " AND status = 'starting' AND claimed = 1 AND lease_until < $1"
+);
+
+/// At a start on one node: what was running when it stopped has failed.
+const RECOVER_STARTED: &str = concat!(
+    "UPDATE jobs SET status = 'failed', error = $1, completed_at = $2 WHERE ",
+    unfinished!(),
+    " AND status = 'processing'"
+);
+
+/// At a start on one node: what was taken but not started is queued again.
+const RECOVER_QUEUED: &str = concat!(
+    "UPDATE jobs SET claimed = 0 WHERE ",
+    unfinished!(),
+    " AND status = 'starting' AND claimed = 1"
+);
+
+/// How many of a deployment's jobs are taken and unfinished.
+const DEPLOYMENT_RUNNING: &str = concat!(
+    "SELECT COUNT(*) FROM jobs WHERE deployment_id = $1 AND claimed = 1 AND ",
+    unfinished!()
+);
+
 /// The hardware a queued job needs: its deployment's, else its model's (`mo`, the version's).
 const NEEDED_HARDWARE: &str = "COALESCE(dr.hardware, mo.hardware)";
 
@@ -32,6 +82,29 @@ fn offer_filter(offer: &Offer, first: usize) -> String {
         ));
     }
     sql
+}
+
+/// The queue, oldest first: jobs not yet taken that `offer` takes (`$1` the limit).
+fn queued_sql(offer: &Offer) -> String {
+    format!(
+        "{JOB_SELECT} {RELEASE_JOIN} WHERE j.{} AND j.status = 'starting' AND j.claimed = 0{} \
+         ORDER BY j.seq LIMIT $1",
+        unfinished!(),
+        offer_filter(offer, 2)
+    )
+}
+
+/// Queued jobs whose logs do not yet say that no worker offers what they need.
+fn unnoted_sql() -> String {
+    format!(
+        "SELECT j.id, {NEEDED_HARDWARE} AS hardware, v.gpu FROM jobs j \
+         JOIN versions v ON v.id = j.version_id AND v.trashed_at IS NULL \
+         JOIN models mo ON mo.id = v.model_id \
+         LEFT JOIN deployments d ON d.id = j.deployment_id {RELEASE_JOIN} \
+         WHERE j.{} AND j.status = 'starting' AND j.claimed = 0 AND j.waiting_noted = 0 \
+         ORDER BY j.seq LIMIT $1",
+        unfinished!()
+    )
 }
 
 #[async_trait]
@@ -173,11 +246,7 @@ impl JobStore for SqlStore {
     }
 
     async fn queued_jobs(&self, offer: &Offer, limit: i64) -> Result<Vec<Job>> {
-        let sql = format!(
-            "{JOB_SELECT} {RELEASE_JOIN} WHERE j.status = 'starting' AND j.claimed = 0{} \
-             ORDER BY j.seq LIMIT $1",
-            offer_filter(offer, 2)
-        );
+        let sql = queued_sql(offer);
         // Read each time a job ends: on SQLite's direct connections (`direct.rs`).
         let mut args = vec![Arg::Int(limit)];
         args.extend(offer.hardware.iter().map(|h| Arg::Text(h)));
@@ -211,51 +280,35 @@ impl JobStore for SqlStore {
     }
 
     async fn renew_leases(&self, worker_id: &str, until: DateTime<Utc>) -> Result<u64> {
-        Ok(sqlx::query(
-            "UPDATE jobs SET lease_until = $1 WHERE worker_id = $2 AND claimed = 1 \
-             AND status IN ('starting', 'processing')",
-        )
-        .bind(micros(until))
-        .bind(worker_id)
-        .execute(&self.writer)
-        .await?
-        .rows_affected())
+        Ok(sqlx::query(RENEW)
+            .bind(micros(until))
+            .bind(worker_id)
+            .execute(&self.writer)
+            .await?
+            .rows_affected())
     }
 
     async fn expire_leases(&self, now: DateTime<Utc>, error: &str) -> Result<RecoveredJobs> {
         let now = micros(now);
-        let failed = sqlx::query(
-            "UPDATE jobs SET status = 'failed', error = $1, completed_at = $2 \
-             WHERE status = 'processing' AND lease_until < $2",
-        )
-        .bind(error)
-        .bind(now)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        let requeued = sqlx::query(
-            "UPDATE jobs SET claimed = 0, worker_id = NULL, lease_until = NULL \
-             WHERE status = 'starting' AND claimed = 1 AND lease_until < $1",
-        )
-        .bind(now)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
+        let failed = sqlx::query(EXPIRE_STARTED)
+            .bind(error)
+            .bind(now)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        let requeued = sqlx::query(EXPIRE_QUEUED)
+            .bind(now)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
         Ok(RecoveredJobs { failed, requeued })
     }
 
     async fn unnoted_needs(&self, limit: i64) -> Result<Vec<Need>> {
-        let rows = sqlx::query(&format!(
-            "SELECT j.id, {NEEDED_HARDWARE} AS hardware, v.gpu FROM jobs j \
-             JOIN versions v ON v.id = j.version_id AND v.trashed_at IS NULL \
-             JOIN models mo ON mo.id = v.model_id \
-             LEFT JOIN deployments d ON d.id = j.deployment_id {RELEASE_JOIN} \
-             WHERE j.status = 'starting' AND j.claimed = 0 AND j.waiting_noted = 0 \
-             ORDER BY j.seq LIMIT $1"
-        ))
-        .bind(limit)
-        .fetch_all(&mut *self.reader().await?)
-        .await?;
+        let rows = sqlx::query(&unnoted_sql())
+            .bind(limit)
+            .fetch_all(&mut *self.reader().await?)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(Need {
@@ -331,19 +384,16 @@ impl JobStore for SqlStore {
     }
 
     async fn recover_jobs(&self, error: &str) -> Result<RecoveredJobs> {
-        let failed = sqlx::query(
-            "UPDATE jobs SET status = 'failed', error = $1, completed_at = $2 WHERE status = 'processing'",
-        )
-        .bind(error)
-        .bind(now())
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        let requeued =
-            sqlx::query("UPDATE jobs SET claimed = 0 WHERE status = 'starting' AND claimed = 1")
-                .execute(&self.writer)
-                .await?
-                .rows_affected();
+        let failed = sqlx::query(RECOVER_STARTED)
+            .bind(error)
+            .bind(now())
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        let requeued = sqlx::query(RECOVER_QUEUED)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
         Ok(RecoveredJobs { failed, requeued })
     }
 
@@ -428,13 +478,10 @@ impl SqlStore {
             .bind(d)
             .fetch_optional(&mut *tx)
             .await?;
-            let running: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM jobs WHERE deployment_id = $1 AND claimed = 1 \
-                 AND status IN ('starting', 'processing')",
-            )
-            .bind(d)
-            .fetch_one(&mut *tx)
-            .await?;
+            let running: i64 = sqlx::query_scalar(DEPLOYMENT_RUNNING)
+                .bind(d)
+                .fetch_one(&mut *tx)
+                .await?;
             if max.is_some_and(|m| running >= m.max(1)) {
                 return Ok(false);
             }
@@ -500,5 +547,64 @@ impl SqlStore {
         }
         args.extend(offer.hardware.iter().map(|h| Arg::Text(h)));
         Ok(self.write_one(&sql, &args).await? == 1)
+    }
+}
+
+#[cfg(test)]
+mod plans {
+    use super::*;
+
+    /// Every statement that looks for unfinished jobs reads them through an index, never by
+    /// a scan of every job ever run: on SQLite that holds only while each says the partial
+    /// index's condition word for word.
+    #[tokio::test]
+    async fn unfinished_jobs_are_found_through_an_index() {
+        let path = std::env::temp_dir().join(format!("modelyard-plans-{}.db", std::process::id()));
+        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let every = Offer {
+            hardware: vec![],
+            gpu: true,
+        };
+        let some = Offer {
+            hardware: vec!["cpu".into()],
+            gpu: false,
+        };
+        let statements = [
+            (queued_sql(&every), "jobs_unfinished"),
+            (queued_sql(&some), "jobs_unfinished"),
+            (unnoted_sql(), "jobs_unfinished"),
+            (RENEW.into(), "jobs_unfinished"),
+            (EXPIRE_STARTED.into(), "jobs_unfinished"),
+            (EXPIRE_QUEUED.into(), "jobs_unfinished"),
+            (RECOVER_STARTED.into(), "jobs_unfinished"),
+            (RECOVER_QUEUED.into(), "jobs_unfinished"),
+            (DEPLOYMENT_RUNNING.into(), "jobs_"),
+        ];
+        for (sql, index) in statements {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&store.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+            // "SEARCH j USING INDEX ..." or "SCAN jobs": the steps that read the jobs table.
+            let jobs: Vec<&String> = plan
+                .iter()
+                .filter(|d| matches!(d.split(' ').nth(1), Some("j" | "jobs")))
+                .collect();
+            assert!(
+                !jobs.is_empty() && jobs.iter().all(|d| d.contains(index)),
+                "{sql}\nis planned as {plan:#?}"
+            );
+        }
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
     }
 }

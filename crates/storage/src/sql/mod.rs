@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_trash.sql")),
     (5, include_str!("../migrations/0005_cluster.sql")),
     (6, include_str!("../migrations/0006_settings.sql")),
+    (7, include_str!("../migrations/0007_unfinished_jobs.sql")),
 ];
 
 #[derive(Clone)]
