@@ -9,7 +9,9 @@ use chrono::{Duration, Utc};
 use common::*;
 use modelyard_domain::*;
 use modelyard_storage::prelude::*;
-use modelyard_storage::{Deletion, MemberRemoval, PasswordRecord, SqlStore, StoredVersion};
+use modelyard_storage::{
+    Deletion, JobEnd, JobLease, MemberRemoval, PasswordRecord, SqlStore, StoredVersion,
+};
 use serde_json::json;
 
 conformance! {
@@ -35,6 +37,7 @@ conformance! {
     web_listings_tokens_and_members => sqlite_web_listings_tokens_and_members, postgres_web_listings_tokens_and_members;
     unknown_stored_values_are_corrupt => sqlite_unknown_stored_values_are_corrupt, postgres_unknown_stored_values_are_corrupt;
     reads_follow_every_stores_writes => sqlite_reads_follow_every_stores_writes, postgres_reads_follow_every_stores_writes;
+    reads_follow_the_job_path => sqlite_reads_follow_the_job_path, postgres_reads_follow_the_job_path;
 }
 
 fn full_names(models: &[Model]) -> Vec<String> {
@@ -1752,4 +1755,78 @@ async fn reads_follow_every_stores_writes(store: SqlStore) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// A prediction's record, start and end: a model read again shows each prediction in its
+/// `run_count` at once (however it reads it), and the prediction's own row each step; a
+/// training counts no run.
+async fn reads_follow_the_job_path(store: SqlStore) {
+    let alice = user(&store, "alice").await;
+    let m = model(&store, alice.account.id, "m", Visibility::Private).await;
+    let v = version(&store, m.id, "d1", "a1").await;
+    let runs = || async {
+        let counts = [
+            store.model("alice", "m").await.unwrap().unwrap().run_count,
+            store
+                .version_by_id(&v.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .model
+                .run_count,
+            store
+                .model_and_version("alice", "m", &v.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .0
+                .run_count,
+        ];
+        assert!(counts.iter().all(|c| *c == counts[0]), "{counts:?}");
+        counts[0]
+    };
+    assert_eq!(runs().await, 0);
+    assert_eq!(runs().await, 0);
+    let offer = modelyard_domain::worker::Offer::new(vec![], 1);
+    let lease = JobLease {
+        worker_id: "w".into(),
+        until: Utc::now() + Duration::seconds(60),
+    };
+    for n in 1..=3 {
+        let j = predict(&store, alice.account.id, &v.id).await;
+        assert_eq!(
+            runs().await,
+            n,
+            "the record of prediction {n} was not counted"
+        );
+        let status = || async {
+            store
+                .job(JobKind::Prediction, &j.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+        };
+        assert_eq!(status().await, Status::Starting);
+        assert!(store
+            .claim_and_start_job(&j.id, &offer, &lease, Utc::now())
+            .await
+            .unwrap());
+        assert_eq!(status().await, Status::Processing);
+        let end = JobEnd {
+            status: Status::Succeeded,
+            output: Some(serde_json::json!("out")),
+            error: None,
+            logs: String::new(),
+            metrics: serde_json::json!({}),
+            result_version_id: None,
+            completed_at: Utc::now(),
+        };
+        assert!(store.finish_job(&j.id, end).await.unwrap());
+        assert_eq!(status().await, Status::Succeeded);
+        assert_eq!(runs().await, n);
+    }
+    let dest = model(&store, alice.account.id, "tuned", Visibility::Private).await;
+    train(&store, alice.account.id, &v.id, dest.id).await;
+    assert_eq!(runs().await, 3, "a training counted as a run");
 }

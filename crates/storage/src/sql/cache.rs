@@ -2,10 +2,18 @@
 //!
 //! On SQLite every write of this process goes through one connection, the writer (`conns.rs`),
 //! so the process knows when the database may have changed: `Writes` counts the writer's uses,
-//! odd while it is held. A row read while the count stayed even and unchanged is kept under that
-//! count, and served only while the count is still the same: any write at all, committed or
-//! not, makes every kept row stale. A deleted or trashed model is therefore never served from
-//! here once its deletion has answered.
+//! odd while it is held. A row read while the counts stayed even and unchanged is kept under
+//! them, and served only while they are still the same: any write at all, committed or not,
+//! makes every kept row stale. A deleted or trashed model is therefore never served from here
+//! once its deletion has answered.
+//!
+//! One kind of write is counted apart: a prediction's or training's record, start and end (the
+//! job path, `Scope::Jobs`), which write the jobs table, the counts of runs per version and
+//! account, a deployment's last use, and a model's `run_count`, nothing else. Those keep rows
+//! that cannot show any of that (`Kept::CHANGED_BY_JOBS`): a model or a version stays kept
+//! while predictions of it run. The one thing of a model they change, its `run_count`, is
+//! counted here per model as each record commits (`Writes::ran`), and added to the count a kept
+//! row was read with when it is served.
 //!
 //! Other processes do not write these rows: a second server on the same data directory is
 //! refused at start, and `modelyard admin` writes accounts, organizations and tokens only,
@@ -29,6 +37,11 @@ pub(crate) struct Writes {
     /// which is still safe: a row kept then is served only until the next give-back, and each
     /// write gives its writer back after its commit and before it answers.
     count: AtomicU64,
+    /// As `count`, for the writes of the job path (`Scope::Jobs`).
+    jobs: AtomicU64,
+    /// The predictions recorded through the job path, by model: how far each model's
+    /// `run_count` has moved since this process opened the file.
+    runs: Mutex<HashMap<i64, i64>>,
     /// Commands that were in flight when their writer was given back and may still commit.
     unsettled: AtomicU64,
     /// The lock file beside the database, held while a server of this process serves it.
@@ -99,12 +112,35 @@ impl Writes {
         }
     }
 
-    pub(crate) fn taken(&self) {
-        self.count.fetch_add(1, SeqCst);
+    fn counter(&self, scope: Scope) -> &AtomicU64 {
+        match scope {
+            Scope::All => &self.count,
+            Scope::Jobs => &self.jobs,
+        }
     }
 
-    pub(crate) fn given_back(&self) {
-        self.count.fetch_add(1, SeqCst);
+    pub(crate) fn taken(&self, scope: Scope) {
+        self.counter(scope).fetch_add(1, SeqCst);
+    }
+
+    pub(crate) fn given_back(&self, scope: Scope) {
+        self.counter(scope).fetch_add(1, SeqCst);
+    }
+
+    /// A prediction of `model` was recorded (committed, by a write of the job path not yet
+    /// given back): its `run_count` went up by one.
+    pub(crate) fn ran(&self, model: i64) {
+        *self
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(model)
+            .or_default() += 1;
+    }
+
+    fn runs(&self, model: i64) -> i64 {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.get(&model).copied().unwrap_or(0)
     }
 
     /// A write happened that no writer of this process made: every kept row is stale.
@@ -120,27 +156,79 @@ impl Writes {
         self.unsettled.fetch_sub(1, SeqCst);
     }
 
-    /// The count under which a row read now may be kept, or none while a write may be under way.
-    pub(crate) fn stamp(&self) -> Option<u64> {
+    /// The counts under which a row read now may be kept, or none while a write may be under
+    /// way.
+    pub(crate) fn stamp(&self) -> Option<Stamp> {
+        let stamp = Stamp {
+            count: self.count.load(SeqCst),
+            jobs: self.jobs.load(SeqCst),
+        };
+        (stamp.count.is_multiple_of(2)
+            && stamp.jobs.is_multiple_of(2)
+            && self.unsettled.load(SeqCst) == 0)
+            .then_some(stamp)
+    }
+
+    /// Whether a row kept under `at` may be served now: nothing written since, or (for a row
+    /// no write of the job path changes) nothing but the job path's writes, even one under way.
+    fn serves(&self, at: Stamp, changed_by_jobs: bool) -> bool {
         let count = self.count.load(SeqCst);
-        (count.is_multiple_of(2) && self.unsettled.load(SeqCst) == 0).then_some(count)
+        let jobs = self.jobs.load(SeqCst);
+        count == at.count
+            && self.unsettled.load(SeqCst) == 0
+            && (!changed_by_jobs || jobs == at.jobs)
     }
 }
 
-/// Roughly how many bytes a kept row holds, so the cache stays small whatever rows hold.
-pub(crate) trait Weigh {
-    fn weight(&self) -> usize;
+/// Which writes a use of the writer may make.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Scope {
+    /// Anything.
+    All,
+    /// The job path's: the `jobs` table, `version_runs`, a deployment's `last_used_at`, and a
+    /// model's `run_count` (each raise noted with `Writes::ran` before the writer is given back).
+    Jobs,
 }
 
-impl<T: Weigh> Weigh for Option<T> {
+/// The writer's uses when a row was read.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Stamp {
+    count: u64,
+    jobs: u64,
+}
+
+/// What a kept row needs to say of itself.
+pub(crate) trait Kept: Clone + Send + Sync + 'static {
+    /// Whether a write of the job path (`Scope::Jobs`) can change it, other than a model's
+    /// `run_count`.
+    const CHANGED_BY_JOBS: bool;
+
+    /// Roughly how many bytes it holds, so the cache stays small whatever rows hold.
+    fn weight(&self) -> usize;
+
+    /// The model whose `run_count` it shows, and that count.
+    fn run_count(&mut self) -> Option<(i64, &mut i64)> {
+        None
+    }
+}
+
+impl<T: Kept> Kept for Option<T> {
+    const CHANGED_BY_JOBS: bool = T::CHANGED_BY_JOBS;
     fn weight(&self) -> usize {
         self.as_ref().map_or(16, T::weight)
     }
+    fn run_count(&mut self) -> Option<(i64, &mut i64)> {
+        self.as_mut().and_then(T::run_count)
+    }
 }
 
-impl<A: Weigh, B: Weigh> Weigh for (A, B) {
+impl<B: Kept> Kept for (Model, B) {
+    const CHANGED_BY_JOBS: bool = B::CHANGED_BY_JOBS;
     fn weight(&self) -> usize {
         self.0.weight() + self.1.weight()
+    }
+    fn run_count(&mut self) -> Option<(i64, &mut i64)> {
+        self.0.run_count()
     }
 }
 
@@ -148,7 +236,8 @@ fn text(s: &Option<String>) -> usize {
     s.as_ref().map_or(0, String::len)
 }
 
-impl Weigh for Version {
+impl Kept for Version {
+    const CHANGED_BY_JOBS: bool = false;
     // The schema is shared with every other copy of the version (`rows::schema`).
     fn weight(&self) -> usize {
         256 + self.id.len()
@@ -158,7 +247,8 @@ impl Weigh for Version {
     }
 }
 
-impl Weigh for Model {
+impl Kept for Model {
+    const CHANGED_BY_JOBS: bool = false;
     fn weight(&self) -> usize {
         256 + self.owner.len()
             + self.name.len()
@@ -169,15 +259,23 @@ impl Weigh for Model {
             + text(&self.cover_image_url)
             + self.latest_version.weight()
     }
-}
-
-impl Weigh for ModelVersion {
-    fn weight(&self) -> usize {
-        self.model.weight() + self.version.weight()
+    fn run_count(&mut self) -> Option<(i64, &mut i64)> {
+        Some((self.id, &mut self.run_count))
     }
 }
 
-impl Weigh for Job {
+impl Kept for ModelVersion {
+    const CHANGED_BY_JOBS: bool = false;
+    fn weight(&self) -> usize {
+        self.model.weight() + self.version.weight()
+    }
+    fn run_count(&mut self) -> Option<(i64, &mut i64)> {
+        self.model.run_count()
+    }
+}
+
+impl Kept for Job {
+    const CHANGED_BY_JOBS: bool = true;
     fn weight(&self) -> usize {
         512 + self.logs.len()
             + json(&self.input, MAX_ROW)
@@ -214,8 +312,15 @@ fn json(v: &Value, cap: usize) -> usize {
     }
 }
 
-/// A row, the count it was read at, and its weight.
-type Entry = (u64, usize, Arc<dyn Any + Send + Sync>);
+/// A kept row.
+struct Entry {
+    /// The writer's uses when it was read.
+    at: Stamp,
+    /// `Writes::runs` of the model whose `run_count` it shows, when it was read.
+    runs: i64,
+    weight: usize,
+    row: Arc<dyn Any + Send + Sync>,
+}
 
 /// Kept rows by query and arguments, each under the count it was read at.
 pub(crate) struct RowCache {
@@ -245,38 +350,49 @@ impl RowCache {
 
     /// The row kept for `tag` and `args`, or `read`'s, which is kept if no write could have
     /// happened while it was read.
-    pub(crate) fn get_or_read<T: Weigh + Clone + Send + Sync + 'static>(
+    pub(crate) fn get_or_read<T: Kept>(
         &self,
         tag: &'static str,
         args: &[Arg<'_>],
         read: impl FnOnce() -> crate::Result<Option<T>>,
     ) -> crate::Result<Option<T>> {
         let key = key(tag, args);
-        let before = self.writes.stamp();
-        if let Some(stamp) = before {
+        let kept = {
             let rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, _, row)) = rows.by_key.get(&key) {
-                if *at == stamp {
-                    if let Some(row) = row.downcast_ref::<Option<T>>() {
-                        return Ok(row.clone());
-                    }
+            rows.by_key.get(&key).and_then(|e| {
+                let row = e.row.downcast_ref::<Option<T>>()?;
+                Some((e.at, e.runs, row.clone()))
+            })
+        };
+        if let Some((at, runs, mut row)) = kept {
+            if self.writes.serves(at, T::CHANGED_BY_JOBS) {
+                if let Some((model, count)) = row.run_count() {
+                    *count += self.writes.runs(model) - runs;
                 }
+                return Ok(row);
             }
         }
-        let row = read()?;
+        let before = self.writes.stamp();
+        let mut row = read()?;
+        let runs = row.run_count().map_or(0, |(m, _)| self.writes.runs(m));
         let weight = key.len() + row.weight();
-        if let Some(stamp) = before.filter(|_| weight <= MAX_ROW) {
-            if self.writes.stamp() == Some(stamp) {
+        // Kept only if no write could have happened while it was read: then `runs` is what
+        // the row's `run_count` counted.
+        if let Some(at) = before.filter(|_| weight <= MAX_ROW) {
+            if self.writes.stamp() == Some(at) {
                 let mut rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
                 if rows.weight + weight > MAX_WEIGHT {
                     *rows = Rows::default();
                 }
                 rows.weight += weight;
-                if let Some((_, old, _)) = rows
-                    .by_key
-                    .insert(key, (stamp, weight, Arc::new(row.clone())))
-                {
-                    rows.weight -= old;
+                let entry = Entry {
+                    at,
+                    runs,
+                    weight,
+                    row: Arc::new(row.clone()),
+                };
+                if let Some(old) = rows.by_key.insert(key, entry) {
+                    rows.weight -= old.weight;
                 }
             }
         }
@@ -309,9 +425,27 @@ mod tests {
     #[derive(Clone, PartialEq, Debug)]
     struct Row(usize);
 
-    impl Weigh for Row {
+    impl Kept for Row {
+        const CHANGED_BY_JOBS: bool = true;
         fn weight(&self) -> usize {
             self.0
+        }
+    }
+
+    /// A row that the job path's writes do not change, but for the run count it shows.
+    #[derive(Clone, PartialEq, Debug)]
+    struct Counted {
+        model: i64,
+        runs: i64,
+    }
+
+    impl Kept for Counted {
+        const CHANGED_BY_JOBS: bool = false;
+        fn weight(&self) -> usize {
+            64
+        }
+        fn run_count(&mut self) -> Option<(i64, &mut i64)> {
+            Some((self.model, &mut self.runs))
         }
     }
 
@@ -357,8 +491,8 @@ mod tests {
         read(&cache, &reads, 2, || {});
         assert_eq!(reads.get(), 2, "the row read across a write was kept");
         // Nor while the writer is held, even if given back before the read ends.
-        w.taken();
-        read(&cache, &reads, 3, || w.given_back());
+        w.taken(Scope::All);
+        read(&cache, &reads, 3, || w.given_back(Scope::All));
         assert_eq!(read(&cache, &reads, 4, || {}), Row(4));
         assert_eq!(reads.get(), 4);
     }
@@ -369,9 +503,9 @@ mod tests {
         let cache = RowCache::new(w.clone());
         let reads = Cell::new(0);
         read(&cache, &reads, 1, || {});
-        w.taken();
+        w.taken(Scope::All);
         w.unsettled();
-        w.given_back();
+        w.given_back(Scope::All);
         assert_eq!(read(&cache, &reads, 2, || {}), Row(2));
         assert_eq!(
             read(&cache, &reads, 3, || {}),
@@ -386,6 +520,92 @@ mod tests {
             "settled: kept again"
         );
         assert_eq!(reads.get(), 4);
+    }
+
+    /// The job path's writes: a row they may change is read again after each; a model kept
+    /// beside them is served on, its run count raised by the predictions recorded since.
+    #[test]
+    fn the_job_path_leaves_models_kept_with_their_run_counts_current() {
+        let w = Arc::new(Writes::default());
+        let cache = RowCache::new(w.clone());
+        let reads = Cell::new(0);
+        let model = |runs: i64| {
+            reads.set(reads.get() + 1);
+            Ok(Some(Counted { model: 7, runs }))
+        };
+        let get = |runs| {
+            cache
+                .get_or_read("m", &[Arg::Int(7)], || model(runs))
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(get(10).runs, 10);
+        read(&cache, &reads, 1, || {});
+        assert_eq!(reads.get(), 2);
+
+        // A prediction of model 7 recorded, and one of model 8.
+        w.taken(Scope::Jobs);
+        w.ran(7);
+        w.ran(8);
+        // While the job path's writer is held: the model is served, the job row is not kept.
+        assert_eq!(get(99).runs, 11, "served while the job path writes");
+        assert_eq!(
+            read(&cache, &reads, 2, || {}),
+            Row(2),
+            "a job row served across a write"
+        );
+        assert_eq!(
+            read(&cache, &reads, 3, || {}),
+            Row(3),
+            "a job row kept mid-write"
+        );
+        w.given_back(Scope::Jobs);
+        assert_eq!(reads.get(), 4);
+        assert_eq!(get(99).runs, 11, "the model was read again");
+        assert_eq!(read(&cache, &reads, 4, || {}), Row(4));
+        assert_eq!(read(&cache, &reads, 5, || {}), Row(4), "kept again");
+        assert_eq!(reads.get(), 5);
+
+        // Any other write: everything is read again.
+        w.taken(Scope::All);
+        w.given_back(Scope::All);
+        assert_eq!(get(42).runs, 42);
+        assert_eq!(reads.get(), 6);
+        // Kept with the runs counted at its read: only later ones are added.
+        w.taken(Scope::Jobs);
+        w.ran(7);
+        w.given_back(Scope::Jobs);
+        assert_eq!(get(99).runs, 43);
+        assert_eq!(reads.get(), 6);
+    }
+
+    /// A model read while a prediction's record may be committing is not kept: its run count
+    /// may or may not hold that prediction.
+    #[test]
+    fn a_model_read_across_a_job_write_is_not_kept() {
+        let w = Arc::new(Writes::default());
+        let cache = RowCache::new(w.clone());
+        let reads = Cell::new(0);
+        let get = |runs, during: &dyn Fn()| {
+            cache
+                .get_or_read("m", &[Arg::Int(7)], || {
+                    reads.set(reads.get() + 1);
+                    during();
+                    Ok(Some(Counted { model: 7, runs }))
+                })
+                .unwrap()
+                .unwrap()
+                .runs
+        };
+        let record = || {
+            w.taken(Scope::Jobs);
+            w.ran(7);
+            w.given_back(Scope::Jobs);
+        };
+        assert_eq!(get(5, &record), 5);
+        assert_eq!(get(6, &|| {}), 6, "a row read across a record was kept");
+        assert_eq!(get(0, &|| {}), 6);
+        assert_eq!(reads.get(), 2);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Database, Describe, Either, Execute, Exe
 use sqlx::{Transaction, TransactionManager};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::cache::Writes;
+use super::cache::{Scope, Writes};
 
 type Manager = <Any as Database>::TransactionManager;
 
@@ -35,19 +35,34 @@ pub(crate) struct WriteGuard {
     conn: Option<OwnedMutexGuard<AnyConnection>>,
     mutex: Arc<Mutex<AnyConnection>>,
     writes: Arc<Writes>,
+    scope: Scope,
     settled: bool,
 }
 
 impl WriteGuard {
     pub(crate) async fn lock(mutex: &Arc<Mutex<AnyConnection>>, writes: &Arc<Writes>) -> Self {
+        Self::lock_for(mutex, writes, Scope::All).await
+    }
+
+    /// The writer, for writes of `scope` only.
+    pub(crate) async fn lock_for(
+        mutex: &Arc<Mutex<AnyConnection>>,
+        writes: &Arc<Writes>,
+        scope: Scope,
+    ) -> Self {
         let conn = mutex.clone().lock_owned().await;
-        writes.taken();
+        writes.taken(scope);
         WriteGuard {
             conn: Some(conn),
             mutex: mutex.clone(),
             writes: writes.clone(),
+            scope,
             settled: true,
         }
+    }
+
+    pub(crate) fn writes(&self) -> &Writes {
+        &self.writes
     }
 
     /// A command that may commit is being sent: until `settle`, a drop leaves it in flight.
@@ -63,6 +78,10 @@ impl WriteGuard {
 impl Drop for WriteGuard {
     fn drop(&mut self) {
         if !self.settled {
+            if self.scope == Scope::Jobs {
+                // Whether it committed, and so what it did to a run count, is unknown.
+                self.writes.written_around();
+            }
             self.writes.unsettled();
             // SQLite's commands run in order on the connection's thread: once one sent after
             // the orphan has answered, the orphan has ended.
@@ -77,7 +96,7 @@ impl Drop for WriteGuard {
             }
         }
         drop(self.conn.take());
-        self.writes.given_back();
+        self.writes.given_back(self.scope);
     }
 }
 

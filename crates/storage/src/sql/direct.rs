@@ -119,7 +119,7 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection> {
 /// The direct writer, held with sqlx's writer (which is idle meanwhile).
 pub(crate) struct Held {
     pub(crate) conn: OwnedMutexGuard<Connection>,
-    pub(crate) _writer: super::conns::WriteGuard,
+    pub(crate) writer: super::conns::WriteGuard,
 }
 
 /// Checkpoints the WAL into the database every `every`, on a connection of its own, for as long
@@ -176,9 +176,12 @@ impl DirectTx {
         rows_of(&self.held.conn, sql, args, decode)
     }
 
-    pub(crate) fn commit(mut self) -> Result<()> {
+    pub(crate) fn commit_ran(mut self, model: Option<i64>) -> Result<()> {
         self.held.conn.execute_batch("COMMIT").map_err(corrupt)?;
         self.done = true;
+        if let Some(m) = model {
+            self.held.writer.writes().ran(m);
+        }
         Ok(())
     }
 }
@@ -279,6 +282,7 @@ impl Cols for LiteRow<'_, '_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cache::Scope;
     use super::super::{Arg, SqlStore};
 
     /// A sqlx write transaction dropped mid-way leaves its rollback queued on sqlx's writer:
@@ -314,7 +318,13 @@ mod tests {
             .unwrap();
         drop(tx);
         let started = std::time::Instant::now();
-        assert_eq!(store.write_one(insert, &[Arg::Int(99)]).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .write_one_direct(Scope::All, insert, &[Arg::Int(99)])
+                .await
+                .unwrap(),
+            1
+        );
         assert!(
             started.elapsed() < std::time::Duration::from_secs(2),
             "the direct write waited on the dropped transaction's lock"
@@ -322,7 +332,7 @@ mod tests {
         assert_eq!(count(&store, 98).await, 0, "the dropped write was kept");
         assert_eq!(count(&store, 99).await, 1, "the direct write was lost");
 
-        let mut tx = store.begin_write_fast().await.unwrap();
+        let mut tx = store.begin_write_direct(Scope::All).await.unwrap();
         tx.exec(insert, &[Arg::Int(97)]).await.unwrap();
         drop(tx);
         assert_eq!(
@@ -330,9 +340,9 @@ mod tests {
             0,
             "an uncommitted direct write was kept"
         );
-        let mut tx = store.begin_write_fast().await.unwrap();
+        let mut tx = store.begin_write_direct(Scope::All).await.unwrap();
         tx.exec(insert, &[Arg::Int(96)]).await.unwrap();
-        tx.commit().await.unwrap();
+        tx.commit_ran(None).await.unwrap();
         assert_eq!(
             count(&store, 96).await,
             1,
@@ -351,13 +361,13 @@ mod tests {
             .await
             .unwrap();
         let before = std::fs::metadata(&path).unwrap().len();
-        let mut tx = store.begin_write_fast().await.unwrap();
+        let mut tx = store.begin_write_direct(Scope::All).await.unwrap();
         tx.exec("CREATE TABLE bulk (b TEXT)", &[]).await.unwrap();
         let text = "x".repeat(4 << 20);
         tx.exec("INSERT INTO bulk (b) VALUES ($1)", &[Arg::Text(&text)])
             .await
             .unwrap();
-        tx.commit().await.unwrap();
+        tx.commit_ran(None).await.unwrap();
         let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::fs::metadata(&path).unwrap().len() < before + (4 << 20) {
             assert!(

@@ -117,16 +117,22 @@ impl JobStore for SqlStore {
             serde_json::to_string(&j.webhook_events_filter).unwrap_or_else(|_| "[]".into());
         // Every prediction passes here: on SQLite it is one transaction on the direct writer
         // (`direct.rs`), with no hand-over to another thread per statement.
-        let mut tx = self.begin_write_fast().await?;
+        let mut tx = self.begin_job_write().await?;
         // Locks are taken model first, then version, as a deletion takes them; the other order
         // deadlocks against a concurrent deletion on PostgreSQL.
+        let mut ran = None;
         if j.kind == JobKind::Prediction {
-            tx.exec(
-                "UPDATE models SET run_count = run_count + 1 \
-                 WHERE id = (SELECT model_id FROM versions WHERE id = $1)",
-                &[Arg::Text(&j.version_id)],
-            )
-            .await?;
+            ran = tx
+                .rows(
+                    "UPDATE models SET run_count = run_count + 1 \
+                     WHERE id = (SELECT model_id FROM versions WHERE id = $1) RETURNING id",
+                    &[Arg::Text(&j.version_id)],
+                    |r| r.int("id"),
+                )
+                .await?
+                .into_iter()
+                .next()
+                .flatten();
         }
         // The version row is referenced by a foreign key: a version deleted a moment ago makes
         // this INSERT fail, and on PostgreSQL a deletion in progress makes it wait first.
@@ -184,7 +190,7 @@ impl JobStore for SqlStore {
             .into_iter()
             .next()
             .ok_or(StoreError::NotFound("version"))?;
-        tx.commit().await?;
+        tx.commit_ran(ran).await?;
         Ok(job)
     }
 
@@ -334,7 +340,7 @@ impl JobStore for SqlStore {
 
     async fn job_started(&self, id: &str, worker_id: &str, at: DateTime<Utc>) -> Result<bool> {
         let n = self
-            .write_one(
+            .write_job(
                 "UPDATE jobs SET status = 'processing', started_at = $1 \
                  WHERE id = $2 AND worker_id = $3 AND status = 'starting'",
                 &[Arg::Int(micros(at)), Arg::Text(id), Arg::Text(worker_id)],
@@ -364,7 +370,7 @@ impl JobStore for SqlStore {
         let output = end.output.map(|o| o.to_string());
         let metrics = end.metrics.to_string();
         let n = self
-            .write_one(
+            .write_job(
                 "UPDATE jobs SET status = $1, output = $2, error = $3, logs = $4, metrics = $5, \
                  result_version_id = $6, completed_at = $7 \
                  WHERE id = $8 AND status IN ('starting', 'processing')",
@@ -546,7 +552,7 @@ impl SqlStore {
             args.push(Arg::Int(micros(at)));
         }
         args.extend(offer.hardware.iter().map(|h| Arg::Text(h)));
-        Ok(self.write_one(&sql, &args).await? == 1)
+        Ok(self.write_job(&sql, &args).await? == 1)
     }
 }
 

@@ -142,9 +142,11 @@ impl WriteTx {
         }
     }
 
-    pub(crate) async fn commit(self) -> Result<()> {
+    /// Commits, noting (on SQLite, before the writer is given back) that the transaction
+    /// raised `model`'s `run_count` by one, for the rows kept with it (`cache.rs`).
+    pub(crate) async fn commit_ran(self, model: Option<i64>) -> Result<()> {
         match self {
-            WriteTx::Direct(d) => d.commit(),
+            WriteTx::Direct(d) => d.commit_ran(model),
             WriteTx::Sqlx(tx) => Ok(tx.commit().await?),
         }
     }
@@ -325,34 +327,47 @@ impl SqlStore {
     }
 
     /// The direct writer (SQLite), taken with sqlx's writer so the two never meet.
-    async fn direct_writer(&self) -> Result<Option<direct::Held>> {
+    async fn direct_writer(&self, scope: cache::Scope) -> Result<Option<direct::Held>> {
         let (Conns::Held(w, writes), Some(dw)) = (&self.writer, &self.direct_writer) else {
             return Ok(None);
         };
-        let mut writer = conns::WriteGuard::lock(w, writes).await;
+        let mut writer = conns::WriteGuard::lock_for(w, writes, scope).await;
         if <Any as sqlx::Database>::TransactionManager::get_transaction_depth(&writer) > 0 {
             // A transaction dropped mid-way: its rollback is queued on sqlx's connection and
             // must be done before this connection can write.
             <Any as sqlx::Database>::TransactionManager::rollback(&mut writer).await?;
         }
         let conn = dw.clone().lock_owned().await;
-        Ok(Some(direct::Held {
-            conn,
-            _writer: writer,
-        }))
+        Ok(Some(direct::Held { conn, writer }))
     }
 
-    /// A write transaction: on SQLite's direct writer, else sqlx's (`WriteTx`).
-    pub(crate) async fn begin_write_fast(&self) -> Result<WriteTx> {
-        match self.direct_writer().await? {
+    /// A write transaction of the job path, which writes only what `Scope::Jobs` says; a raise
+    /// of a model's `run_count` is noted with `WriteTx::commit_ran`.
+    pub(crate) async fn begin_job_write(&self) -> Result<WriteTx> {
+        self.begin_write_direct(cache::Scope::Jobs).await
+    }
+
+    /// A write transaction of `scope`: on SQLite's direct writer, else sqlx's (`WriteTx`).
+    pub(crate) async fn begin_write_direct(&self, scope: cache::Scope) -> Result<WriteTx> {
+        match self.direct_writer(scope).await? {
             Some(held) => Ok(WriteTx::Direct(direct::DirectTx::begin(held)?)),
             None => Ok(WriteTx::Sqlx(self.begin_write().await?)),
         }
     }
 
-    /// One write statement, outside a transaction: rows affected.
-    pub(crate) async fn write_one(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
-        match self.direct_writer().await? {
+    /// One write statement of the job path, to the `jobs` table only: rows affected.
+    pub(crate) async fn write_job(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        self.write_one_direct(cache::Scope::Jobs, sql, args).await
+    }
+
+    /// One write statement of `scope`, outside a transaction: rows affected.
+    pub(crate) async fn write_one_direct(
+        &self,
+        scope: cache::Scope,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<u64> {
+        match self.direct_writer(scope).await? {
             Some(held) => direct::exec(&held.conn, sql, args),
             None => Ok(bound(sql, args)
                 .execute(&self.writer)
@@ -380,7 +395,7 @@ impl SqlStore {
 
     /// As `read_row`, kept (on SQLite) until anything is written: for reads of one row that
     /// every request makes. `tag` names the query; the SQL is made only when it runs.
-    pub(crate) async fn read_row_kept<T: cache::Weigh + Clone + Send + Sync + 'static>(
+    pub(crate) async fn read_row_kept<T: cache::Kept>(
         &self,
         tag: &'static str,
         sql: impl FnOnce() -> String,
