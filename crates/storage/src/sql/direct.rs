@@ -122,16 +122,34 @@ pub(crate) struct Held {
     pub(crate) writer: super::conns::WriteGuard,
 }
 
+/// Past this many frames at a checkpoint, the WAL is made to start over (SQLite's own
+/// automatic checkpoint waits for as many).
+const RESTART_AFTER_FRAMES: i64 = 1000;
+
 /// Checkpoints the WAL into the database every `every`, on a connection of its own, for as long
 /// as `alive` has an owner. SQLite would otherwise checkpoint inside whichever commit takes the
 /// WAL past 1,000 pages: writing the pages back and syncing the file, a few milliseconds added
 /// to one prediction in every few dozen.
+///
+/// SQLite starts the WAL over only at the first write after a checkpoint that copied all of it.
+/// Under steady writes one beside them never does (frames are appended while it copies), and
+/// the WAL grew by every page every prediction wrote, hundreds of megabytes a minute, with each
+/// commit slower than the last (its index chains lengthen). So once a pass leaves a long WAL,
+/// a second pass copies what the first left with `writer` (the process's one writer) held:
+/// a few pages and a sync, once a second at most.
 pub(crate) fn checkpoints(
     path: &Path,
+    writer: std::sync::Arc<tokio::sync::Mutex<sqlx::AnyConnection>>,
     alive: std::sync::Weak<()>,
     every: std::time::Duration,
 ) -> Result<()> {
     let conn = open_writer(path)?;
+    // The frames in the WAL, and how many of them are copied.
+    let pass = move |conn: &Connection| {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })
+    };
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || loop {
@@ -139,7 +157,14 @@ pub(crate) fn checkpoints(
             if alive.upgrade().is_none() {
                 return;
             }
-            if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+            let done = match pass(&conn) {
+                Ok((frames, _)) if frames >= RESTART_AFTER_FRAMES => {
+                    let _writes_wait = writer.blocking_lock();
+                    pass(&conn)
+                }
+                other => other,
+            };
+            if let Err(e) = done {
                 tracing::warn!(error = %e, "could not checkpoint the WAL");
             }
         })
@@ -284,6 +309,7 @@ impl Cols for LiteRow<'_, '_> {
 mod tests {
     use super::super::cache::Scope;
     use super::super::{Arg, SqlStore};
+    use super::RESTART_AFTER_FRAMES;
 
     /// A sqlx write transaction dropped mid-way leaves its rollback queued on sqlx's writer:
     /// the direct writer waits for it (instead of meeting the open transaction's lock), writes,
@@ -376,6 +402,59 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        drop(store);
+        remove(&path);
+    }
+
+    /// Under steady writes (one a millisecond), the WAL still starts over: it holds at most
+    /// `RESTART_AFTER_FRAMES` and what a checkpoint's second of writes adds, not every frame.
+    #[tokio::test]
+    async fn the_wal_starts_over_under_steady_writes() {
+        let path =
+            std::env::temp_dir().join(format!("modelyard-restart-{}.db", std::process::id()));
+        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        // Each commit writes one page of each of four tables: four frames.
+        const TABLES: u64 = 4;
+        let mut tx = store.begin_write_direct(Scope::All).await.unwrap();
+        for t in 0..TABLES {
+            tx.exec(&format!("CREATE TABLE steady{t} (n BIGINT)"), &[])
+                .await
+                .unwrap();
+            tx.exec(&format!("INSERT INTO steady{t} (n) VALUES (0)"), &[])
+                .await
+                .unwrap();
+        }
+        tx.commit_ran(None).await.unwrap();
+        let wal = || {
+            let mut p = path.as_os_str().to_owned();
+            p.push("-wal");
+            std::fs::metadata(p).map_or(0, |m| m.len())
+        };
+        let seconds = 4;
+        let started = std::time::Instant::now();
+        let mut commits = 0u64;
+        while started.elapsed() < std::time::Duration::from_secs(seconds) {
+            let mut tx = store.begin_write_direct(Scope::All).await.unwrap();
+            for t in 0..TABLES {
+                tx.exec(&format!("UPDATE steady{t} SET n = n + 1"), &[])
+                    .await
+                    .unwrap();
+            }
+            tx.commit_ran(None).await.unwrap();
+            commits += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // A frame is a 4 KiB page and its 24-byte header.
+        let (frames, per_second) = (commits * TABLES, commits * TABLES / seconds);
+        let most = (RESTART_AFTER_FRAMES as u64 + 2 * per_second) * 4120 + 32;
+        assert!(
+            wal() <= most,
+            "the WAL holds {} bytes after {frames} frames at {per_second} a second \
+             (at most {most} expected)",
+            wal()
+        );
         drop(store);
         remove(&path);
     }

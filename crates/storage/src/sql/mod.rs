@@ -311,7 +311,14 @@ impl SqlStore {
             store.direct = Some(Arc::new(Direct::open(&file)?));
             store.direct_writer = Some(Arc::new(Mutex::new(direct::open_writer(&file)?)));
             store.kept = Some(Arc::new(cache::RowCache::new(writes)));
-            direct::checkpoints(&file, Arc::downgrade(&store._alive), CHECKPOINT_EVERY)?;
+            if let Conns::Held(writer, _) = &store.writer {
+                direct::checkpoints(
+                    &file,
+                    writer.clone(),
+                    Arc::downgrade(&store._alive),
+                    CHECKPOINT_EVERY,
+                )?;
+            }
         }
         Ok(store)
     }
