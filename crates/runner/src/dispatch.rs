@@ -137,7 +137,9 @@ pub async fn run(inner: Arc<Inner>) {
                                 let inner = inner.clone();
                                 inner.running.fetch_add(1, Ordering::SeqCst);
                                 tokio::spawn(async move {
-                                    job::run(&inner, j, now, slot).await;
+                                    // Boxed where it starts: a job's future is kilobytes,
+                                    // copied three times over by a spawn otherwise.
+                                    Box::pin(job::run(&inner, j, now, slot)).await;
                                     inner.running.fetch_sub(1, Ordering::SeqCst);
                                 });
                             }
