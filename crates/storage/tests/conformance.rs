@@ -38,6 +38,7 @@ conformance! {
     unknown_stored_values_are_corrupt => sqlite_unknown_stored_values_are_corrupt, postgres_unknown_stored_values_are_corrupt;
     reads_follow_every_stores_writes => sqlite_reads_follow_every_stores_writes, postgres_reads_follow_every_stores_writes;
     reads_follow_the_job_path => sqlite_reads_follow_the_job_path, postgres_reads_follow_the_job_path;
+    a_created_job_is_answered_as_it_reads_back => sqlite_a_created_job_is_answered_as_it_reads_back, postgres_a_created_job_is_answered_as_it_reads_back;
 }
 
 fn full_names(models: &[Model]) -> Vec<String> {
@@ -1829,4 +1830,33 @@ async fn reads_follow_the_job_path(store: SqlStore) {
     let dest = model(&store, alice.account.id, "tuned", Visibility::Private).await;
     train(&store, alice.account.id, &v.id, dest.id).await;
     assert_eq!(runs().await, 3, "a training counted as a run");
+}
+
+/// What `create_job` answers is the record as any later read gives it: a prediction, one of a
+/// deployment, a training with its destination, with a webhook and a deadline.
+async fn a_created_job_is_answered_as_it_reads_back(store: SqlStore) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let m = model(&store, alice.account.id, "m", Visibility::Public).await;
+    let v = version(&store, m.id, "d1", "a1").await;
+    let d = store
+        .create_deployment(alice.account.id, "prod", release(&v.id, 0, 1), "alice")
+        .await
+        .unwrap();
+    let dest = model(&store, alice.account.id, "tuned", Visibility::Private).await;
+    let mut plain = new_job(JobKind::Prediction, bob.account.id, &v.id);
+    plain.input = json!({"prompt": "p", "n": 1.5, "list": [1, {"a": null}]});
+    plain.webhook = Some("https://example.com/hook".into());
+    plain.webhook_events_filter = vec!["start".into(), "completed".into()];
+    plain.deadline = Some(Utc::now() + Duration::seconds(30));
+    let mut deployed = new_job(JobKind::Prediction, alice.account.id, &v.id);
+    deployed.deployment_id = Some(d.id);
+    let mut training = new_job(JobKind::Training, alice.account.id, &v.id);
+    training.destination_model_id = Some(dest.id);
+    for new in [plain, deployed, training] {
+        let kind = new.kind;
+        let created = store.create_job(new).await.unwrap();
+        let read = store.job(kind, &created.id).await.unwrap().unwrap();
+        assert_eq!(format!("{created:?}"), format!("{read:?}"));
+    }
 }

@@ -136,10 +136,12 @@ impl JobStore for SqlStore {
         }
         // The version row is referenced by a foreign key: a version deleted a moment ago makes
         // this INSERT fail, and on PostgreSQL a deletion in progress makes it wait first.
-        tx.exec(
+        let seq = tx
+            .rows(
             "INSERT INTO jobs (id, kind, account_id, version_id, deployment_id, \
              destination_model_id, input, status, source, webhook, webhook_events_filter, \
-             deadline, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'starting', $8, $9, $10, $11, $12)",
+             deadline, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'starting', $8, $9, $10, $11, $12) \
+             RETURNING seq",
             &[
                 Arg::Text(&id),
                 Arg::Text(j.kind.as_str()),
@@ -154,13 +156,17 @@ impl JobStore for SqlStore {
                 Arg::OptInt(j.deadline.map(micros)),
                 Arg::Int(at),
             ],
+            |r| rows::get::<i64, _>(r, "seq"),
         )
         .await
         .map_err(|e| match e {
             // Job ids are random, so a conflict here is only ever the version's foreign key.
             StoreError::Conflict(_) | StoreError::ForeignKey => StoreError::NotFound("version"),
             e => e,
-        })?;
+        })?
+        .into_iter()
+        .next()
+        .ok_or(StoreError::NotFound("version"))?;
         if j.kind == JobKind::Prediction {
             tx.exec(
                 "INSERT INTO version_runs (version_id, account_id, count) VALUES ($1, $2, 1) \
@@ -176,20 +182,65 @@ impl JobStore for SqlStore {
             )
             .await?;
         }
-        // The record as answered, and whether its version is live: one in the trash is as
-        // gone as a deleted one (nothing written above stands then). Read after the insert,
-        // whose foreign key waits for a trashing in progress (PostgreSQL), so it sees its outcome.
-        // (`JOB_SELECT` joins live versions only.)
-        let job = tx
+        // Whether its version is live (one in the trash is as gone as a deleted one: nothing
+        // written above stands then), and the names the record is answered with, as
+        // `JOB_SELECT` joins them. Read after the insert, whose foreign key waits for a trashing
+        // in progress (PostgreSQL), so it sees its outcome.
+        let (account, model, deployment, destination) = tx
             .rows(
-                &format!("{JOB_SELECT} WHERE j.id = $1"),
-                &[Arg::Text(&id)],
-                |r| rows::job(r),
+                "SELECT acc.username AS account, ma.username || '/' || mo.name AS model, \
+                 (SELECT da.username || '/' || d.name FROM deployments d \
+                  JOIN accounts da ON da.id = d.owner_id WHERE d.id = $2) AS deployment, \
+                 (SELECT dma.username || '/' || dm.name FROM models dm \
+                  JOIN accounts dma ON dma.id = dm.owner_id WHERE dm.id = $3) AS destination \
+                 FROM versions v JOIN models mo ON mo.id = v.model_id \
+                 JOIN accounts ma ON ma.id = mo.owner_id JOIN accounts acc ON acc.id = $4 \
+                 WHERE v.id = $1 AND v.trashed_at IS NULL",
+                &[
+                    Arg::Text(&j.version_id),
+                    Arg::OptInt(j.deployment_id),
+                    Arg::OptInt(j.destination_model_id),
+                    Arg::Int(j.account_id),
+                ],
+                |r| {
+                    Ok((
+                        rows::get::<String, _>(r, "account")?,
+                        rows::get::<String, _>(r, "model")?,
+                        rows::get::<Option<String>, _>(r, "deployment")?,
+                        rows::get::<Option<String>, _>(r, "destination")?,
+                    ))
+                },
             )
             .await?
             .into_iter()
             .next()
             .ok_or(StoreError::NotFound("version"))?;
+        // As `rows::job` would read it back.
+        let job = Job {
+            cursor: seq,
+            id,
+            kind: j.kind,
+            account_id: j.account_id,
+            account,
+            version_id: j.version_id,
+            model,
+            deployment,
+            destination,
+            input: j.input,
+            output: None,
+            logs: String::new(),
+            error: None,
+            status: Status::Starting,
+            source: j.source,
+            webhook: j.webhook,
+            webhook_events_filter: j.webhook_events_filter,
+            data_removed: false,
+            metrics: serde_json::json!({}),
+            deadline: j.deadline.map(|d| rows::time(micros(d))),
+            created_at: rows::time(at),
+            started_at: None,
+            completed_at: None,
+        };
         tx.commit_ran(ran).await?;
         Ok(job)
     }
