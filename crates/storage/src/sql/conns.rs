@@ -300,11 +300,9 @@ mod tests {
     /// is given back: until a command behind it has answered, no row is kept or served.
     #[tokio::test]
     async fn rows_are_not_kept_while_a_dropped_write_may_still_commit() {
-        let path =
-            std::env::temp_dir().join(format!("modelyard-unsettled-{}.db", std::process::id()));
-        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let db = crate::sql::scratch::db("unsettled");
+        let url = &db.url;
+        let store = SqlStore::connect(url).await.unwrap();
         let Conns::Held(_, writes) = &store.writer else {
             panic!("SQLite's writer is held")
         };
@@ -329,21 +327,15 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         drop(store);
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
     }
 
     /// The held writer: a write transaction dropped before its end leaves nothing behind, and
     /// the next one (on the same connection) starts clean and commits.
     #[tokio::test]
     async fn dropped_write_is_rolled_back_on_the_held_writer() {
-        let path = std::env::temp_dir().join(format!("modelyard-conns-{}.db", std::process::id()));
-        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let db = crate::sql::scratch::db("conns");
+        let url = &db.url;
+        let store = SqlStore::connect(url).await.unwrap();
         let count = |store: SqlStore| async move {
             sqlx::query_scalar::<_, i64>(
                 "SELECT COUNT(*) FROM schema_migrations WHERE version = 99",
@@ -368,10 +360,5 @@ mod tests {
             .unwrap();
         assert_eq!(count(store.clone()).await, 0);
         drop(store);
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
     }
 }

@@ -317,10 +317,9 @@ mod tests {
     /// its commit leaves nothing either.
     #[tokio::test]
     async fn the_direct_writer_follows_a_dropped_sqlx_transaction() {
-        let path = std::env::temp_dir().join(format!("modelyard-direct-{}.db", std::process::id()));
-        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let db = crate::sql::scratch::db("direct");
+        let url = &db.url;
+        let store = SqlStore::connect(url).await.unwrap();
         let count = |store: &SqlStore, v: i64| {
             let store = store.clone();
             async move {
@@ -375,17 +374,15 @@ mod tests {
             "a committed direct write was lost"
         );
         drop(store);
-        remove(&path);
     }
 
     /// Commits leave the WAL alone (no checkpoint inside a prediction's commit), and the
     /// checkpoint thread moves what they wrote into the database file within seconds.
     #[tokio::test]
     async fn the_wal_is_checkpointed_beside_the_commits() {
-        let path = std::env::temp_dir().join(format!("modelyard-ckpt-{}.db", std::process::id()));
-        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let db = crate::sql::scratch::db("ckpt");
+        let (path, url) = (db.path.clone(), &db.url);
+        let store = SqlStore::connect(url).await.unwrap();
         let before = std::fs::metadata(&path).unwrap().len();
         let mut tx = store.begin_write_direct(Scope::All).await.unwrap();
         tx.exec("CREATE TABLE bulk (b TEXT)", &[]).await.unwrap();
@@ -403,18 +400,15 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         drop(store);
-        remove(&path);
     }
 
     /// Under steady writes (one a millisecond), the WAL still starts over: it holds at most
     /// `RESTART_AFTER_FRAMES` and what a checkpoint's second of writes adds, not every frame.
     #[tokio::test]
     async fn the_wal_starts_over_under_steady_writes() {
-        let path =
-            std::env::temp_dir().join(format!("modelyard-restart-{}.db", std::process::id()));
-        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let db = crate::sql::scratch::db("restart");
+        let (path, url) = (db.path.clone(), &db.url);
+        let store = SqlStore::connect(url).await.unwrap();
         // Each commit writes one page of each of four tables: four frames.
         const TABLES: u64 = 4;
         let mut tx = store.begin_write_direct(Scope::All).await.unwrap();
@@ -456,14 +450,5 @@ mod tests {
             wal()
         );
         drop(store);
-        remove(&path);
-    }
-
-    fn remove(path: &std::path::Path) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.as_os_str().to_owned();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
     }
 }

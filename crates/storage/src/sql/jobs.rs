@@ -616,10 +616,9 @@ mod plans {
     /// index's condition word for word.
     #[tokio::test]
     async fn unfinished_jobs_are_found_through_an_index() {
-        let path = std::env::temp_dir().join(format!("modelyard-plans-{}.db", std::process::id()));
-        let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let db = crate::sql::scratch::db("plans");
+        let url = &db.url;
+        let store = SqlStore::connect(url).await.unwrap();
         let every = Offer {
             hardware: vec![],
             gpu: true,
@@ -658,10 +657,5 @@ mod plans {
             );
         }
         drop(store);
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
     }
 }

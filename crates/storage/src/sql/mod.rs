@@ -578,3 +578,33 @@ fn ids_or_none(ids: &[i64]) -> Vec<i64> {
         ids.to_vec()
     }
 }
+
+/// Database files of the unit tests' own.
+#[cfg(test)]
+pub(crate) mod scratch {
+    use std::path::PathBuf;
+
+    /// A SQLite file of one test's, removed with its WAL and shared memory when dropped (also
+    /// when the test fails).
+    pub(crate) struct Db {
+        pub(crate) path: PathBuf,
+        pub(crate) url: String,
+    }
+
+    /// The file for the test `name`, in the temp directory.
+    pub(crate) fn db(name: &str) -> Db {
+        let path = std::env::temp_dir().join(format!("modelyard-{name}-{}.db", std::process::id()));
+        let url = format!("sqlite://{}", path.display());
+        Db { path, url }
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = self.path.as_os_str().to_owned();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
