@@ -613,20 +613,15 @@ mod plans {
 
     /// Every statement that looks for unfinished jobs reads them through an index, never by
     /// a scan of every job ever run: on SQLite that holds only while each says the partial
-    /// index's condition word for word.
+    /// index's condition word for word. So does a deployment's deletion, through the partial
+    /// `jobs_deployment`.
     #[tokio::test]
     async fn unfinished_jobs_are_found_through_an_index() {
         let db = crate::sql::scratch::db("plans");
         let url = &db.url;
         let store = SqlStore::connect(url).await.unwrap();
-        let every = Offer {
-            hardware: vec![],
-            gpu: true,
-        };
-        let some = Offer {
-            hardware: vec!["cpu".into()],
-            gpu: false,
-        };
+        let every = Offer::everything();
+        let some = Offer::new(vec!["cpu".into()], 0);
         let statements = [
             (queued_sql(&every), "jobs_unfinished"),
             (queued_sql(&some), "jobs_unfinished"),
@@ -637,6 +632,11 @@ mod plans {
             (RECOVER_STARTED.into(), "jobs_unfinished"),
             (RECOVER_QUEUED.into(), "jobs_unfinished"),
             (DEPLOYMENT_RUNNING.into(), "jobs_"),
+            // The foreign key's ON DELETE SET NULL finds a deployment's jobs.
+            (
+                "DELETE FROM deployments WHERE id = $1".into(),
+                "jobs_deployment",
+            ),
         ];
         for (sql, index) in statements {
             let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
